@@ -1,0 +1,292 @@
+"""Build the analysis graph from a prototxt: select the phase, instantiate layers,
+name every blob value uniquely, infer shapes and geometry, attach weights.
+
+Blob keys. Caffe blobs are overwritten by in-place layers (ReLU on conv1), so a
+blob name does not name a value. Every value gets a key instead: the name of the
+layer that wrote it, or `name#i` for the i-th top of a multi-top layer; inputs keep
+their blob names. `blob_of` maps each Caffe blob name to its latest key, which is
+what pycaffe's `net.blobs[name]` shows after a forward pass.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from .. import caffe_pb2
+from ..errors import UnsupportedLayerError, ZfcaffeError
+from ..io.prototxt import fork_layer_error, parse_net_text
+from ..io.upgrade import net_format, upgrade_net
+from ..io.weights import LayerWeights, read_weights
+from ..layers import REGISTRY, TRAINING_ONLY, Geometry, Layer
+from ..layers.base import count
+from .fillers import fill
+
+#: Caffe's own limit on one blob (its count is an int).
+MAX_BLOB_ELEMENTS = 2**31 - 1
+
+
+@dataclasses.dataclass
+class Graph:
+    path: str
+    name: str
+    format: str                                   # V0 / V1 / V2 as read
+    layers: list[Layer]
+    inputs: dict[str, tuple]                      # input key -> shape
+    blob_of: dict[str, str]                       # Caffe blob name -> latest key
+    shapes: dict[str, tuple] = dataclasses.field(default_factory=dict)
+    geometry: dict[str, Geometry | None] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    weights_path: str | None = None
+
+    @property
+    def compute_layers(self) -> list[Layer]:
+        return [l for l in self.layers if not l.is_input]
+
+    def layer(self, name: str) -> Layer:
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise ZfcaffeError(f"{self.path}: no layer named '{name}'")
+
+    def producer(self, key: str) -> Layer:
+        for l in self.layers:
+            if key in l.tops:
+                return l
+        raise ZfcaffeError(f"{self.path}: no blob value '{key}'")
+
+    def outputs(self) -> list[str]:
+        """Keys nobody reads: the net's outputs, as pycaffe's net.outputs."""
+        read = {b for l in self.layers for b in l.bottoms}
+        return [k for l in self.compute_layers for k in l.tops if k not in read]
+
+    # -- shapes ----------------------------------------------------------------
+    def infer(self, overrides: dict[str, tuple] | None = None) -> None:
+        """Caffe's shape inference; `overrides` maps input blob (or input layer) names
+        to shapes. Refuses any blob larger than Caffe allows before allocating."""
+        overrides = dict(overrides or {})
+        shapes: dict[str, tuple] = {}
+        geoms: dict[str, Geometry | None] = {}
+        for layer in self.layers:
+            if layer.is_input:
+                declared = layer.declared_shapes()
+                declared = [declared[i] for i in layer.top_index] if declared else declared
+                resolved = []
+                for i, (top, shape) in enumerate(zip(layer.tops, declared)):
+                    shape = overrides.pop(top, overrides.pop(layer.name, None) if i == 0 else None) or shape
+                    if shape is None:
+                        raise layer.error(
+                            f"the shape of input '{top}' is not in the file (Caffe reads it from the data); "
+                            f"pass input_shapes={{'{top}': (N, C, H, W)}} (CLI: --input-shape {top}=N,C,H,W)")
+                    resolved.append(tuple(int(d) for d in shape))
+                layer.resolved = resolved
+            in_shapes = [shapes[b] for b in layer.bottoms]
+            lo, hi = layer.n_bottoms()
+            if not lo <= len(in_shapes) <= hi:
+                raise layer.error(f"has {len(in_shapes)} bottoms; expected {lo}" +
+                                  (f" to {hi}" if hi != lo and hi < 1 << 30 else "" if hi == lo else " or more"))
+            layer.in_shapes = in_shapes
+            out = [tuple(int(d) for d in s) for s in layer.output_shapes(in_shapes)]
+            if len(out) != len(layer.tops):
+                raise layer.error(f"produces {len(out)} outputs but declares {len(layer.tops)} tops")
+            for top, s in zip(layer.tops, out):
+                if any(d < 0 for d in s):
+                    raise layer.error(f"output '{top}' would have negative shape {list(s)}")
+                if count(s) > MAX_BLOB_ELEMENTS:
+                    raise layer.error(
+                        f"output '{top}' would have shape {list(s)} = {count(s):.3g} elements, "
+                        f"over Caffe's limit of 2^31-1; expected a smaller input shape")
+                shapes[top] = s
+            layer.out_shapes = out
+            for top, g in zip(layer.tops, layer.geometry([geoms.get(b) for b in layer.bottoms])):
+                geoms[top] = g
+        if overrides:
+            raise ZfcaffeError(f"{self.path}: input_shapes names {sorted(overrides)}, which are not "
+                               f"inputs of the net (inputs: {sorted(self.inputs)})")
+        self.shapes, self.geometry = shapes, geoms
+        self.inputs = {t: shapes[t] for l in self.layers if l.is_input for t in l.tops}
+
+    # -- weights -----------------------------------------------------------------
+    def attach_weights(self, path: str | None, allow_missing: bool = False, seed: int = 0) -> None:
+        """Match weight blobs to layers by name, checking every shape."""
+        stored: dict[str, LayerWeights] = {}
+        if path is not None:
+            for lw in read_weights(path):
+                stored.setdefault(lw.name, lw)
+            self.weights_path = path
+        rng = np.random.default_rng(seed)
+        used = set()
+        missing = []
+        for layer in self.layers:
+            expected = layer.param_shapes(layer.in_shapes)
+            if not expected:
+                continue
+            lw = stored.get(layer.name)
+            if lw is None or not lw.blobs:
+                if path is not None and not allow_missing:
+                    missing.append(layer.name)
+                    continue
+                layer.blobs = _filled(layer, expected, rng)
+                continue
+            used.add(layer.name)
+            layer.blobs = _checked(layer, lw, expected, path)
+        if missing:
+            raise ZfcaffeError(
+                f"{path}: no weights for layer(s) {', '.join(missing[:8])}"
+                f"{' ...' if len(missing) > 8 else ''} of {self.path}; "
+                "expected the caffemodel of this net (allow_missing_weights=True fills them as Caffe would)")
+        extra = [n for n, lw in stored.items() if n not in used and lw.blobs]
+        if extra:
+            self.notes.append(f"weights file has layers not in the net (ignored): {', '.join(extra[:10])}"
+                              + (" ..." if len(extra) > 10 else ""))
+
+
+def _pad_legacy(shape: tuple) -> tuple:
+    return (1,) * (4 - len(shape)) + tuple(shape) if len(shape) <= 4 else tuple(shape)
+
+
+def _checked(layer: Layer, lw: LayerWeights, expected: list[tuple], path: str) -> list[np.ndarray]:
+    if len(lw.blobs) != len(expected):
+        raise ZfcaffeError(
+            f"{path}: layer '{layer.name}' ({layer.type}) has {len(lw.blobs)} blobs in the weights "
+            f"but the net expects {len(expected)}")
+    out = []
+    for i, (blob, shape) in enumerate(zip(lw.blobs, expected)):
+        got = tuple(blob.data.shape)
+        ok = got == tuple(shape) or (
+            (blob.legacy or len(got) == 4) and count(got) == count(shape) and
+            _pad_legacy(shape) == _pad_legacy(got))
+        if not ok:
+            raise ZfcaffeError(
+                f"{path}: layer '{layer.name}' blob {i}: weights have shape {list(got)}, "
+                f"the net expects {list(shape)}")
+        out.append(blob.data.reshape(shape))
+    return out
+
+
+def _filled(layer: Layer, shapes: list[tuple], rng) -> list[np.ndarray]:
+    lp = layer.lp
+    default = caffe_pb2.FillerParameter()
+    fillers = [default] * len(shapes)
+    for field in ("convolution_param", "inner_product_param", "embed_param"):
+        if lp.HasField(field):
+            p = getattr(lp, field)
+            fillers = [p.weight_filler, p.bias_filler][:len(shapes)]
+    if layer.type == "Scale":
+        one = caffe_pb2.FillerParameter(type="constant", value=1.0)
+        p = lp.scale_param
+        fillers = ([p.filler if p.HasField("filler") else one] if len(layer.bottoms) == 1 else []) + [p.bias_filler]
+    if layer.type == "PReLU":
+        p = lp.prelu_param
+        fillers = [p.filler if p.HasField("filler") else caffe_pb2.FillerParameter(type="constant", value=0.25)]
+    if layer.type == "Bias":
+        fillers = [lp.bias_param.filler]
+    return [fill(f, s, rng) for f, s in zip(fillers, shapes)]
+
+
+def _state_meets_rule(state: caffe_pb2.NetState, rule: caffe_pb2.NetStateRule) -> bool:
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    if any(s not in state.stage for s in rule.stage):
+        return False
+    if any(s in state.stage for s in rule.not_stage):
+        return False
+    return True
+
+
+def _included(lp: caffe_pb2.LayerParameter, state: caffe_pb2.NetState) -> bool:
+    """Caffe's Net::FilterNet rule for one layer."""
+    if len(lp.include) and len(lp.exclude):
+        raise ZfcaffeError(f"layer '{lp.name}' has both include and exclude rules")
+    if len(lp.include):
+        return any(_state_meets_rule(state, r) for r in lp.include)
+    return not any(_state_meets_rule(state, r) for r in lp.exclude)
+
+
+def load_graph(path: str, phase: str = "TEST", level: int = 0, stages=(),
+               input_shapes: dict | None = None, stop_before: str | None = None,
+               text: str | None = None) -> Graph:
+    """Read a prototxt (any version) into a shape-inferred Graph (no weights yet)."""
+    parsed = parse_net_text(path, text)
+    net, lines = parsed.param, parsed.layer_lines
+    fmt = net_format(net)
+    _, notes = upgrade_net(net, lines, where=path)
+    state = caffe_pb2.NetState()
+    state.CopyFrom(net.state)
+    state.phase = caffe_pb2.Phase.Value(phase.upper())
+    state.level = level
+    state.stage.extend(stages)
+
+    layers: list[Layer] = []
+    current: dict[str, str] = {}     # Caffe blob name -> latest key
+    keys: set[str] = set()
+    dropped = []
+    for lp, line in zip(net.layer, lines):
+        if stop_before is not None and lp.name == stop_before:
+            notes.append(f"loaded up to the layer before '{stop_before}'")
+            break
+        if line in parsed.rejected:
+            typ, reason = parsed.rejected[line]
+            raise fork_layer_error(path, lp.name, typ, line, reason)
+        if not _included(lp, state):
+            continue
+        if lp.type in TRAINING_ONLY:
+            dropped.append(lp.name)
+            continue
+        cls = REGISTRY.get(lp.type)
+        if cls is None:
+            what = ("a Python layer runs user code that zfcaffe cannot load"
+                    if lp.type == "Python" else "this layer type is not in BVLC Caffe's inference set")
+            raise UnsupportedLayerError(
+                f"{path}:{line}: layer '{lp.name}' has type '{lp.type}': {what}; load the net up to "
+                f"the layer before it with stop_before='{lp.name}' (CLI: --stop-before {lp.name})",
+                lp.name, lp.type)
+        layer = cls(lp, line, path)
+        for b in lp.bottom:
+            if b not in current:
+                raise layer.error(f"bottom '{b}' is not produced by any earlier layer")
+            layer.bottoms.append(current[b])
+        if layer.is_input:
+            tops = list(lp.top)
+        else:
+            tops = [lp.name] if len(lp.top) == 1 else [f"{lp.name}#{i}" for i in range(len(lp.top))]
+        for k in tops:
+            if k in keys:
+                raise layer.error(f"its output key '{k}' is already used (duplicate layer or blob name)")
+            keys.add(k)
+        layer.tops = tops
+        for b, k in zip(lp.top, tops):
+            current[b] = k
+        layers.append(layer)
+    else:
+        if stop_before is not None:
+            raise ZfcaffeError(f"{path}: stop_before='{stop_before}' names no layer of the net")
+    if dropped:
+        notes.append(f"dropped training-only layers: {', '.join(dropped)}")
+    if not layers:
+        raise ZfcaffeError(f"{path}: no layers for phase {phase}; expected a Caffe net")
+
+    _drop_unread_inputs(layers, notes)
+    graph = Graph(path, net.name, fmt, layers, {}, current, notes=notes)
+    graph.infer(input_shapes)
+    return graph
+
+
+def _drop_unread_inputs(layers: list[Layer], notes: list[str]) -> None:
+    """Labels of data layers (read only by the dropped loss layers) are not inputs."""
+    read = {b for l in layers for b in l.bottoms}
+    for layer in layers:
+        if not layer.is_input:
+            continue
+        keep = [i for i, t in enumerate(layer.tops) if t in read or i == 0]
+        if len(keep) != len(layer.tops):
+            gone = [t for i, t in enumerate(layer.tops) if i not in keep]
+            if layer.type != "Input":
+                notes.append(f"input(s) {', '.join(gone)} of '{layer.name}' are not read; left out")
+            layer.tops = [layer.tops[i] for i in keep]
+            layer.top_index = keep

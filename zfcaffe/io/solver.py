@@ -1,0 +1,59 @@
+"""solver.prototxt: which net it trains and where its snapshots are."""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import re
+
+from .. import caffe_pb2
+from .prototxt import parse_message_text
+
+
+@dataclasses.dataclass
+class Solver:
+    path: str
+    param: caffe_pb2.SolverParameter
+    net_path: str | None          # resolved path of the train/test net, if found
+    snapshot_prefix: str | None   # resolved prefix, if set
+
+    def snapshots(self) -> list[tuple[int, str]]:
+        """(iteration, path) of every snapshot on disk, oldest first."""
+        return find_snapshots(self.snapshot_prefix) if self.snapshot_prefix else []
+
+
+def _resolve(path: str, solver_dir: str) -> str:
+    # Caffe resolves relative to the working directory (usually Caffe's root);
+    # fall back to the solver's folder and then to the bare file name there.
+    for candidate in (path, os.path.join(solver_dir, path),
+                      os.path.join(solver_dir, os.path.basename(path))):
+        if os.path.exists(candidate) or os.path.exists(os.path.dirname(candidate) or "."):
+            if os.path.exists(candidate):
+                return candidate
+    return os.path.join(solver_dir, os.path.basename(path))
+
+
+def read_solver(path: str) -> Solver:
+    param = caffe_pb2.SolverParameter()
+    parse_message_text(path, param)
+    d = os.path.dirname(os.path.abspath(path))
+    net = param.net or param.train_net or (param.test_net[0] if len(param.test_net) else "")
+    net_path = _resolve(net, d) if net else None
+    prefix = None
+    if param.snapshot_prefix:
+        p = param.snapshot_prefix
+        prefix = p if os.path.isdir(os.path.dirname(p) or ".") and glob.glob(p + "*") else \
+            os.path.join(d, os.path.basename(p))
+    return Solver(path, param, net_path, prefix)
+
+
+_ITER = re.compile(r"_iter_(\d+)\.caffemodel(\.h5)?$")
+
+
+def find_snapshots(prefix: str) -> list[tuple[int, str]]:
+    found = []
+    for p in glob.glob(glob.escape(prefix) + "_iter_*.caffemodel*"):
+        m = _ITER.search(p)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)

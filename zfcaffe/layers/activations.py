@@ -1,0 +1,181 @@
+"""Elementwise neuron layers: ReLU, PReLU, ELU, Sigmoid, TanH, AbsVal, BNLL,
+Power, Exp, Log, Threshold, Clip, Swish."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .base import Layer, count, register
+
+
+class _Neuron(Layer):
+    def macs(self):
+        return count(self.out_shapes[0])
+
+
+@register("ReLU")
+class ReLU(_Neuron):
+    def setup(self, lp):
+        self.negative_slope = lp.relu_param.negative_slope
+
+    def summary(self):
+        return f"slope {self.negative_slope:g}" if self.negative_slope else ""
+
+    def emit(self, e, ins, outs):
+        if self.negative_slope:
+            e.op("LeakyRelu", ins, outs[0], alpha=float(self.negative_slope))
+        else:
+            e.op("Relu", ins, outs[0])
+
+
+@register("PReLU")
+class PReLU(_Neuron):
+
+    def setup(self, lp):
+        self.channel_shared = lp.prelu_param.channel_shared
+
+    def param_shapes(self, in_shapes):
+        s = in_shapes[0]
+        if len(s) < 2 and not self.channel_shared:
+            raise self.error(f"input {list(s)} has no channel axis")
+        return [()] if self.channel_shared else [(s[1],)]
+
+    def emit(self, e, ins, outs):
+        s = self.in_shapes[0]
+        slope = self.blobs[0].reshape((1,) if self.channel_shared else (s[1],) + (1,) * (len(s) - 2))
+        e.op("PRelu", [ins[0], e.weight(self, 0, slope)], outs[0])
+
+
+@register("ELU")
+class ELU(_Neuron):
+    def setup(self, lp):
+        self.alpha = lp.elu_param.alpha
+
+    def emit(self, e, ins, outs):
+        e.op("Elu", ins, outs[0], alpha=float(self.alpha))
+
+
+@register("Sigmoid")
+class Sigmoid(_Neuron):
+    def emit(self, e, ins, outs):
+        e.op("Sigmoid", ins, outs[0])
+
+
+@register("TanH")
+class TanH(_Neuron):
+    def emit(self, e, ins, outs):
+        e.op("Tanh", ins, outs[0])
+
+
+@register("AbsVal")
+class AbsVal(_Neuron):
+    def emit(self, e, ins, outs):
+        e.op("Abs", ins, outs[0])
+
+
+@register("BNLL")
+class BNLL(_Neuron):
+    """log(1 + exp(x)), computed stably as Caffe does."""
+
+    def emit(self, e, ins, outs):
+        e.op("Softplus", ins, outs[0])
+
+
+def _affine(e, x, scale: float, shift: float) -> str:
+    if scale != 1:
+        x = e.op("Mul", [x, e.const(scale)])
+    if shift != 0:
+        x = e.op("Add", [x, e.const(shift)])
+    return x
+
+
+@register("Power")
+class Power(_Neuron):
+    """(shift + scale * x) ^ power."""
+
+    def setup(self, lp):
+        p = lp.power_param
+        self.power, self.scale, self.shift = p.power, p.scale, p.shift
+
+    def summary(self):
+        return f"({self.shift:g} + {self.scale:g}x)^{self.power:g}"
+
+    def emit(self, e, ins, outs):
+        if self.power * self.scale == 0:
+            # Caffe fills a constant: 1 for power 0, else shift^power.
+            value = 1.0 if self.power == 0 else self.shift ** self.power
+            zero = e.op("Mul", [ins[0], e.const(0.0)])
+            e.op("Add", [zero, e.const(value)], outs[0])
+            return
+        y = _affine(e, ins[0], self.scale, self.shift)
+        if self.power == 1:
+            e.op("Identity", [y], outs[0])
+        elif self.power == 2:
+            e.op("Mul", [y, y], outs[0])
+        else:
+            e.op("Pow", [y, e.const(self.power)], outs[0])
+
+
+@register("Exp")
+class Exp(_Neuron):
+    """base ^ (shift + scale * x); base -1 means e."""
+
+    def setup(self, lp):
+        p = lp.exp_param
+        self.base, self.scale, self.shift = p.base, p.scale, p.shift
+        if self.base != -1 and self.base <= 0:
+            raise self.error(f"base {self.base} must be positive (or -1 for e)")
+
+    def emit(self, e, ins, outs):
+        ln_base = 1.0 if self.base == -1 else math.log(self.base)
+        y = _affine(e, ins[0], self.scale * ln_base, self.shift * ln_base)
+        e.op("Exp", [y], outs[0])
+
+
+@register("Log")
+class Log(_Neuron):
+    """log_base(shift + scale * x); base -1 means e."""
+
+    def setup(self, lp):
+        p = lp.log_param
+        self.base, self.scale, self.shift = p.base, p.scale, p.shift
+        if self.base != -1 and self.base <= 0:
+            raise self.error(f"base {self.base} must be positive (or -1 for e)")
+
+    def emit(self, e, ins, outs):
+        y = e.op("Log", [_affine(e, ins[0], self.scale, self.shift)], None if self.base == -1 else outs[0])
+        if self.base != -1:
+            e.op("Mul", [y, e.const(1.0 / math.log(self.base))], outs[0])
+
+
+@register("Threshold")
+class Threshold(_Neuron):
+    """1 where x > threshold, else 0."""
+
+    def setup(self, lp):
+        self.threshold = lp.threshold_param.threshold
+
+    def emit(self, e, ins, outs):
+        e.op("Cast", [e.op("Greater", [ins[0], e.const(self.threshold)])], outs[0], to=1)
+
+
+@register("Clip")
+class Clip(_Neuron):
+    def setup(self, lp):
+        self.min, self.max = lp.clip_param.min, lp.clip_param.max
+
+    def emit(self, e, ins, outs):
+        e.op("Clip", [ins[0], e.const(self.min), e.const(self.max)], outs[0])
+
+
+@register("Swish")
+class Swish(_Neuron):
+    """x * sigmoid(beta * x)."""
+
+    def setup(self, lp):
+        self.beta = lp.swish_param.beta
+
+    def emit(self, e, ins, outs):
+        s = e.op("Sigmoid", [_affine(e, ins[0], self.beta, 0.0)])
+        e.op("Mul", [ins[0], s], outs[0])

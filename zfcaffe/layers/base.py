@@ -1,0 +1,217 @@
+"""The contract every Caffe layer family fulfils, and the registry of types.
+
+A family file (conv.py, pooling.py, ...) defines one `Layer` subclass per Caffe
+type and registers it with `@register("TypeName")`. The class holds everything
+about that type: its parameters, output shapes, parameter-blob shapes,
+receptive-field geometry, multiply-adds and its ONNX emission.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..errors import ZfcaffeError
+
+Shape = tuple
+REGISTRY: dict[str, type["Layer"]] = {}
+
+
+def register(*type_names: str) -> Callable[[type], type]:
+    def deco(cls):
+        for t in type_names:
+            REGISTRY[t] = cls
+        cls.TYPES = type_names
+        return cls
+    return deco
+
+
+def count(shape: Sequence[int]) -> int:
+    return int(math.prod(shape))
+
+
+def canonical_axis(axis: int, rank: int, who: "Layer") -> int:
+    if not -rank <= axis < rank:
+        raise who.error(f"axis {axis} is out of range for a {rank}-D input")
+    return axis % rank
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """Where a spatial blob's units look in the input image, per spatial axis (h, w).
+
+    rf: receptive field size in input pixels; jump: distance in input pixels
+    between neighbouring units; start: input coordinate of the centre of unit 0.
+    A non-spatial blob (after InnerProduct) has `whole=True`: it sees everything.
+    """
+    rf: tuple[float, float]
+    jump: tuple[float, float]
+    start: tuple[float, float]
+    whole: bool = False
+
+    @staticmethod
+    def identity() -> "Geometry":
+        return Geometry((1, 1), (1, 1), (0.0, 0.0))
+
+    def window(self, kernel, stride, pad) -> "Geometry":
+        """After a sliding window (convolution, pooling) with effective kernel size."""
+        if self.whole:
+            return self
+        rf = tuple(r + (k - 1) * j for r, k, j in zip(self.rf, kernel, self.jump))
+        start = tuple(s + ((k - 1) / 2 - p) * j for s, k, p, j in zip(self.start, kernel, pad, self.jump))
+        jump = tuple(j * s for j, s in zip(self.jump, stride))
+        return Geometry(rf, jump, start)
+
+    def upsample(self, kernel, stride, pad) -> "Geometry":
+        """After a transposed convolution (Deconvolution)."""
+        if self.whole:
+            return self
+        rf = tuple(r + (math.ceil(k / s) - 1) * j for r, k, s, j in zip(self.rf, kernel, stride, self.jump))
+        start = tuple(st + (p - (k - 1) / 2) / s * j
+                      for st, k, s, p, j in zip(self.start, kernel, stride, pad, self.jump))
+        jump = tuple(j / s for j, s in zip(self.jump, stride))
+        return Geometry(rf, jump, start)
+
+    def shift(self, offsets) -> "Geometry":
+        if self.whole:
+            return self
+        start = tuple(s + o * j for s, o, j in zip(self.start, offsets, self.jump))
+        return Geometry(self.rf, self.jump, start)
+
+
+WHOLE = Geometry((math.inf, math.inf), (0, 0), (0.0, 0.0), whole=True)
+
+
+class Emitter:
+    """Collects ONNX nodes and initializers while layers emit themselves."""
+
+    def __init__(self, record: bool):
+        self.record = record            # expose max-pool switches and keep every blob
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.weights: dict[str, np.ndarray] = {}   # name -> array, kept outside the graph
+        self.extra_outputs: list[tuple[str, int, Shape]] = []  # (name, elem type, shape)
+        self._n = 0
+        self.layer: "Layer | None" = None
+
+    def _fresh(self, hint: str) -> str:
+        self._n += 1
+        prefix = self.layer.name if self.layer is not None else "zf"
+        return f"{prefix}/{hint}_{self._n}"
+
+    def node(self, op: str, inputs: Sequence[str], outputs: Sequence[str] | int = 1,
+             **attrs) -> list[str]:
+        if isinstance(outputs, int):
+            outputs = [self._fresh(op.lower()) for _ in range(outputs)]
+        n = helper.make_node(op, list(inputs), list(outputs), name=self._fresh(op), **attrs)
+        if self.layer is not None:
+            n.doc_string = f"Caffe layer {self.layer.name} ({self.layer.type})"
+        self.nodes.append(n)
+        return list(outputs)
+
+    def op(self, op: str, inputs: Sequence[str], out: str | None = None, **attrs) -> str:
+        """A single-output node; returns its output name."""
+        return self.node(op, inputs, [out] if out else 1, **attrs)[0]
+
+    def const(self, value, hint: str = "const", dtype=np.float32) -> str:
+        arr = np.asarray(value, dtype=dtype)
+        name = self._fresh(hint)
+        self.initializers.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def ints(self, values: Sequence[int], hint: str = "shape") -> str:
+        return self.const(np.asarray(values, dtype=np.int64), hint, np.int64)
+
+    def weight(self, layer: "Layer", index: int, array: np.ndarray | None = None) -> str:
+        """A parameter blob of the layer (or a derived array) as a graph initializer."""
+        arr = layer.blobs[index] if array is None else array
+        name = f"{layer.name}/blob{index}" if array is None else self._fresh(f"blob{index}")
+        self.weights[name] = np.ascontiguousarray(arr, dtype=np.float32)
+        return name
+
+    def output(self, name: str, elem_type: int, shape: Shape) -> None:
+        self.extra_outputs.append((name, elem_type, shape))
+
+
+INT64 = TensorProto.INT64
+FLOAT = TensorProto.FLOAT
+
+
+class Layer:
+    """One layer of a Caffe net. Subclasses read their parameters in `setup`."""
+
+    TYPES: tuple[str, ...] = ()
+    #: Layers the runtime treats as net inputs (Input and data layers).
+    is_input = False
+
+    def __init__(self, lp, line: int = 0, path: str = ""):
+        self.lp = lp
+        self.name: str = lp.name
+        self.type: str = lp.type
+        self.line = line
+        self.path = path
+        self.bottoms: list[str] = []   # SSA keys of the inputs (see graph.py)
+        self.tops: list[str] = []      # SSA keys of the outputs
+        self.blobs: list[np.ndarray] = []
+        self.in_shapes: list[Shape] = []
+        self.out_shapes: list[Shape] = []
+        self.setup(lp)
+
+    # -- reading -------------------------------------------------------------
+    def setup(self, lp) -> None:
+        """Read the layer's own parameter message."""
+
+    def error(self, message: str) -> ZfcaffeError:
+        where = f"{self.path}:{self.line}: " if self.path and self.line else ""
+        return ZfcaffeError(f"{where}layer '{self.name}' ({self.type}): {message}")
+
+    # -- shapes ----------------------------------------------------------------
+    def output_shapes(self, in_shapes: list[Shape]) -> list[Shape]:
+        """Caffe's Reshape(): the top shapes for the given bottom shapes."""
+        return [tuple(in_shapes[0])]
+
+    def param_shapes(self, in_shapes: list[Shape]) -> list[Shape]:
+        """Shapes the layer's parameter blobs must have (empty: none)."""
+        return []
+
+    def n_bottoms(self) -> tuple[int, int]:
+        """Allowed (min, max) number of bottoms."""
+        return (1, 1)
+
+    # -- geometry and cost -------------------------------------------------------
+    def geometry(self, in_geoms: list[Geometry | None]) -> list[Geometry | None]:
+        """Receptive-field geometry of each top; pointwise layers pass it through."""
+        g = next((x for x in in_geoms if x is not None), None)
+        spatial = [x for x in in_geoms if x is not None and not x.whole]
+        if len(spatial) > 1:  # merging branches: the union of their fields
+            rf = tuple(max(x.rf[i] for x in spatial) for i in range(2))
+            g = Geometry(rf, spatial[0].jump, spatial[0].start)
+        return [g for _ in self.out_shapes]
+
+    def macs(self) -> int:
+        """Multiply-accumulates of one forward pass (elementwise ops count one each)."""
+        return 0
+
+    # -- ONNX ---------------------------------------------------------------------
+    def emit(self, e: Emitter, ins: list[str], outs: list[str]) -> None:
+        raise self.error("has no ONNX emission")
+
+    def summary(self) -> str:
+        """Short parameter description for `zfcaffe inspect`."""
+        return ""
+
+
+def spatial_pairs(values: Sequence[int], n: int, default: int, who: Layer, what: str) -> tuple:
+    """Caffe's 'one value for all spatial axes, or one per axis' convention."""
+    values = list(values)
+    if not values:
+        return (default,) * n
+    if len(values) == 1:
+        return (values[0],) * n
+    if len(values) != n:
+        raise who.error(f"{what} has {len(values)} values; expected 1 or {n}")
+    return tuple(values)

@@ -1,0 +1,46 @@
+"""Eltwise: PROD, SUM (with per-bottom coefficients) and MAX of same-shaped bottoms."""
+from __future__ import annotations
+
+from .. import caffe_pb2
+from .base import Layer, count, register
+
+E = caffe_pb2.EltwiseParameter
+
+
+@register("Eltwise")
+class Eltwise(Layer):
+    def setup(self, lp):
+        p = lp.eltwise_param
+        self.operation = p.operation
+        self.coeff = list(p.coeff)
+        if self.coeff and self.operation != E.SUM:
+            raise self.error("coeff is only allowed for SUM")
+
+    def n_bottoms(self):
+        return (2, 1 << 30)
+
+    def output_shapes(self, in_shapes):
+        if any(tuple(s) != tuple(in_shapes[0]) for s in in_shapes):
+            raise self.error(f"bottoms have different shapes {[list(s) for s in in_shapes]}")
+        if self.coeff and len(self.coeff) != len(in_shapes):
+            raise self.error(f"{len(self.coeff)} coefficients for {len(in_shapes)} bottoms")
+        return [tuple(in_shapes[0])]
+
+    def macs(self):
+        return count(self.out_shapes[0]) * (len(self.in_shapes) - 1)
+
+    def summary(self):
+        s = E.EltwiseOp.Name(self.operation)
+        return s + (f" coeff {self.coeff}" if self.coeff else "")
+
+    def emit(self, e, ins, outs):
+        if self.operation == E.PROD:
+            y = ins[0]
+            for i, x in enumerate(ins[1:]):
+                y = e.op("Mul", [y, x], outs[0] if i == len(ins) - 2 else None)
+        elif self.operation == E.MAX:
+            e.op("Max", ins, outs[0])
+        else:
+            terms = [x if not self.coeff or self.coeff[i] == 1 else e.op("Mul", [x, e.const(self.coeff[i])])
+                     for i, x in enumerate(ins)]
+            e.op("Sum", terms, outs[0])

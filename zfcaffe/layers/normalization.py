@@ -1,0 +1,125 @@
+"""Normalization layers: LRN (across and within channels), BatchNorm, MVN."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import caffe_pb2
+from .base import Layer, count, register
+from .pooling import caffe_ave_divisor
+
+
+def _per_channel(values: np.ndarray, rank: int) -> np.ndarray:
+    """(C,) -> (C, 1, ..., 1) so it broadcasts over N x C x spatial."""
+    return np.asarray(values, np.float32).reshape((-1,) + (1,) * (rank - 2))
+
+
+@register("LRN")
+class LRN(Layer):
+    """ACROSS_CHANNELS: x / (k + alpha/size * sum over `size` channels of x^2)^beta.
+    WITHIN_CHANNEL: x / (1 + alpha * avg over a size x size window of x^2)^beta, with
+    Caffe's AVE-pooling divisor and k ignored."""
+
+    def setup(self, lp):
+        p = lp.lrn_param
+        self.size, self.alpha, self.beta, self.k = p.local_size, p.alpha, p.beta, p.k
+        self.region = p.norm_region
+        if self.size % 2 == 0:
+            raise self.error(f"local_size {self.size} must be odd")
+
+    def output_shapes(self, in_shapes):
+        if len(in_shapes[0]) != 4:
+            raise self.error(f"input has shape {list(in_shapes[0])}; expected N x C x H x W")
+        return [tuple(in_shapes[0])]
+
+    def macs(self):
+        return count(self.out_shapes[0]) * (self.size if self.region == 0 else self.size ** 2 + 3)
+
+    def summary(self):
+        region = caffe_pb2.LRNParameter.NormRegion.Name(self.region)
+        return f"{region} size {self.size} alpha {self.alpha:g} beta {self.beta:g}"
+
+    def emit(self, e, ins, outs):
+        if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
+            e.op("LRN", ins, outs[0], size=self.size, alpha=float(self.alpha),
+                 beta=float(self.beta), bias=float(self.k))
+            return
+        x = ins[0]
+        _, _, h, w = self.in_shapes[0]
+        pad = (self.size - 1) // 2
+        sq = e.op("Mul", [x, x])
+        padded = e.op("Pad", [sq, e.ints([0, 0, pad, pad, 0, 0, pad, pad])])
+        avg = e.op("AveragePool", [padded], kernel_shape=[self.size] * 2, strides=[1, 1])
+        fix = self.size ** 2 / np.outer(caffe_ave_divisor(h, h, self.size, 1, pad),
+                                        caffe_ave_divisor(w, w, self.size, 1, pad))
+        avg = e.op("Mul", [avg, e.const(fix.reshape(1, 1, h, w))])
+        base = e.op("Add", [e.op("Mul", [avg, e.const(self.alpha)]), e.const(1.0)])
+        scale = e.op("Pow", [base, e.const(-self.beta)])
+        e.op("Mul", [x, scale], outs[0])
+
+
+@register("BatchNorm")
+class BatchNorm(Layer):
+    """(x - mean/s) / sqrt(var/s + eps), s = the third blob (the moving-average
+    normaliser; 0 means 0). Without use_global_stats in TEST, Caffe uses the
+    stored statistics; use_global_stats: false asks for the batch's own."""
+
+    def setup(self, lp):
+        p = lp.batch_norm_param
+        self.eps = p.eps
+        self.use_global_stats = p.use_global_stats if p.HasField("use_global_stats") else True
+
+    def param_shapes(self, in_shapes):
+        c = in_shapes[0][1] if len(in_shapes[0]) > 1 else 1
+        return [(c,), (c,), (1,)]
+
+    def macs(self):
+        return 2 * count(self.out_shapes[0])
+
+    def summary(self):
+        return f"eps {self.eps:g}" + ("" if self.use_global_stats else " batch statistics")
+
+    def folded(self):
+        """Per-channel mean and 1/std as Caffe computes them (float64, then float32)."""
+        mean, var, factor = (np.asarray(b, np.float64).ravel() for b in self.blobs[:3])
+        sf = 0.0 if factor[0] == 0 else 1.0 / factor[0]
+        inv_std = 1.0 / np.sqrt(var * sf + self.eps)
+        return (mean * sf).astype(np.float32), inv_std.astype(np.float32)
+
+    def emit(self, e, ins, outs):
+        rank = len(self.in_shapes[0])
+        if self.use_global_stats:
+            mean, inv_std = self.folded()
+            centred = e.op("Sub", [ins[0], e.weight(self, 0, _per_channel(mean, rank))])
+            e.op("Mul", [centred, e.weight(self, 1, _per_channel(inv_std, rank))], outs[0])
+            return
+        axes = [0] + list(range(2, rank))
+        mean = e.op("ReduceMean", [ins[0], e.ints(axes)], keepdims=1)
+        centred = e.op("Sub", [ins[0], mean])
+        var = e.op("ReduceMean", [e.op("Mul", [centred, centred]), e.ints(axes)], keepdims=1)
+        std = e.op("Sqrt", [e.op("Add", [var, e.const(self.eps)])])
+        e.op("Div", [centred, std], outs[0])
+
+
+@register("MVN")
+class MVN(Layer):
+    """Mean (and variance) normalisation per channel or per image:
+    (x - mean) / (std + eps)."""
+
+    def setup(self, lp):
+        p = lp.mvn_param
+        self.normalize_variance, self.across_channels, self.eps = \
+            p.normalize_variance, p.across_channels, p.eps
+
+    def macs(self):
+        return 3 * count(self.out_shapes[0])
+
+    def emit(self, e, ins, outs):
+        rank = len(self.in_shapes[0])
+        axes = list(range(1 if self.across_channels else 2, rank))
+        mean = e.op("ReduceMean", [ins[0], e.ints(axes)], keepdims=1)
+        centred = e.op("Sub", [ins[0], mean], None if self.normalize_variance else outs[0])
+        if not self.normalize_variance:
+            return
+        var = e.op("ReduceMean", [e.op("Mul", [centred, centred]), e.ints(axes)], keepdims=1)
+        std = e.op("Add", [e.op("Sqrt", [var]), e.const(self.eps)])
+        e.op("Div", [centred, std], outs[0])

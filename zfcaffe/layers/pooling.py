@@ -1,0 +1,165 @@
+"""Pooling: MAX (with switches), AVE and STOCHASTIC (test-time), global or windowed.
+
+Caffe's rules, which ONNX's ceil_mode does not reproduce on its own:
+  out = ceil((H + 2p - k) / s) + 1, then, only when p > 0, drop the last window
+  if it would start at or beyond H + p;
+  MAX takes the maximum over the window clipped to the image (first maximum wins);
+  AVE sums over the clipped window and divides by the window clipped to [-p, H + p).
+So each pooling is emitted with explicit, possibly asymmetric, padding and, for AVE,
+a constant map that turns ONNX's k*k divisor into Caffe's.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import caffe_pb2
+from .base import FLOAT, INT64, WHOLE, Layer, count, register
+
+P = caffe_pb2.PoolingParameter
+
+
+def caffe_pooled_size(size: int, k: int, s: int, p: int, any_pad: bool) -> int:
+    out = int(math.ceil((size + 2 * p - k) / s)) + 1
+    if any_pad and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def caffe_ave_divisor(size: int, out: int, k: int, s: int, p: int) -> np.ndarray:
+    start = np.arange(out) * s - p
+    end = np.minimum(start + k, size + p)
+    return (end - start).astype(np.float64)
+
+
+@register("Pooling")
+class Pooling(Layer):
+    def setup(self, lp):
+        p = lp.pooling_param
+        self.method = p.pool
+        self.global_pooling = p.global_pooling
+        if p.HasField("kernel_h") or p.HasField("kernel_w"):
+            self.kernel = (p.kernel_h, p.kernel_w)
+        else:
+            self.kernel = (p.kernel_size, p.kernel_size)
+        if p.HasField("pad_h") or p.HasField("pad_w"):
+            self.pad = (p.pad_h, p.pad_w)
+        else:
+            self.pad = (p.pad, p.pad)
+        if p.HasField("stride_h") or p.HasField("stride_w"):
+            self.stride = (p.stride_h or 1, p.stride_w or 1)
+        else:
+            self.stride = (p.stride, p.stride)
+        if not self.global_pooling and min(self.kernel) < 1:
+            raise self.error("kernel_size (or kernel_h and kernel_w) is required")
+        if self.global_pooling and (any(self.pad) or self.stride != (1, 1)):
+            raise self.error("global pooling takes no pad and stride 1")
+        if any(p >= k for p, k in zip(self.pad, self.kernel)) and not self.global_pooling:
+            raise self.error(f"pad {list(self.pad)} must be smaller than kernel {list(self.kernel)}")
+
+    def output_shapes(self, in_shapes):
+        s = in_shapes[0]
+        if len(s) != 4:
+            raise self.error(f"input has shape {list(s)}; expected N x C x H x W")
+        if self.global_pooling:
+            self.kernel = (s[2], s[3])
+        any_pad = any(self.pad)
+        out = tuple(caffe_pooled_size(size, k, st, p, any_pad)
+                    for size, k, st, p in zip(s[2:], self.kernel, self.stride, self.pad))
+        if min(out) < 1:
+            raise self.error(f"kernel {list(self.kernel)} does not fit input {list(s[2:])}")
+        return [(s[0], s[1], *out)]
+
+    def geometry(self, in_geoms):
+        g = in_geoms[0]
+        if g is None:
+            return [None]
+        if self.global_pooling:
+            return [WHOLE]
+        return [g.window(self.kernel, self.stride, self.pad)]
+
+    def macs(self):
+        return count(self.out_shapes[0]) * count(self.kernel)
+
+    def summary(self):
+        name = P.PoolMethod.Name(self.method)
+        if self.global_pooling:
+            return f"{name} global"
+        s = f"{name} {self.kernel[0]}x{self.kernel[1]}/{self.stride[0]}"
+        return s + (f" pad {self.pad[0]}" if any(self.pad) else "")
+
+    # -- emission ---------------------------------------------------------------
+    def end_pads(self) -> tuple[int, int]:
+        """Padding after the last row/column that makes floor-mode pooling Caffe's."""
+        _, _, h, w = self.in_shapes[0]
+        oh, ow = self.out_shapes[0][2:]
+        return tuple((o - 1) * s + k - size - p for o, s, k, size, p in
+                     zip((oh, ow), self.stride, self.kernel, (h, w), self.pad))
+
+    def emit(self, e, ins, outs):
+        x = ins[0]
+        _, _, h, w = self.in_shapes[0]
+        end = self.end_pads()
+        if any(pe >= k for pe, k in zip(end, self.kernel)):
+            raise self.error("a pooling window starts beyond the input (kernel < stride without pad); unsupported")
+        # Windows never reaching the last rows/columns: cut those off first.
+        self.used_hw = (h + min(end[0], 0), w + min(end[1], 0))
+        if min(end) < 0:
+            x = e.op("Slice", [x, e.ints([0, 0]), e.ints(self.used_hw), e.ints([2, 3])])
+            end = (max(end[0], 0), max(end[1], 0))
+        pads = [self.pad[0], self.pad[1], end[0], end[1]]
+        if self.method == P.MAX:
+            self._emit_max(e, x, outs[0], pads)
+        elif self.method == P.AVE:
+            self._emit_ave(e, x, outs[0], pads)
+        else:
+            self._emit_stochastic(e, x, outs[0], end)
+
+    def _emit_max(self, e, x, out, pads):
+        attrs = dict(kernel_shape=list(self.kernel), strides=list(self.stride), pads=pads)
+        if e.record:
+            # MaxPool's Indices are Caffe's switches (first maximum in row-major order).
+            self.switch_output = f"{self.name}/switches"
+            e.node("MaxPool", [x], [out, self.switch_output], **attrs)
+            e.output(self.switch_output, INT64, self.out_shapes[0])
+        elif self.global_pooling:
+            e.op("GlobalMaxPool", [x], out)
+        else:
+            e.op("MaxPool", [x], out, **attrs)
+
+    def _emit_ave(self, e, x, out, pads):
+        if self.global_pooling:
+            e.op("GlobalAveragePool", [x], out)
+            return
+        if any(pads):
+            x = e.op("Pad", [x, e.ints([0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]])])
+        needs_fix = self._ave_correction()
+        y = e.op("AveragePool", [x], None if needs_fix is not None else out,
+                 kernel_shape=list(self.kernel), strides=list(self.stride))
+        if needs_fix is not None:
+            e.op("Mul", [y, e.const(needs_fix, "ave_divisor")], out)
+
+    def _ave_correction(self):
+        """k*k / Caffe's divisor per output position, or None when it is all ones."""
+        _, _, h, w = self.in_shapes[0]
+        oh, ow = self.out_shapes[0][2:]
+        dh = caffe_ave_divisor(h, oh, self.kernel[0], self.stride[0], self.pad[0])
+        dw = caffe_ave_divisor(w, ow, self.kernel[1], self.stride[1], self.pad[1])
+        fix = count(self.kernel) / np.outer(dh, dw)
+        return None if np.all(fix == 1) else fix.reshape(1, 1, oh, ow).astype(np.float32)
+
+    def _emit_stochastic(self, e, x, out, end):
+        # Caffe's test-time stochastic pooling: sum(x^2) / sum(x) over the window
+        # clipped to the image (no padding), with FLT_MIN added to the denominator.
+        if any(self.pad):
+            raise self.error("STOCHASTIC pooling with pad is not supported")
+        attrs = dict(kernel_shape=list(self.kernel), strides=list(self.stride))
+        if any(end):
+            x = e.op("Pad", [x, e.ints([0, 0, 0, 0, 0, 0, end[0], end[1]])])
+        sq = e.op("Mul", [x, x])
+        k2 = float(count(self.kernel))
+        num = e.op("AveragePool", [sq], **attrs)
+        den = e.op("AveragePool", [x], **attrs)
+        den = e.op("Add", [e.op("Mul", [den, e.const(k2)]), e.const(np.finfo(np.float32).tiny)])
+        e.op("Div", [e.op("Mul", [num, e.const(k2)]), den], out)

@@ -1,0 +1,225 @@
+"""`zfcaffe.Net`: a Caffe net, shaped like pycaffe's, running on ONNX Runtime."""
+from __future__ import annotations
+
+import collections
+import os
+
+import numpy as np
+
+from .errors import ZfcaffeError
+from .graph import load_graph
+from .layers.base import count
+from .runtime.onnx_export import build_onnx
+from .runtime.session import Session
+
+
+class Blob:
+    """pycaffe-style blob: `.data`, `.shape`, `.count`, and `.reshape()` for inputs."""
+
+    def __init__(self, net: "Net", key: str):
+        self._net, self.key = net, key
+
+    @property
+    def data(self) -> np.ndarray:
+        net = self._net
+        if self.key in net._input_data:
+            return net._input_data[self.key]
+        if self.key not in net.layer_outputs:
+            net.layer_outputs[self.key] = np.zeros(net.graph.shapes[self.key], np.float32)
+        return net.layer_outputs[self.key]
+
+    @data.setter
+    def data(self, value):
+        self.data[...] = value
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self._net.graph.shapes[self.key])
+
+    @property
+    def count(self) -> int:
+        return count(self.shape)
+
+    @property
+    def num(self) -> int:
+        return self.shape[0]
+
+    def reshape(self, *shape: int) -> None:
+        if self.key not in self._net.graph.inputs:
+            raise ZfcaffeError(f"blob '{self.key}' is not an input; only inputs can be reshaped")
+        self._net.reshape(**{self.key: tuple(shape)})
+
+    def __repr__(self):
+        return f"<Blob {self.key} {list(self.shape)}>"
+
+
+class ParamBlob:
+    """A parameter blob: `.data` is the NumPy array itself, as in pycaffe."""
+
+    def __init__(self, layer, index: int):
+        self._layer, self._i = layer, index
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._layer.blobs[self._i]
+
+    @data.setter
+    def data(self, value):
+        self._layer.blobs[self._i] = np.asarray(value, np.float32).reshape(self.shape)
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self._layer.blobs[self._i].shape)
+
+    @property
+    def count(self) -> int:
+        return count(self.shape)
+
+    def __repr__(self):
+        return f"<ParamBlob {self._layer.name}[{self._i}] {list(self.shape)}>"
+
+
+class Net:
+    """A Caffe net loaded from a prototxt (V0/V1/V2) and optional weights.
+
+    >>> net = Net("deploy.prototxt", "weights.caffemodel")
+    >>> out = net.forward(data=x)            # the net's outputs, as pycaffe returns
+    >>> net.blobs["conv1"].data               # after in-place layers, as pycaffe shows it
+    >>> net.layer_outputs["conv1"]            # every layer's own output (pre-ReLU here)
+    >>> net.switches["pool1"]                 # max-pool argmax positions, h * W + w per plane
+    """
+
+    def __init__(self, prototxt: str, weights: str | None = None, *,
+                 input_shapes: dict | None = None, phase: str = "TEST", level: int = 0,
+                 stages=(), stop_before: str | None = None, allow_missing_weights: bool = False,
+                 seed: int = 0):
+        if not os.path.exists(prototxt):
+            raise ZfcaffeError(f"{prototxt}: no such file; expected a net prototxt")
+        if weights is not None and not os.path.exists(weights):
+            raise ZfcaffeError(f"{weights}: no such file; expected weights (.caffemodel or .caffemodel.h5)")
+        self.graph = load_graph(prototxt, phase=phase, level=level, stages=stages,
+                                input_shapes=input_shapes, stop_before=stop_before)
+        self.graph.attach_weights(weights, allow_missing=allow_missing_weights, seed=seed)
+        self.layer_outputs: dict[str, np.ndarray] = {}
+        self.switches: dict[str, np.ndarray] = {}
+        self._sessions: dict[tuple, Session] = {}
+        self._reset_inputs()
+
+    # -- structure -------------------------------------------------------------------
+    @property
+    def notes(self) -> list[str]:
+        return self.graph.notes
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self.graph.inputs)
+
+    @property
+    def outputs(self) -> list[str]:
+        return self.graph.outputs()
+
+    @property
+    def layer_shapes(self) -> dict[str, tuple]:
+        """Every layer output's shape by key (layer name, or name#i), inputs excluded."""
+        return {k: self.graph.shapes[k] for l in self.graph.compute_layers for k in l.tops}
+
+    @property
+    def blobs(self) -> "collections.OrderedDict[str, Blob]":
+        """Caffe blob name -> its final value (inputs first), as pycaffe's net.blobs."""
+        return collections.OrderedDict((name, Blob(self, key)) for name, key in self.graph.blob_of.items())
+
+    @property
+    def params(self) -> "collections.OrderedDict[str, list[ParamBlob]]":
+        return collections.OrderedDict(
+            (l.name, [ParamBlob(l, i) for i in range(len(l.blobs))]) for l in self.graph.layers if l.blobs)
+
+    @property
+    def layers(self):
+        return self.graph.compute_layers
+
+    def layer(self, name: str):
+        return self.graph.layer(name)
+
+    # -- shapes --------------------------------------------------------------------------
+    def _reset_inputs(self):
+        self._input_data = {k: np.zeros(s, np.float32) for k, s in self.graph.inputs.items()}
+
+    def reshape(self, **shapes) -> None:
+        """Give inputs new shapes (batch size, image size); like pycaffe's
+        net.blobs['data'].reshape(...) followed by net.reshape()."""
+        current = dict(self.graph.inputs)
+        current.update({k: tuple(v) for k, v in shapes.items()})
+        self.graph.infer(current)
+        for layer in self.graph.layers:
+            for i, (b, s) in enumerate(zip(layer.blobs, layer.param_shapes(layer.in_shapes))):
+                if tuple(b.shape) != tuple(s):
+                    raise layer.error(f"blob {i} has shape {list(b.shape)}, but the new input shapes "
+                                      f"need {list(s)}")
+        self.layer_outputs, self.switches = {}, {}
+        self._reset_inputs()
+
+    # -- running ---------------------------------------------------------------------------
+    def session(self, record: bool = True, outputs: tuple = ()) -> Session:
+        shapes = tuple(sorted(self.graph.inputs.items()))
+        key = (shapes, record, tuple(outputs))
+        if key not in self._sessions:
+            self._sessions[key] = Session(build_onnx(self.graph, record=record, outputs=list(outputs) or None))
+        return self._sessions[key]
+
+    def _feeds(self, kwargs) -> dict[str, np.ndarray]:
+        feeds = {}
+        for name, value in kwargs.items():
+            key = self.graph.blob_of.get(name, name)
+            if key not in self.graph.inputs:
+                raise ZfcaffeError(f"'{name}' is not an input of the net (inputs: {', '.join(self.inputs)})")
+            arr = np.ascontiguousarray(value, dtype=np.float32)
+            if arr.shape != tuple(self.graph.inputs[key]):
+                if arr.ndim != len(self.graph.inputs[key]):
+                    raise ZfcaffeError(f"input '{name}' has shape {list(arr.shape)}; expected "
+                                       f"{list(self.graph.inputs[key])}")
+                self.reshape(**{key: arr.shape})
+            feeds[key] = arr
+        for key in self.graph.inputs:
+            feeds.setdefault(key, self._input_data[key])
+        return feeds
+
+    def forward(self, blobs: list[str] | None = None, record: bool = True, **inputs) -> dict[str, np.ndarray]:
+        """Run the net. Inputs by blob name (`data=x`); a new shape reshapes the net.
+
+        Returns the net's outputs (plus `blobs`, by blob name or key), as pycaffe does.
+        With record=True (default) every layer output and max-pool switch is kept in
+        `layer_outputs` / `switches`; record=False runs a leaner graph that keeps only
+        the returned outputs.
+        """
+        feeds = self._feeds(inputs)
+        wanted = list(self.outputs) + [self.graph.blob_of.get(b, b) for b in (blobs or [])]
+        if record:
+            sess = self.session(True)
+            values = sess.run({k: v for k, v in feeds.items() if k in sess.input_names})
+            self._input_data = dict(feeds)
+            switch_outputs = set(sess.switches.values())
+            self.layer_outputs = {k: v for k, v in values.items() if k not in switch_outputs}
+            self.switches = {name: self._plane_switches(name, values[out]) for name, out in sess.switches.items()}
+        else:
+            sess = self.session(False, tuple(wanted))
+            values = sess.run({k: v for k, v in feeds.items() if k in sess.input_names})
+        names = {v: k for k, v in self.graph.blob_of.items()}
+        return {names.get(k, k): values[k] for k in wanted}
+
+    def _plane_switches(self, layer_name: str, raw: np.ndarray) -> np.ndarray:
+        """ONNX MaxPool indices count over the whole (N, C, H, W) tensor; Caffe's mask
+        counts within one H x W plane. Convert to Caffe's h * W + w."""
+        layer = self.graph.layer(layer_name)
+        n, c, h, w = layer.in_shapes[0]
+        uh, uw = layer.used_hw
+        planes = (np.arange(n * c, dtype=np.int64) * (uh * uw)).reshape(n, c, 1, 1)
+        local = raw - planes
+        if uw != w:
+            local = (local // uw) * w + local % uw
+        return local.astype(np.int32)
+
+    # -- export ------------------------------------------------------------------------------
+    def to_onnx(self, path: str, all_blobs: bool = False) -> None:
+        """Write the net as one self-contained .onnx file (written atomically)."""
+        from .runtime.onnx_file import write_onnx
+        write_onnx(self.graph, path, all_blobs=all_blobs)

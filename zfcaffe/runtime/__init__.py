@@ -1,0 +1,1 @@
+"""ONNX emission of a graph and ONNX Runtime sessions."""

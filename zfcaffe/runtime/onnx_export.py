@@ -1,0 +1,83 @@
+"""Turn a shape-inferred Graph into an ONNX model.
+
+Value names are the graph's blob keys, so the file reads like the prototxt in
+Netron; each node's doc_string names its Caffe layer, and the model's metadata
+maps every key to its layer. Static shapes: a new input shape is a new model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..graph import Graph
+from ..layers import Emitter
+
+OPSET = 18
+# onnx >= 1.23 writes IR 14 by default; onnxruntime 1.31 reads at most 13.
+IR_VERSION = 10
+
+
+@dataclasses.dataclass
+class OnnxNet:
+    model: onnx.ModelProto                 # without the weights when external
+    weights: dict[str, np.ndarray]         # parameter initializers kept outside the model
+    outputs: list[str]
+    switches: dict[str, str]               # pooling layer name -> its Indices output
+
+
+def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = None,
+               embed_weights: bool = False) -> OnnxNet:
+    """record: every layer output and every max-pool's switches become outputs."""
+    e = Emitter(record)
+    for layer in graph.compute_layers:
+        e.layer = layer
+        layer.emit(e, layer.bottoms, layer.tops)
+    e.layer = None
+
+    if record:
+        outs = [k for l in graph.compute_layers for k in l.tops]
+    else:
+        outs = list(outputs) if outputs else graph.outputs()
+    # Keys that are also inputs or re-exported would be duplicate outputs: keep the first.
+    seen, final = set(), []
+    for k in outs:
+        if k not in seen and k not in graph.inputs:
+            seen.add(k)
+            final.append(k)
+    switches = {l.name: l.switch_output for l in graph.compute_layers
+                if record and getattr(l, "switch_output", None)}
+
+    inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(s)) for k, s in graph.inputs.items()
+              if any(k in l.bottoms for l in graph.layers)]
+    value_outs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(graph.shapes[k])) for k in final]
+    value_outs += [helper.make_tensor_value_info(n, t, list(s)) for n, t, s in e.extra_outputs]
+    inits = list(e.initializers)
+    if embed_weights:
+        inits += [numpy_helper.from_array(a, n) for n, a in e.weights.items()]
+    else:
+        # Placeholders marked as external data; the runtime supplies the arrays
+        # (SessionOptions.add_external_initializers), so they are never serialised.
+        inits += [_external_placeholder(n, a) for n, a in e.weights.items()]
+    g = helper.make_graph(e.nodes, graph.name or "caffe_net", inputs, value_outs, initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="zfcaffe", ir_version=IR_VERSION)
+    layer_of = {k: l.name for l in graph.layers for k in l.tops}
+    helper.set_model_props(model, {
+        "caffe_source": graph.path,
+        "caffe_layers": json.dumps(layer_of),
+    })
+    return OnnxNet(model, {} if embed_weights else e.weights, final + [n for n, _, _ in e.extra_outputs],
+                   switches)
+
+
+def _external_placeholder(name: str, arr: np.ndarray) -> onnx.TensorProto:
+    t = onnx.TensorProto(name=name, data_type=TensorProto.FLOAT, dims=list(arr.shape))
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "zfcaffe-in-memory"), ("offset", "0"), ("length", str(arr.nbytes))):
+        entry = t.external_data.add()
+        entry.key, entry.value = k, v
+    return t

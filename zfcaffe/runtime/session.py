@@ -1,0 +1,111 @@
+"""ONNX Runtime sessions: the CUDA provider where it truly loads, else CPU.
+
+The probe runs once per process with ONNX Runtime's own logging silenced (the
+CUDA provider prints pages of errors on a machine without a GPU) and reports the
+choice in one line on stderr.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from .onnx_export import IR_VERSION, OPSET, OnnxNet
+
+_CHOICE: tuple[list, str] | None = None
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence C++-level stderr (file descriptor 2) for the duration."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(devnull)
+        os.close(saved)
+
+
+def _probe_model() -> bytes:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    return m.SerializeToString()
+
+
+def providers() -> list:
+    """The execution providers to use, decided once per process."""
+    global _CHOICE
+    if _CHOICE is not None:
+        return _CHOICE[0]
+    want = os.environ.get("ZFCAFFE_DEVICE", "auto").lower()
+    chosen, line = ["CPUExecutionProvider"], ""
+    if want != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 4
+        ort.set_default_logger_severity(4)
+        try:
+            with _quiet_stderr():
+                s = ort.InferenceSession(_probe_model(), opts,
+                                         providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+                ok = "CUDAExecutionProvider" in s.get_providers()
+                if ok:
+                    s.run(None, {"x": np.zeros((1, 1, 4, 4), np.float32)})
+        except Exception:  # noqa: BLE001 - any failure means "no usable GPU"
+            ok = False
+        ort.set_default_logger_severity(3)
+        if ok:
+            chosen = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            line = f"zfcaffe: running on the GPU (ONNX Runtime {ort.__version__}, CUDA provider)"
+        else:
+            line = f"zfcaffe: running on the CPU (ONNX Runtime {ort.__version__}; the CUDA provider did not load)"
+    else:
+        ort.set_default_logger_severity(3)
+        line = f"zfcaffe: running on the CPU (ONNX Runtime {ort.__version__})"
+    _CHOICE = (chosen, line)
+    if os.environ.get("ZFCAFFE_QUIET") != "1":
+        print(line, file=sys.stderr)
+    return chosen
+
+
+def device_line() -> str:
+    providers()
+    return _CHOICE[1]
+
+
+class Session:
+    """One ONNX Runtime session. The weights are handed over as in-memory external
+    initializers, so building a session for a new input shape never serialises them."""
+
+    def __init__(self, onnx_net: OnnxNet, threads: int = 0):
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        if onnx_net.weights:
+            names = list(onnx_net.weights)
+            values = [ort.OrtValue.ortvalue_from_numpy(onnx_net.weights[n]) for n in names]
+            opts.add_external_initializers(names, values)
+        self.outputs = onnx_net.outputs
+        self.switches = onnx_net.switches
+        self.session = ort.InferenceSession(onnx_net.model.SerializeToString(), opts, providers=providers())
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self.session.run(self.outputs, feeds)
+        return dict(zip(self.outputs, values))
