@@ -21,6 +21,7 @@ from ..io.upgrade import net_format, upgrade_net
 from ..io.weights import LayerWeights, read_weights
 from ..layers import REGISTRY, TRAINING_ONLY, Geometry, Layer
 from ..layers.base import count
+from ..layers.data import PythonData
 from .fillers import fill
 
 #: Caffe's own limit on one blob (its count is an int).
@@ -146,6 +147,10 @@ def _pad_legacy(shape: tuple) -> tuple:
     return (1,) * (4 - len(shape)) + tuple(shape) if len(shape) <= 4 else tuple(shape)
 
 
+def _squeezed(shape: tuple) -> tuple:
+    return tuple(d for d in shape if d != 1)
+
+
 def _checked(layer: Layer, lw: LayerWeights, expected: list[tuple], path: str) -> list[np.ndarray]:
     if len(lw.blobs) != len(expected):
         raise ZfcaffeError(
@@ -154,9 +159,10 @@ def _checked(layer: Layer, lw: LayerWeights, expected: list[tuple], path: str) -
     out = []
     for i, (blob, shape) in enumerate(zip(lw.blobs, expected)):
         got = tuple(blob.data.shape)
-        ok = got == tuple(shape) or (
-            (blob.legacy or len(got) == 4) and count(got) == count(shape) and
-            _pad_legacy(shape) == _pad_legacy(got))
+        # Caffe accepts a legacy 4-D blob whose shape is the expected one padded with
+        # leading 1s (InnerProduct weights stored as 1x1xOxI); unit axes aside, shapes must agree.
+        ok = got == tuple(shape) or (count(got) == count(shape) and (
+            _pad_legacy(shape) == _pad_legacy(got) or _squeezed(got) == _squeezed(shape)))
         if not ok:
             raise ZfcaffeError(
                 f"{path}: layer '{layer.name}' blob {i}: weights have shape {list(got)}, "
@@ -239,6 +245,9 @@ def load_graph(path: str, phase: str = "TEST", level: int = 0, stages=(),
             dropped.append(lp.name)
             continue
         cls = REGISTRY.get(lp.type)
+        if lp.type == "Python" and not len(lp.bottom):
+            cls = PythonData
+            notes.append(f"Python data layer '{lp.name}' stands for net inputs {', '.join(lp.top)}")
         if cls is None:
             what = ("a Python layer runs user code that zfcaffe cannot load"
                     if lp.type == "Python" else "this layer type is not in BVLC Caffe's inference set")

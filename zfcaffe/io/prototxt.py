@@ -222,11 +222,9 @@ def parse_message_text(path: str, message) -> None:
 
 
 def fork_layer_error(path: str, name: str, typ: str, line: int, reason: str) -> UnsupportedLayerError:
+    field = re.search(r'no field named "(\w+)"', reason)
+    what = (f"uses field '{field.group(1)}', which BVLC Caffe does not have (a fork-only layer)"
+            if field else f"does not parse: {reason.split(': ', 1)[-1].rstrip('.')}")
     return UnsupportedLayerError(
-        f"{path}:{line}: layer '{name}' (type {typ}) is not BVLC Caffe: {reason.split(': ', 1)[-1]}; "
-        f"load the net up to the layer before it with stop_before='{name}' (CLI: --stop-before {name})",
-        name, typ)
-
-
-def display_path(path: str) -> str:
-    return os.path.relpath(path) if not os.path.isabs(path) else path
+        f"{path}:{line}: layer '{name}' (type {typ}) {what}; load the net up to the layer before it "
+        f"with stop_before='{name}' (CLI: --stop-before {name})", name, typ)

@@ -219,3 +219,72 @@ def _looks_textual(path: str) -> bool:
     with open(path, "rb") as f:
         head = f.read(2048)
     return b"\x00" not in head and all(32 <= c < 127 or c in (9, 10, 13) for c in head)
+
+
+# -- writing ------------------------------------------------------------------------------
+def _enc_varint(value: int) -> bytes:
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _key(field: int, wire: int) -> bytes:
+    return _enc_varint(field << 3 | wire)
+
+
+def _len_field(field: int, payload_len: int) -> bytes:
+    return _key(field, 2) + _enc_varint(payload_len)
+
+
+def _blob_header(arr: np.ndarray, legacy: bool) -> bytes:
+    if legacy:
+        dims = (1,) * (4 - arr.ndim) + tuple(arr.shape)
+        head = b"".join(_key(f, 0) + _enc_varint(d) for f, d in zip((1, 2, 3, 4), dims))
+    else:
+        packed = b"".join(_enc_varint(d) for d in arr.shape)
+        shape = _len_field(1, len(packed)) + packed
+        head = _len_field(7, len(shape)) + shape
+    return head + _len_field(5, arr.size * 4)
+
+
+def write_caffemodel(path: str, layers: list[tuple[str, str, list[np.ndarray]]], legacy: bool = False) -> None:
+    """Write (name, type, blobs) layers as a binary caffemodel, streaming the data.
+
+    legacy=True writes a 2014 V1 file: `layers` with enum types and blobs shaped
+    by num/channels/height/width, as old snapshots are. Written atomically.
+    """
+    import tempfile
+    from .upgrade import V1_TYPE_NAMES
+    v1_enum = {v: k for k, v in V1_TYPE_NAMES.items()}
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".zfcaffe-", suffix=".caffemodel.tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for name, typ, blobs in layers:
+                arrays = [np.array(b, dtype="<f4", order="C", copy=None) for b in blobs]  # keeps 0-d shapes
+                name_b = name.encode()
+                if legacy:
+                    head = _len_field(4, len(name_b)) + name_b + _key(5, 0) + _enc_varint(v1_enum.get(typ, 0))
+                    blob_field, layer_field = 6, 2
+                else:
+                    typ_b = typ.encode()
+                    head = _len_field(1, len(name_b)) + name_b + _len_field(2, len(typ_b)) + typ_b
+                    blob_field, layer_field = 7, 100
+                blob_heads = [_blob_header(a, legacy) for a in arrays]
+                blob_lens = [len(h) + a.nbytes for h, a in zip(blob_heads, arrays)]
+                body = len(head) + sum(len(_len_field(blob_field, n)) + n for n in blob_lens)
+                f.write(_len_field(layer_field, body) + head)
+                for h, a, n in zip(blob_heads, arrays, blob_lens):
+                    f.write(_len_field(blob_field, n) + h)
+                    f.write(memoryview(a).cast("B"))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -144,7 +144,7 @@ class Log(_Neuron):
             raise self.error(f"base {self.base} must be positive (or -1 for e)")
 
     def emit(self, e, ins, outs):
-        y = e.op("Log", [_affine(e, ins[0], self.scale, self.shift)], None if self.base == -1 else outs[0])
+        y = e.op("Log", [_affine(e, ins[0], self.scale, self.shift)], outs[0] if self.base == -1 else None)
         if self.base != -1:
             e.op("Mul", [y, e.const(1.0 / math.log(self.base))], outs[0])
 

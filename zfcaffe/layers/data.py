@@ -102,6 +102,14 @@ class DummyData(_InputLayer):
         return shapes * n if len(shapes) == 1 else shapes
 
 
+class PythonData(_InputLayer):
+    """A Python layer without bottoms is a data layer: its tops become net inputs
+    whose shapes the caller gives (the Python code itself is never run)."""
+
+    def declared_shapes(self):
+        return [None] * len(self.lp.top)
+
+
 @register("Parameter")
 class Parameter(Layer):
     """Outputs its one learned blob."""

@@ -1,0 +1,69 @@
+"""The command line: inspect, convert, run."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import matplotlib.cbook
+import numpy as np
+import onnx
+
+from conftest import rel_err
+
+
+def zfcaffe(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "zfcaffe", *map(str, args)], capture_output=True, text=True)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_inspect_caffenet_receptive_field(shared):
+    proto = shared / "models/bvlc_reference_caffenet/deploy.prototxt"
+    table = zfcaffe("inspect", proto).stdout
+    conv5 = next(l for l in table.splitlines() if l.startswith("conv5 "))
+    assert " 163 " in conv5 and " 16 " in conv5 and "13x13" in conv5
+    assert "60.97M parameters" in table
+    summary = json.loads(zfcaffe("inspect", proto, "--json").stdout)
+    row = next(r for r in summary["layers"] if r["layer"] == "conv5")
+    assert row["receptive_field"] == [163, 163] and row["jump"] == [16, 16]
+    assert summary["total_params"] == 60965224
+
+
+def test_inspect_v0_file_and_input_override(shared):
+    proto = shared / "models/bvlc_legacy_formats/v0/imagenet_deploy.prototxt"
+    out = zfcaffe("inspect", proto, "--input-shape", "data=1,3,227,227").stdout
+    assert "V0 file" in out and "1x256x6x6" in out
+
+
+def test_convert_and_run(shared, tmp_path):
+    m = shared / "models/cifar10_quick"
+    onnx_path = tmp_path / "c.onnx"
+    out = zfcaffe("convert", m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel", "-o", onnx_path)
+    assert "wrote" in out.stdout
+    model = onnx.load(str(onnx_path))
+    onnx.checker.check_model(model)
+    assert model.ir_version <= 10 and [o.name for o in model.graph.output] == ["prob"]
+
+    case = shared / "oracle/cifar10_quick"
+    x = np.load(case / "input.npy")[:1]
+    np.save(tmp_path / "x.npy", x)
+    save = tmp_path / "all.npz"
+    zfcaffe("run", m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel",
+            "--input", tmp_path / "x.npy", "--save", save)
+    saved = np.load(save)
+    ref = np.load(case / "outputs.npz")
+    assert rel_err(saved["conv1"], ref["conv1"][:1]) < 1e-4
+    assert "pool1/switches" in saved.files
+
+
+def test_run_on_an_image(shared, tmp_path):
+    m = shared / "models/cifar10_quick"
+    img = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    r = zfcaffe("run", m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel",
+                "--input", img, "--mean", m / "mean.binaryproto")
+    assert "prob [1, 10]" in r.stdout and "preprocessing" in r.stderr
+    bad = zfcaffe("run", m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel",
+                  "--input", tmp_path / "missing.jpg", check=False)
+    assert bad.returncode == 2 and "missing.jpg" in bad.stderr

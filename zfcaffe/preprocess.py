@@ -1,0 +1,112 @@
+"""Images to input blobs, as pycaffe's Transformer does it.
+
+Pipeline: read (gray and RGBA handled) -> float in [0, 1] -> resize the short side
+and centre-crop to the net's input (or warp when asked) -> HWC to CHW -> RGB to BGR
+-> x raw_scale (255) -> minus mean -> x input_scale.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .errors import ZfcaffeError
+from .io.mean import read_mean
+
+
+@dataclasses.dataclass
+class Preprocess:
+    height: int
+    width: int
+    channels: int = 3
+    mean: np.ndarray | None = None       # (C,) or (C, H, W), in the raw_scale range
+    mean_source: str = "none"
+    raw_scale: float = 255.0
+    input_scale: float = 1.0
+    bgr: bool = True
+    resize: str = "crop"                 # "crop": short side then centre crop; "warp": stretch
+
+    def describe(self) -> str:
+        order = "RGB->BGR" if self.bgr and self.channels == 3 else "channel order kept"
+        return (f"resize ({self.resize}) to {self.height}x{self.width}, {order}, x{self.raw_scale:g}, "
+                f"minus mean ({self.mean_source}), x{self.input_scale:g}")
+
+    def __call__(self, path: str) -> np.ndarray:
+        img = load_image(path, gray=self.channels == 1)
+        img = _fit(img, self.height, self.width, self.resize)
+        x = img.transpose(2, 0, 1).astype(np.float32)
+        if self.bgr and self.channels == 3:
+            x = x[::-1]
+        x = x * self.raw_scale
+        if self.mean is not None:
+            x = x - _fit_mean(self.mean, x.shape, self.mean_source)
+        return np.ascontiguousarray(x * self.input_scale, dtype=np.float32)
+
+
+def load_image(path: str, gray: bool = False) -> np.ndarray:
+    """HxWxC float32 in [0, 1]; C = 3 (RGB) or 1."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("RGBA", "LA", "P"):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im)
+            im = im.convert("L" if gray else "RGB")
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise ZfcaffeError(f"{path}: no such image file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ZfcaffeError(f"{path}: cannot read image ({e.__class__.__name__}); expected a JPEG or PNG") from None
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _fit(img: np.ndarray, h: int, w: int, mode: str) -> np.ndarray:
+    from PIL import Image
+    ih, iw = img.shape[:2]
+    if mode == "crop":
+        s = max(h / ih, w / iw)
+        nh, nw = max(h, round(ih * s)), max(w, round(iw * s))
+    else:
+        nh, nw = h, w
+    if (nh, nw) != (ih, iw):
+        chans = [np.asarray(Image.fromarray(img[:, :, c]).resize((nw, nh), Image.BILINEAR))
+                 for c in range(img.shape[2])]
+        img = np.stack(chans, axis=2)
+    y0, x0 = (nh - h) // 2, (nw - w) // 2
+    return img[y0:y0 + h, x0:x0 + w]
+
+
+def _fit_mean(mean: np.ndarray, shape: tuple, source: str) -> np.ndarray:
+    c, h, w = shape
+    if mean.ndim == 1:
+        if mean.size not in (1, c):
+            raise ZfcaffeError(f"{source}: mean has {mean.size} values for {c} channels")
+        return mean.reshape(-1, 1, 1)
+    if mean.shape[0] != c:
+        raise ZfcaffeError(f"{source}: mean has {mean.shape[0]} channels; the net's input has {c}")
+    mh, mw = mean.shape[1:]
+    if mh >= h and mw >= w:  # centre-crop a larger mean image, as Caffe's crop does
+        y0, x0 = (mh - h) // 2, (mw - w) // 2
+        return mean[:, y0:y0 + h, x0:x0 + w]
+    # smaller mean image: use its per-channel average
+    return mean.reshape(c, -1).mean(axis=1).reshape(c, 1, 1)
+
+
+def mean_from_arg(arg: str | None) -> tuple[np.ndarray | None, str]:
+    """--mean accepts a .binaryproto, a .npy, or per-channel values '104,117,123'."""
+    if not arg:
+        return None, "none"
+    if all(part.strip().replace(".", "", 1).lstrip("-").isdigit() for part in arg.split(",")):
+        return np.asarray([float(v) for v in arg.split(",")], np.float32), f"values {arg}"
+    return read_mean(arg), arg
+
+
+def for_net(net, mean: str | None = None, raw_scale: float = 255.0, input_scale: float = 1.0,
+            resize: str = "crop", input_name: str | None = None) -> Preprocess:
+    name = input_name or net.inputs[0]
+    shape = net.graph.inputs[name]
+    if len(shape) != 4:
+        raise ZfcaffeError(f"input '{name}' has shape {list(shape)}; images need N x C x H x W")
+    m, src = mean_from_arg(mean)
+    return Preprocess(shape[2], shape[3], shape[1], m, src, raw_scale, input_scale, True, resize)
