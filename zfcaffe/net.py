@@ -10,7 +10,6 @@ from .errors import ZfcaffeError
 from .graph import load_graph
 from .layers.base import count
 from .runtime.onnx_export import build_onnx
-from .runtime.session import Session
 
 
 class Blob:
@@ -159,10 +158,11 @@ class Net:
         self._reset_inputs()
 
     # -- running ---------------------------------------------------------------------------
-    def session(self, record: bool = True, outputs: tuple = ()) -> Session:
+    def session(self, record: bool = True, outputs: tuple = ()):
         shapes = tuple(sorted(self.graph.inputs.items()))
         key = (shapes, record, tuple(outputs))
         if key not in self._sessions:
+            from .runtime.session import Session  # onnxruntime loads only when a net runs
             self._sessions[key] = Session(build_onnx(self.graph, record=record, outputs=list(outputs) or None))
         return self._sessions[key]
 

@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from ..errors import ZfcaffeError
+from .wire import enc_varint, field_key, len_field
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -222,36 +223,15 @@ def _looks_textual(path: str) -> bool:
 
 
 # -- writing ------------------------------------------------------------------------------
-def _enc_varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _key(field: int, wire: int) -> bytes:
-    return _enc_varint(field << 3 | wire)
-
-
-def _len_field(field: int, payload_len: int) -> bytes:
-    return _key(field, 2) + _enc_varint(payload_len)
-
-
 def _blob_header(arr: np.ndarray, legacy: bool) -> bytes:
     if legacy:
         dims = (1,) * (4 - arr.ndim) + tuple(arr.shape)
-        head = b"".join(_key(f, 0) + _enc_varint(d) for f, d in zip((1, 2, 3, 4), dims))
+        head = b"".join(field_key(f, 0) + enc_varint(d) for f, d in zip((1, 2, 3, 4), dims))
     else:
-        packed = b"".join(_enc_varint(d) for d in arr.shape)
-        shape = _len_field(1, len(packed)) + packed
-        head = _len_field(7, len(shape)) + shape
-    return head + _len_field(5, arr.size * 4)
+        packed = b"".join(enc_varint(d) for d in arr.shape)
+        shape = len_field(1, len(packed)) + packed
+        head = len_field(7, len(shape)) + shape
+    return head + len_field(5, arr.size * 4)
 
 
 def write_caffemodel(path: str, layers: list[tuple[str, str, list[np.ndarray]]], legacy: bool = False) -> None:
@@ -271,18 +251,18 @@ def write_caffemodel(path: str, layers: list[tuple[str, str, list[np.ndarray]]],
                 arrays = [np.array(b, dtype="<f4", order="C", copy=None) for b in blobs]  # keeps 0-d shapes
                 name_b = name.encode()
                 if legacy:
-                    head = _len_field(4, len(name_b)) + name_b + _key(5, 0) + _enc_varint(v1_enum.get(typ, 0))
+                    head = len_field(4, len(name_b)) + name_b + field_key(5, 0) + enc_varint(v1_enum.get(typ, 0))
                     blob_field, layer_field = 6, 2
                 else:
                     typ_b = typ.encode()
-                    head = _len_field(1, len(name_b)) + name_b + _len_field(2, len(typ_b)) + typ_b
+                    head = len_field(1, len(name_b)) + name_b + len_field(2, len(typ_b)) + typ_b
                     blob_field, layer_field = 7, 100
                 blob_heads = [_blob_header(a, legacy) for a in arrays]
                 blob_lens = [len(h) + a.nbytes for h, a in zip(blob_heads, arrays)]
-                body = len(head) + sum(len(_len_field(blob_field, n)) + n for n in blob_lens)
-                f.write(_len_field(layer_field, body) + head)
+                body = len(head) + sum(len(len_field(blob_field, n)) + n for n in blob_lens)
+                f.write(len_field(layer_field, body) + head)
                 for h, a, n in zip(blob_heads, arrays, blob_lens):
-                    f.write(_len_field(blob_field, n) + h)
+                    f.write(len_field(blob_field, n) + h)
                     f.write(memoryview(a).cast("B"))
         os.replace(tmp, path)
     except BaseException:

@@ -1,20 +1,59 @@
-"""Write a graph as a self-contained .onnx file, atomically."""
+"""Write a graph as one self-contained .onnx file, streaming the weights.
+
+The ModelProto is written field by field: everything but the weights is serialised
+by onnx, and each weight goes out as a TensorProto whose raw_data is written
+straight from the array (a view of the memory-mapped caffemodel), so converting a
+233 MB model needs about its own size in memory, not three copies of it.
+"""
 from __future__ import annotations
 
 import os
 import tempfile
 
+import numpy as np
+import onnx
+
 from ..graph import Graph
+from ..io.wire import len_field
 from .onnx_export import build_onnx
+
+_GRAPH_FIELD, _INITIALIZER_FIELD, _RAW_DATA_FIELD = 7, 5, 9
+
+
+def _tensor_header(name: str, arr: np.ndarray) -> bytes:
+    t = onnx.TensorProto(name=name, data_type=onnx.TensorProto.FLOAT, dims=list(arr.shape))
+    return t.SerializeToString() + len_field(_RAW_DATA_FIELD, arr.nbytes)
 
 
 def write_onnx(graph: Graph, path: str, all_blobs: bool = False) -> None:
-    onnx_net = build_onnx(graph, record=all_blobs, embed_weights=True)
+    onnx_net = build_onnx(graph, record=all_blobs, embed_weights=False)
+    model = onnx_net.model
+    # build_onnx marks weights as external placeholders; they are streamed below instead.
+    weight_names = set(onnx_net.weights)
+    kept = [t for t in model.graph.initializer if t.name not in weight_names]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    graph_bytes = model.graph.SerializeToString()
+    model.ClearField("graph")
+    head = model.SerializeToString()
+
+    weights = [(n, np.ascontiguousarray(a, dtype="<f4")) for n, a in onnx_net.weights.items()]
+    records = []
+    for name, arr in weights:
+        tensor_head = _tensor_header(name, arr)
+        records.append((len_field(_INITIALIZER_FIELD, len(tensor_head) + arr.nbytes) + tensor_head, arr))
+    graph_len = len(graph_bytes) + sum(len(h) + a.nbytes for h, a in records)
+
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".zfcaffe-", suffix=".onnx.tmp", dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(onnx_net.model.SerializeToString())
+            f.write(head)
+            f.write(len_field(_GRAPH_FIELD, graph_len))
+            f.write(graph_bytes)
+            for h, arr in records:
+                f.write(h)
+                f.write(memoryview(arr).cast("B"))
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
