@@ -163,7 +163,8 @@ class Net:
         key = (shapes, record, tuple(outputs))
         if key not in self._sessions:
             from .runtime.session import Session  # onnxruntime loads only when a net runs
-            self._sessions[key] = Session(build_onnx(self.graph, record=record, outputs=list(outputs) or None))
+            self._sessions[key] = Session(build_onnx(self.graph, record=record, outputs=list(outputs) or None),
+                                          faithful=record)
         return self._sessions[key]
 
     def _feeds(self, kwargs) -> dict[str, np.ndarray]:
@@ -217,6 +218,28 @@ class Net:
         if uw != w:
             local = (local // uw) * w + local % uw
         return local.astype(np.int32)
+
+    # -- backward passes -----------------------------------------------------------------
+    def project(self, layer: str, unit, mode: str = "deconvnet", value: float | None = None) -> np.ndarray:
+        """Project one unit (n, c, y, x) or (n, c) of a layer's output back to the input.
+
+        The unit holds its own activation (or `value`), every other unit zero; the
+        result is shaped like the input blob, zero outside image n. Modes:
+        "deconvnet" (Zeiler & Fergus), "backprop" (gradient), "guided" (guided backprop).
+        Needs a recorded forward pass (net.forward(...)) first.
+        """
+        from .backward import project_units
+        proj = project_units(self, layer, [unit], mode, None if value is None else [value])
+        target = self.inputs[0]
+        out = np.zeros(self.graph.inputs[target], np.float32)
+        out[int(unit[0])] = proj[0]
+        return out
+
+    def project_many(self, layer: str, units, mode: str = "deconvnet", values=None) -> np.ndarray:
+        """Project many units in one batched pass; returns (len(units), C, H, W), row i
+        being unit i's projection into its own image."""
+        from .backward import project_units
+        return project_units(self, layer, units, mode, values)
 
     # -- export ------------------------------------------------------------------------------
     def to_onnx(self, path: str, all_blobs: bool = False) -> None:

@@ -204,6 +204,16 @@ class Layer:
         """Short parameter description for `zfcaffe inspect`."""
         return ""
 
+    # -- backward -----------------------------------------------------------------
+    def backward(self, ctx, top_diffs: list) -> list:
+        """Diffs of the bottoms from the diffs of the tops (None: no signal).
+
+        `ctx` gives the mode ("deconvnet", "backprop", "guided"), `ctx.data(key)`:
+        forward values of a blob for the rows being projected, and
+        `ctx.switches(layer_name)`: the recorded max-pool switches for those rows.
+        """
+        raise self.error("has no backward rule")
+
 
 def spatial_pairs(values: Sequence[int], n: int, default: int, who: Layer, what: str) -> tuple:
     """Caffe's 'one value for all spatial axes, or one per axis' convention."""

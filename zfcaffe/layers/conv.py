@@ -1,7 +1,45 @@
 """Convolution and Deconvolution (grouped, strided, dilated, padded, N-D spatial)."""
 from __future__ import annotations
 
-from .base import Geometry, Layer, count, register, spatial_pairs
+import numpy as np
+
+from ..kernels import col2im_add, im2col, nonzero_box
+from .base import Layer, count, register, spatial_pairs
+
+
+def conv_input_diff(top: np.ndarray, w: np.ndarray, group: int, stride, pad, dil, in_shape) -> np.ndarray:
+    """The adjoint of a convolution (transposed filters, no bias): Caffe's W^T * top
+    then col2im, computed only over the box of non-zero top values of each row."""
+    rows, out_c = top.shape[:2]
+    c, h, w_ = in_shape[1:]
+    kh, kw = w.shape[2:]
+    og, cg = out_c // group, c // group
+    wt = w.reshape(group, og, cg * kh * kw).transpose(0, 2, 1)       # (g, cg*kh*kw, og)
+    out = np.zeros((rows, c, h, w_), np.float32)
+    for r in range(rows):
+        box = nonzero_box(top[r])
+        if box is None:
+            continue
+        y0, y1, x0, x1 = box
+        t = np.ascontiguousarray(top[r, :, y0:y1, x0:x1]).reshape(group, og, -1)
+        col = np.matmul(wt, t).reshape(c, kh, kw, y1 - y0, x1 - x0)
+        col2im_add(col, out[r], y0, x0, stride[0], stride[1], pad[0], pad[1], dil[0], dil[1])
+    return out
+
+
+def conv_forward_nobias(x: np.ndarray, w: np.ndarray, group: int, stride, pad, dil, out_hw) -> np.ndarray:
+    """A plain convolution (im2col + GEMM), used as the adjoint of Deconvolution."""
+    rows, c = x.shape[:2]
+    out_c, cg, kh, kw = w.shape
+    og = out_c // group
+    oh, ow = out_hw
+    wm = w.reshape(group, og, cg * kh * kw)
+    out = np.empty((rows, out_c, oh, ow), np.float32)
+    for r in range(rows):
+        col = im2col(np.ascontiguousarray(x[r]), kh, kw, oh, ow, stride[0], stride[1], pad[0], pad[1],
+                     dil[0], dil[1]).reshape(group, cg * kh * kw, oh * ow)
+        out[r] = np.matmul(wm, col).reshape(out_c, oh, ow)
+    return out
 
 
 class _ConvBase(Layer):
@@ -52,6 +90,10 @@ class _ConvBase(Layer):
             raise self.error(f"{channels} input channels are not divisible by group {self.group}")
         return channels
 
+    def _require_2d(self):
+        if len(self.kernel) != 2:
+            raise self.error("backward passes support 2-D convolutions only")
+
     def summary(self):
         k = "x".join(map(str, self.kernel))
         s = f"{self.num_output} {k}/{self.stride[0]}"
@@ -100,6 +142,11 @@ class Convolution(_ConvBase):
             inputs.append(e.weight(self, 1))
         e.op("Conv", inputs, outs[0], **self._attrs())
 
+    def backward(self, ctx, top_diffs):
+        self._require_2d()
+        return [conv_input_diff(top_diffs[0], self.blobs[0], self.group, self.stride, self.pad,
+                                self.dilation, self.in_shapes[0])]
+
 
 @register("Deconvolution")
 class Deconvolution(_ConvBase):
@@ -122,7 +169,6 @@ class Deconvolution(_ConvBase):
         return [g.upsample(self.kernel_eff, self.stride, self.pad) if g else None]
 
     def macs(self):
-        c = self.in_shapes[0][1]
         return count(self.in_shapes[0]) * (self.num_output // self.group) * count(self.kernel)
 
     def emit(self, e, ins, outs):
@@ -130,3 +176,10 @@ class Deconvolution(_ConvBase):
         if self.bias_term:
             inputs.append(e.weight(self, 1))
         e.op("ConvTranspose", inputs, outs[0], **self._attrs())
+
+    def backward(self, ctx, top_diffs):
+        # Deconvolution's input diff is a plain convolution of its output diff: its
+        # (C_in, C_out/g, kh, kw) blob is exactly a convolution's weight layout.
+        self._require_2d()
+        return [conv_forward_nobias(top_diffs[0], self.blobs[0], self.group, self.stride, self.pad, self.dilation,
+                                    self.in_shapes[0][2:])]

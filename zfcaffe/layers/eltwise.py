@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from .. import caffe_pb2
+import numpy as np
+
 from .base import Layer, count, register
 
 E = caffe_pb2.EltwiseParameter
@@ -44,3 +46,28 @@ class Eltwise(Layer):
             terms = [x if not self.coeff or self.coeff[i] == 1 else e.op("Mul", [x, e.const(self.coeff[i])])
                      for i, x in enumerate(ins)]
             e.op("Sum", terms, outs[0])
+
+    def backward(self, ctx, top_diffs):
+        top = top_diffs[0]
+        n = len(self.bottoms)
+        if self.operation == E.SUM:
+            return [top * np.float32(self.coeff[i]) if self.coeff else top for i in range(n)]
+        xs = [ctx.data(b) for b in self.bottoms]
+        if self.operation == E.PROD:
+            out = []
+            for i in range(n):
+                others = np.ones_like(top)
+                for j, x in enumerate(xs):
+                    if j != i:
+                        others = others * x
+                out.append(top * others)
+            return out
+        # MAX routes to the bottom Caffe's forward picked: bottoms 0 and 1 compare with
+        # '>' (a tie goes to 1), later bottoms replace only when strictly greater.
+        best = np.where(xs[0] > xs[1], 0, 1)
+        value = np.maximum(xs[0], xs[1])
+        for i in range(2, n):
+            greater = xs[i] > value
+            best = np.where(greater, i, best)
+            value = np.where(greater, xs[i], value)
+        return [np.where(best == i, top, 0).astype(np.float32) for i in range(n)]

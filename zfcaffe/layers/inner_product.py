@@ -37,6 +37,14 @@ class InnerProduct(Layer):
     def summary(self):
         return f"{self.num_output}" + (" transposed" if self.transpose else "")
 
+    def backward(self, ctx, top_diffs):
+        top = top_diffs[0]
+        rows = top.shape[0]
+        t = top.reshape(-1, self.num_output)
+        w = self.blobs[0]
+        bottom = t @ (w.T if self.transpose else w)
+        return [bottom.reshape((rows,) + tuple(self.in_shapes[0][1:]))]
+
     def emit(self, e, ins, outs):
         x = ins[0]
         in_shape = self.in_shapes[0]
@@ -71,6 +79,9 @@ class Embed(Layer):
 
     def geometry(self, in_geoms):
         return [None]
+
+    def backward(self, ctx, top_diffs):
+        return [None]  # indices carry no gradient
 
     def emit(self, e, ins, outs):
         idx = e.op("Cast", [ins[0]], to=7)  # int64

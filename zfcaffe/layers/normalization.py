@@ -13,6 +13,16 @@ def _per_channel(values: np.ndarray, rank: int) -> np.ndarray:
     return np.asarray(values, np.float32).reshape((-1,) + (1,) * (rank - 2))
 
 
+def _channel_window_sum(a: np.ndarray, size: int) -> np.ndarray:
+    """Sum over channels c - (size-1)/2 ... c + size/2 (zero beyond the ends)."""
+    pre = (size - 1) // 2
+    c = a.shape[1]
+    padded = np.zeros((a.shape[0], c + size) + a.shape[2:], np.float64)
+    padded[:, pre + 1:pre + 1 + c] = a
+    csum = np.cumsum(padded, axis=1)
+    return csum[:, size:size + c] - csum[:, :c]
+
+
 def _negative_power(e, base: str, beta: float) -> str:
     """base ** -beta; the usual beta 0.75 as 1 / (sqrt(b) * sqrt(sqrt(b))), which is
     vectorised where a general Pow is not."""
@@ -47,9 +57,48 @@ class LRN(Layer):
         region = caffe_pb2.LRNParameter.NormRegion.Name(self.region)
         return f"{region} size {self.size} alpha {self.alpha:g} beta {self.beta:g}"
 
+    def backward(self, ctx, top_diffs):
+        top = top_diffs[0]
+        if ctx.mode == "deconvnet":
+            return [top]  # Zeiler & Fergus pass the signal through contrast normalisation
+        x = ctx.data(self.bottoms[0]).astype(np.float64)
+        y = ctx.data(self.tops[0]).astype(np.float64)
+        if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
+            # Caffe: top * scale^-beta - 2 alpha beta / size * x * window_sum(top * y / scale)
+            scale = self.k + self.alpha / self.size * _channel_window_sum(x * x, self.size)
+            ratio = _channel_window_sum(top * y / scale, self.size)
+            bottom = top * scale ** -self.beta - 2 * self.alpha * self.beta / self.size * x * ratio
+            return [bottom.astype(np.float32)]
+        # WITHIN_CHANNEL: y = x * s^-beta with s = 1 + alpha * avgpool(x^2) (Caffe's divisor).
+        from ..kernels import ave_unpool_add
+        rows, c, h, w = x.shape
+        pad = (self.size - 1) // 2
+        avg = np.zeros_like(x)
+        sq = (x * x).reshape(rows * c, h, w)
+        # the forward average, recomputed with the same window rule
+        from .pooling import caffe_ave_divisor
+        div = np.outer(caffe_ave_divisor(h, h, self.size, 1, pad), caffe_ave_divisor(w, w, self.size, 1, pad))
+        padded = np.pad(sq, ((0, 0), (pad, pad), (pad, pad)))
+        win = np.lib.stride_tricks.sliding_window_view(padded, (self.size, self.size), axis=(1, 2))
+        avg = (win.sum(axis=(-1, -2)) / div).reshape(rows, c, h, w)
+        s = 1 + self.alpha * avg
+        d_avg = (top * x * -self.beta * self.alpha * s ** (-self.beta - 1)).astype(np.float32)
+        d_sq = np.zeros((rows * c, h, w), np.float32)
+        ave_unpool_add(np.ascontiguousarray(d_avg.reshape(rows * c, h, w)), d_sq, self.size, self.size,
+                       1, 1, pad, pad)
+        bottom = top * s ** -self.beta + 2 * x * d_sq.reshape(rows, c, h, w)
+        return [bottom.astype(np.float32)]
+
     def emit(self, e, ins, outs):
         x = ins[0]
         n, c, h, w = self.in_shapes[0]
+        if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS and e.record:
+            # ONNX Runtime's LRN kernel follows Caffe's arithmetic (running channel sum,
+            # then pow): the recorded values decide switches and ReLU masks, so the
+            # recording graph keeps it; the lean graph takes the faster form below.
+            e.op("LRN", ins, outs[0], size=self.size, alpha=float(self.alpha),
+                 beta=float(self.beta), bias=float(self.k))
+            return
         if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
             # The window sum over channels as an average pool over a (C, H*W) plane:
             # ONNX Runtime's own LRN kernel is several times slower than these ops.
@@ -94,18 +143,31 @@ class BatchNorm(Layer):
         return f"eps {self.eps:g}" + ("" if self.use_global_stats else " batch statistics")
 
     def folded(self):
-        """Per-channel mean and 1/std as Caffe computes them (float64, then float32)."""
-        mean, var, factor = (np.asarray(b, np.float64).ravel() for b in self.blobs[:3])
-        sf = 0.0 if factor[0] == 0 else 1.0 / factor[0]
-        inv_std = 1.0 / np.sqrt(var * sf + self.eps)
-        return (mean * sf).astype(np.float32), inv_std.astype(np.float32)
+        """Per-channel mean and std in Caffe's own float32 arithmetic."""
+        mean, var, factor = (np.asarray(b, np.float32).ravel() for b in self.blobs[:3])
+        sf = np.float32(0) if factor[0] == 0 else np.float32(1) / factor[0]
+        std = np.sqrt(var * sf + np.float32(self.eps))
+        return mean * sf, std
+
+    def backward(self, ctx, top_diffs):
+        top = top_diffs[0]
+        rank = len(self.in_shapes[0])
+        if self.use_global_stats:
+            return [top / _per_channel(self.folded()[1], rank)]
+        raise self.error("backward through batch statistics (use_global_stats: false) mixes the "
+                         "images of a batch; not supported")
 
     def emit(self, e, ins, outs):
         rank = len(self.in_shapes[0])
         if self.use_global_stats:
+            mean, std = self.folded()
+            if e.record:  # Caffe's order of operations: (x - mean) / std
+                centred = e.op("Sub", [ins[0], e.weight(self, 0, _per_channel(mean, rank))])
+                e.op("Div", [centred, e.weight(self, 1, _per_channel(std, rank))], outs[0])
+                return
             # x * (1/std) + (-mean/std): a per-channel Mul and Add that ONNX Runtime
             # folds into the preceding convolution.
-            mean, inv_std = self.folded()
+            inv_std = 1 / std.astype(np.float64)
             y = e.op("Mul", [ins[0], e.weight(self, 1, _per_channel(inv_std, rank))])
             e.op("Add", [y, e.weight(self, 0, _per_channel(-mean * inv_std, rank))], outs[0])
             return
@@ -129,6 +191,20 @@ class MVN(Layer):
 
     def macs(self):
         return 3 * count(self.out_shapes[0])
+
+    def backward(self, ctx, top_diffs):
+        top = top_diffs[0].astype(np.float64)
+        rank = len(self.in_shapes[0])
+        axes = tuple(range(1 if self.across_channels else 2, rank))
+        if not self.normalize_variance:
+            return [(top - top.mean(axis=axes, keepdims=True)).astype(np.float32)]
+        # Caffe's rule: (dy - mean(dy) - y * mean(y * dy)) / (std + eps)
+        x = ctx.data(self.bottoms[0]).astype(np.float64)
+        y = ctx.data(self.tops[0]).astype(np.float64)
+        c = x - x.mean(axis=axes, keepdims=True)
+        std = np.sqrt((c * c).mean(axis=axes, keepdims=True)) + self.eps
+        d = top - top.mean(axis=axes, keepdims=True) - y * (y * top).mean(axis=axes, keepdims=True)
+        return [(d / std).astype(np.float32)]
 
     def emit(self, e, ins, outs):
         rank = len(self.in_shapes[0])

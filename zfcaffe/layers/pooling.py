@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from .. import caffe_pb2
-from .base import FLOAT, INT64, WHOLE, Layer, count, register
+from ..kernels import ave_unpool_add, max_unpool_add
+from .base import INT64, WHOLE, Layer, count, register
 
 P = caffe_pb2.PoolingParameter
 
@@ -88,6 +89,23 @@ class Pooling(Layer):
             return f"{name} global"
         s = f"{name} {self.kernel[0]}x{self.kernel[1]}/{self.stride[0]}"
         return s + (f" pad {self.pad[0]}" if any(self.pad) else "")
+
+    # -- backward ---------------------------------------------------------------
+    def backward(self, ctx, top_diffs):
+        top = np.ascontiguousarray(top_diffs[0], np.float32)
+        rows, c, oh, ow = top.shape
+        _, _, h, w = self.in_shapes[0]
+        out = np.zeros((rows * c, h, w), np.float32)
+        planes = top.reshape(rows * c, oh, ow)
+        if self.method == P.MAX:
+            switches = np.ascontiguousarray(ctx.switches(self.name)).reshape(rows * c, oh, ow)
+            max_unpool_add(planes, switches, out)
+        elif self.method == P.AVE:
+            ave_unpool_add(planes, out, self.kernel[0], self.kernel[1], self.stride[0], self.stride[1],
+                           self.pad[0], self.pad[1])
+        else:
+            raise self.error("Caffe has no backward pass for STOCHASTIC pooling at test time")
+        return [out.reshape(rows, c, h, w)]
 
     # -- emission ---------------------------------------------------------------
     def end_pads(self) -> tuple[int, int]:

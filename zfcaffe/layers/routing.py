@@ -2,6 +2,8 @@
 Dropout (identity at test time), Flatten, Reshape, Crop."""
 from __future__ import annotations
 
+import numpy as np
+
 from .base import WHOLE, Layer, canonical_axis, count, register
 
 
@@ -28,6 +30,10 @@ class Concat(Layer):
 
     def emit(self, e, ins, outs):
         e.op("Concat", ins, outs[0], axis=self.axis)
+
+    def backward(self, ctx, top_diffs):
+        bounds = np.cumsum([s[self.axis] for s in self.in_shapes])[:-1]
+        return np.split(top_diffs[0], bounds, axis=self.axis)
 
 
 @register("Slice")
@@ -59,6 +65,12 @@ class Slice(Layer):
     def emit(self, e, ins, outs):
         e.node("Split", [ins[0], e.ints(self.sizes, "split")], outs, axis=self.axis)
 
+    def backward(self, ctx, top_diffs):
+        rows = next(d.shape[0] for d in top_diffs if d is not None)
+        parts = [d if d is not None else np.zeros((rows,) + s[1:], np.float32)
+                 for d, s in zip(top_diffs, self.out_shapes)]
+        return [np.concatenate(parts, axis=self.axis)]
+
 
 @register("Split")
 class Split(Layer):
@@ -68,6 +80,10 @@ class Split(Layer):
     def emit(self, e, ins, outs):
         for o in outs:
             e.op("Identity", ins, o)
+
+    def backward(self, ctx, top_diffs):
+        present = [d for d in top_diffs if d is not None]
+        return [sum(present[1:], present[0].copy())]
 
 
 @register("Silence")
@@ -80,6 +96,9 @@ class Silence(Layer):
 
     def emit(self, e, ins, outs):
         pass
+
+    def backward(self, ctx, top_diffs):
+        return [None] * len(self.bottoms)
 
 
 @register("Dropout")
@@ -94,6 +113,9 @@ class Dropout(Layer):
 
     def emit(self, e, ins, outs):
         e.op("Identity", ins, outs[0])
+
+    def backward(self, ctx, top_diffs):
+        return [top_diffs[0]]
 
 
 @register("Tile")
@@ -117,6 +139,11 @@ class Tile(Layer):
         reps[self.axis] = self.tiles
         e.op("Tile", [ins[0], e.ints(reps)], outs[0])
 
+    def backward(self, ctx, top_diffs):
+        t = top_diffs[0]
+        shape = t.shape[:self.axis] + (self.tiles, t.shape[self.axis] // self.tiles) + t.shape[self.axis + 1:]
+        return [t.reshape(shape).sum(axis=self.axis)]
+
 
 class _Reshaping(Layer):
     """Static reshapes; spatial geometry survives only if H and W are untouched."""
@@ -130,6 +157,12 @@ class _Reshaping(Layer):
 
     def emit(self, e, ins, outs):
         e.op("Reshape", [ins[0], e.ints(self.out_shapes[0])], outs[0])
+
+    def backward(self, ctx, top_diffs):
+        if self.in_shapes[0][0] != self.out_shapes[0][0]:
+            raise self.error("backward passes cannot follow a reshape of the batch axis")
+        t = top_diffs[0]
+        return [t.reshape((t.shape[0],) + tuple(self.in_shapes[0][1:]))]
 
 
 @register("Flatten")
@@ -222,3 +255,10 @@ class Crop(Layer):
         axes = list(range(self.axis, len(self.in_shapes[0])))
         ends = [o + self.out_shapes[0][a] for o, a in zip(self.offs, axes)]
         e.op("Slice", [ins[0], e.ints(self.offs), e.ints(ends), e.ints(axes)], outs[0])
+
+    def backward(self, ctx, top_diffs):
+        t = top_diffs[0]
+        out = np.zeros((t.shape[0],) + tuple(self.in_shapes[0][1:]), np.float32)
+        index = [slice(None)] * self.axis + [slice(o, o + n) for o, n in zip(self.offs, t.shape[self.axis:])]
+        out[tuple(index)] = t
+        return [out, None]

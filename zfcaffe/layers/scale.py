@@ -37,6 +37,11 @@ class _AxisOp(Layer):
     def macs(self):
         return count(self.out_shapes[0])
 
+    def _reduce_to_operand(self, a):
+        """Sum over the axes a per-image (axis 0) operand does not cover, keeping rows."""
+        axes = tuple(range(len(self.op_shape), a.ndim))
+        return a.sum(axis=axes) if axes else a
+
     def _operand(self, e, ins, blob_index, bottom_op: bool):
         shape = self._broadcast()
         if bottom_op:
@@ -59,6 +64,17 @@ class Scale(_AxisOp):
     def summary(self):
         return "with bias" if self.bias_term else ""
 
+    def backward(self, ctx, top_diffs):
+        top = top_diffs[0]
+        if len(self.bottoms) == 1:
+            return [top * self.blobs[0].reshape(self._broadcast())]
+        if self.axis == 0:  # a factor per image (squeeze-and-excitation style)
+            factor = ctx.data(self.bottoms[1])
+            factor = factor.reshape(factor.shape + (1,) * (top.ndim - factor.ndim))
+            return [top * factor, self._reduce_to_operand(top * ctx.data(self.bottoms[0]))]
+        # a factor shared by all images carries no per-image signal back
+        return [top * ctx.full(self.bottoms[1]).reshape(self._broadcast()), None]
+
     def emit(self, e, ins, outs):
         two = len(ins) == 2
         factor = self._operand(e, ins, 0, two)
@@ -77,6 +93,12 @@ class Bias(_AxisOp):
     def param_shapes(self, in_shapes):
         op = self._operand_shape(in_shapes)
         return [] if len(in_shapes) == 2 else [op]
+
+    def backward(self, ctx, top_diffs):
+        top = top_diffs[0]
+        if len(self.bottoms) == 1:
+            return [top]
+        return [top, self._reduce_to_operand(top) if self.axis == 0 else None]
 
     def emit(self, e, ins, outs):
         e.op("Add", [ins[0], self._operand(e, ins, 0, len(ins) == 2)], outs[0])

@@ -1,6 +1,8 @@
 """Softmax, ArgMax and Reduction: layers that collapse an axis."""
 from __future__ import annotations
 
+import numpy as np
+
 from .. import caffe_pb2
 from .base import WHOLE, Layer, canonical_axis, count, register
 
@@ -21,6 +23,10 @@ class Softmax(Layer):
 
     def emit(self, e, ins, outs):
         e.op("Softmax", ins, outs[0], axis=self.axis)
+
+    def backward(self, ctx, top_diffs):
+        top, y = top_diffs[0], ctx.data(self.tops[0])
+        return [((top - (top * y).sum(axis=self.axis, keepdims=True)) * y).astype(np.float32)]
 
 
 @register("ArgMax")
@@ -45,6 +51,9 @@ class ArgMax(Layer):
 
     def geometry(self, in_geoms):
         return [None]
+
+    def backward(self, ctx, top_diffs):
+        return [None]  # Caffe defines no gradient for ArgMax
 
     def emit(self, e, ins, outs):
         s = self.in_shapes[0]
@@ -84,6 +93,23 @@ class Reduction(Layer):
 
     def summary(self):
         return f"{R.ReductionOp.Name(self.operation)} from axis {self.axis_param}"
+
+    def backward(self, ctx, top_diffs):
+        if self.axis == 0:
+            raise self.error("backward through a reduction over the batch axis is not supported")
+        top = top_diffs[0]
+        shape = top.shape + (1,) * (len(self.in_shapes[0]) - self.axis)
+        t = (top * np.float32(self.coeff)).reshape(shape)
+        x = ctx.data(self.bottoms[0])
+        if self.operation == R.SUM:
+            d = np.broadcast_to(t, x.shape)
+        elif self.operation == R.ASUM:
+            d = t * np.sign(x)
+        elif self.operation == R.SUMSQ:
+            d = 2 * t * x
+        else:
+            d = np.broadcast_to(t / count(self.in_shapes[0][self.axis:]), x.shape)
+        return [np.ascontiguousarray(d, dtype=np.float32)]
 
     def emit(self, e, ins, outs):
         s = self.in_shapes[0]

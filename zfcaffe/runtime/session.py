@@ -91,10 +91,15 @@ class Session:
     """One ONNX Runtime session. The weights are handed over as in-memory external
     initializers, so building a session for a new input shape never serialises them."""
 
-    def __init__(self, onnx_net: OnnxNet, threads: int = 0):
+    def __init__(self, onnx_net: OnnxNet, threads: int = 0, faithful: bool = False):
+        """faithful: keep ONNX Runtime's plain NCHW kernels (no layout-changing
+        rewrites), whose rounding is closest to Caffe's im2col + GEMM. The recorded
+        forward pass uses it: its values decide the switches and ReLU masks of the
+        backward passes, where a near-tie decided the other way moves a projection."""
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if faithful
+                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         # Idle worker threads would spin and steal the cores from whatever runs next
         # (another session, the Numba backward pass).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

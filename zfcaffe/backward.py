@@ -1,0 +1,112 @@
+"""The backward engine: project layer units back to the input, through the
+recorded forward pass. Three modes, which differ only at rectifiers (and LRN):
+
+  deconvnet  Zeiler & Fergus (2013): a ReLU passes relu(signal from above); LRN
+             passes the signal through; max pooling routes through the recorded
+             switches; every other layer applies its adjoint (convolution: the
+             transposed filters, without biases).
+  backprop   Simonyan et al. (2014) saliency: the true gradient everywhere.
+  guided     Springenberg et al. (2015): at a ReLU, signal * (input > 0) * (signal > 0);
+             the true gradient elsewhere.
+
+Each layer's rule is its `backward` method (zfcaffe/layers/); this module walks the
+graph and keeps the bookkeeping: which rows of the forward batch each projection
+belongs to, and the sum of the signals that reach a blob from several consumers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ZfcaffeError
+
+MODES = ("deconvnet", "backprop", "guided")
+
+
+class BackwardContext:
+    """What a layer's backward rule may read: the mode, the forward values of the
+    rows being projected, and the max-pool switches of those rows."""
+
+    def __init__(self, net, items: np.ndarray, mode: str):
+        self.net, self.items, self.mode = net, items, mode
+        self._cache: dict[str, np.ndarray] = {}
+
+    def full(self, key: str) -> np.ndarray:
+        net = self.net
+        if key in net.layer_outputs:
+            return net.layer_outputs[key]
+        if key in net._input_data:
+            return net._input_data[key]
+        raise ZfcaffeError(f"no forward value for '{key}'; run net.forward(...) first")
+
+    def data(self, key: str) -> np.ndarray:
+        if key not in self._cache:
+            self._cache[key] = self.full(key)[self.items]
+        return self._cache[key]
+
+    def switches(self, layer_name: str) -> np.ndarray:
+        if layer_name not in self.net.switches:
+            raise ZfcaffeError(f"no recorded switches for '{layer_name}'; run net.forward(...) first")
+        return self.net.switches[layer_name][self.items]
+
+
+def resolve_key(net, layer_or_key: str) -> str:
+    g = net.graph
+    if layer_or_key in g.shapes:
+        return layer_or_key
+    for layer in g.layers:
+        if layer.name == layer_or_key and len(layer.tops) == 1:
+            return layer.tops[0]
+    raise ZfcaffeError(f"'{layer_or_key}' is neither a layer with one output nor a blob key of the net")
+
+
+def seed_diffs(net, key: str, units, values) -> tuple[np.ndarray, np.ndarray]:
+    """The top diff of each projection: one unit (n, c, y, x) / (n, c) holding its own
+    activation (or the given value), all else zero. A shorter index, e.g. (n, c) on a
+    4-D blob, seeds the whole feature map with its activations."""
+    act = net.layer_outputs[key]
+    rank = act.ndim
+    units = [tuple(int(i) for i in u) for u in units]
+    items = np.array([u[0] for u in units], dtype=np.int64)
+    diffs = np.zeros((len(units),) + act.shape[1:], np.float32)
+    for r, u in enumerate(units):
+        if not 1 <= len(u) <= rank or any(not 0 <= i < s for i, s in zip(u, act.shape)):
+            raise ZfcaffeError(f"unit {list(u)} is outside '{key}' of shape {list(act.shape)}")
+        v = None if values is None else values[r]
+        diffs[(r,) + u[1:]] = act[u] if v is None else v
+    return diffs, items
+
+
+def project_units(net, layer_or_key: str, units, mode: str = "deconvnet", values=None,
+                  input_name: str | None = None) -> np.ndarray:
+    """Project each unit to the input; returns (len(units), C, H, W)."""
+    if mode not in MODES:
+        raise ZfcaffeError(f"mode '{mode}' is not one of {', '.join(MODES)}")
+    key = resolve_key(net, layer_or_key)
+    if key not in net.layer_outputs:
+        raise ZfcaffeError(f"no recorded forward value for '{key}'; run net.forward(...) first")
+    target = input_name or net.inputs[0]
+    diffs, items = seed_diffs(net, key, units, values)
+    ctx = BackwardContext(net, items, mode)
+
+    signal: dict[str, np.ndarray] = {key: diffs}
+    layers = net.graph.layers
+    start = next(i for i, l in enumerate(layers) if key in l.tops)
+    for layer in reversed(layers[:start + 1]):
+        if layer.is_input:
+            continue
+        tops = [signal.pop(t, None) for t in layer.tops]
+        if all(t is None for t in tops):
+            continue
+        if len(tops) > 1 and any(t is None for t in tops) and layer.type not in ("Slice", "Split"):
+            rows = next(t for t in tops if t is not None).shape[0]
+            tops = [t if t is not None else np.zeros((rows,) + s[1:], np.float32)
+                    for t, s in zip(tops, layer.out_shapes)]
+        for bottom, d in zip(layer.bottoms, layer.backward(ctx, tops)):
+            if d is None:
+                continue
+            d = np.asarray(d, dtype=np.float32)
+            signal[bottom] = signal[bottom] + d if bottom in signal else d
+    out = signal.get(target)
+    if out is None:
+        return np.zeros((len(items),) + tuple(net.graph.inputs[target][1:]), np.float32)
+    return out

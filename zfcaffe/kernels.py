@@ -1,0 +1,95 @@
+"""Numba kernels for the backward passes (and nothing else): scatter and gather
+between feature maps and their windows. Each has a plain-NumPy twin in the tests.
+
+All kernels add into `out` (they are used to accumulate), work on float32, and
+parallelise over channel planes, which never write to the same memory.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def col2im_add(col, out, y0, x0, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+    """out[c, iy, ix] += col[c, ky, kx, py, px] for every window position (py, px) of
+    the output region starting at (y0, x0): the adjoint of im2col (Caffe's col2im)."""
+    C, KH, KW, PH, PW = col.shape
+    H, W = out.shape[1], out.shape[2]
+    for c in prange(C):
+        for ky in range(KH):
+            for kx in range(KW):
+                for py in range(PH):
+                    iy = (y0 + py) * stride_h - pad_h + ky * dil_h
+                    if iy < 0 or iy >= H:
+                        continue
+                    for px in range(PW):
+                        ix = (x0 + px) * stride_w - pad_w + kx * dil_w
+                        if 0 <= ix < W:
+                            out[c, iy, ix] += col[c, ky, kx, py, px]
+
+
+@njit(cache=True, parallel=True)
+def im2col(x, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
+    """col[c, ky, kx, oy, ox] = x[c, oy*s - p + ky*d, ...] (zero outside)."""
+    C, H, W = x.shape
+    col = np.zeros((C, KH, KW, OH, OW), dtype=x.dtype)
+    for c in prange(C):
+        for ky in range(KH):
+            for kx in range(KW):
+                for oy in range(OH):
+                    iy = oy * stride_h - pad_h + ky * dil_h
+                    if iy < 0 or iy >= H:
+                        continue
+                    for ox in range(OW):
+                        ix = ox * stride_w - pad_w + kx * dil_w
+                        if 0 <= ix < W:
+                            col[c, ky, kx, oy, ox] = x[c, iy, ix]
+    return col
+
+
+@njit(cache=True, parallel=True)
+def max_unpool_add(top, switches, out):
+    """out[p, switch] += top[p, ...] per plane p: max-pool backward through the
+    recorded argmax positions (h * W + w within the plane)."""
+    P, OH, OW = top.shape
+    W = out.shape[2]
+    for p in prange(P):
+        for oy in range(OH):
+            for ox in range(OW):
+                d = top[p, oy, ox]
+                if d != 0:
+                    s = switches[p, oy, ox]
+                    if s >= 0:
+                        out[p, s // W, s % W] += d
+
+
+@njit(cache=True, parallel=True)
+def ave_unpool_add(top, out, KH, KW, stride_h, stride_w, pad_h, pad_w):
+    """Caffe's AVE pooling backward: each top value, divided by its window size
+    (clipped to [-pad, size + pad)), spread over the window clipped to the image."""
+    P, OH, OW = top.shape
+    H, W = out.shape[1], out.shape[2]
+    for p in prange(P):
+        for oy in range(OH):
+            hs = oy * stride_h - pad_h
+            he = min(hs + KH, H + pad_h)
+            for ox in range(OW):
+                d = top[p, oy, ox]
+                if d == 0:
+                    continue
+                ws = ox * stride_w - pad_w
+                we = min(ws + KW, W + pad_w)
+                d = d / ((he - hs) * (we - ws))
+                for iy in range(max(hs, 0), min(he, H)):
+                    for ix in range(max(ws, 0), min(we, W)):
+                        out[p, iy, ix] += d
+
+
+def nonzero_box(a: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box (y0, y1, x0, x1) of the non-zero entries of a (C, H, W) array."""
+    mask = np.any(a != 0, axis=0)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
