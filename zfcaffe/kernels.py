@@ -1,22 +1,25 @@
 """Numba kernels for the backward passes (and nothing else): scatter and gather
 between feature maps and their windows. Each has a plain-NumPy twin in the tests.
 
-All kernels add into `out` (they are used to accumulate), work on float32, and
-parallelise over channel planes, which never write to the same memory.
+All kernels add into `out` (they are used to accumulate) and work on float32.
+They run on one thread on purpose: the backward passes interleave them with NumPy's
+multi-threaded GEMMs, whose BLAS threads keep spinning for a while after each call;
+a second thread pool fighting them made the whole pass 3-4x slower. The GEMMs
+carry the parallelism.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def col2im_add(col, out, y0, x0, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
     """out[c, iy, ix] += col[c, ky, kx, py, px] for every window position (py, px) of
     the output region starting at (y0, x0): the adjoint of im2col (Caffe's col2im)."""
     C, KH, KW, PH, PW = col.shape
     H, W = out.shape[1], out.shape[2]
-    for c in prange(C):
+    for c in range(C):
         for ky in range(KH):
             for kx in range(KW):
                 for py in range(PH):
@@ -29,12 +32,12 @@ def col2im_add(col, out, y0, x0, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
                             out[c, iy, ix] += col[c, ky, kx, py, px]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def im2col(x, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
     """col[c, ky, kx, oy, ox] = x[c, oy*s - p + ky*d, ...] (zero outside)."""
     C, H, W = x.shape
     col = np.zeros((C, KH, KW, OH, OW), dtype=x.dtype)
-    for c in prange(C):
+    for c in range(C):
         for ky in range(KH):
             for kx in range(KW):
                 for oy in range(OH):
@@ -48,13 +51,13 @@ def im2col(x, KH, KW, OH, OW, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w):
     return col
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def max_unpool_add(top, switches, out):
     """out[p, switch] += top[p, ...] per plane p: max-pool backward through the
     recorded argmax positions (h * W + w within the plane)."""
     P, OH, OW = top.shape
     W = out.shape[2]
-    for p in prange(P):
+    for p in range(P):
         for oy in range(OH):
             for ox in range(OW):
                 d = top[p, oy, ox]
@@ -64,13 +67,13 @@ def max_unpool_add(top, switches, out):
                         out[p, s // W, s % W] += d
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def ave_unpool_add(top, out, KH, KW, stride_h, stride_w, pad_h, pad_w):
     """Caffe's AVE pooling backward: each top value, divided by its window size
     (clipped to [-pad, size + pad)), spread over the window clipped to the image."""
     P, OH, OW = top.shape
     H, W = out.shape[1], out.shape[2]
-    for p in prange(P):
+    for p in range(P):
         for oy in range(OH):
             hs = oy * stride_h - pad_h
             he = min(hs + KH, H + pad_h)

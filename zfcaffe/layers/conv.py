@@ -7,22 +7,28 @@ from ..kernels import col2im_add, im2col, nonzero_box
 from .base import Layer, count, register, spatial_pairs
 
 
-def conv_input_diff(top: np.ndarray, w: np.ndarray, group: int, stride, pad, dil, in_shape) -> np.ndarray:
+def transposed_filters(w: np.ndarray, group: int) -> np.ndarray:
+    """(O, C/g, kh, kw) -> contiguous (g, C/g*kh*kw, O/g): the W^T of each group."""
+    out_c = w.shape[0]
+    return np.ascontiguousarray(w.reshape(group, out_c // group, -1).transpose(0, 2, 1))
+
+
+def conv_input_diff(top: np.ndarray, wt: np.ndarray, kernel, stride, pad, dil, in_shape) -> np.ndarray:
     """The adjoint of a convolution (transposed filters, no bias): Caffe's W^T * top
-    then col2im, computed only over the box of non-zero top values of each row."""
-    rows, out_c = top.shape[:2]
+    then col2im, computed only over the box of non-zero top values of each row.
+    `wt` comes from transposed_filters()."""
+    rows = top.shape[0]
     c, h, w_ = in_shape[1:]
-    kh, kw = w.shape[2:]
-    og, cg = out_c // group, c // group
-    wt = w.reshape(group, og, cg * kh * kw).transpose(0, 2, 1)       # (g, cg*kh*kw, og)
+    kh, kw = kernel
+    group, _, og = wt.shape
     out = np.zeros((rows, c, h, w_), np.float32)
     for r in range(rows):
         box = nonzero_box(top[r])
         if box is None:
             continue
         y0, y1, x0, x1 = box
-        t = np.ascontiguousarray(top[r, :, y0:y1, x0:x1]).reshape(group, og, -1)
-        col = np.matmul(wt, t).reshape(c, kh, kw, y1 - y0, x1 - x0)
+        region = np.ascontiguousarray(top[r, :, y0:y1, x0:x1]).reshape(group, og, -1)
+        col = np.matmul(wt, region).reshape(c, kh, kw, y1 - y0, x1 - x0)
         col2im_add(col, out[r], y0, x0, stride[0], stride[1], pad[0], pad[1], dil[0], dil[1])
     return out
 
@@ -144,7 +150,11 @@ class Convolution(_ConvBase):
 
     def backward(self, ctx, top_diffs):
         self._require_2d()
-        return [conv_input_diff(top_diffs[0], self.blobs[0], self.group, self.stride, self.pad,
+        w = self.blobs[0]
+        cached = getattr(self, "_wt", None)
+        if cached is None or cached[0] is not w:  # recomputed when the weights are replaced
+            self._wt = cached = (w, transposed_filters(w, self.group))
+        return [conv_input_diff(top_diffs[0], cached[1], self.kernel, self.stride, self.pad,
                                 self.dilation, self.in_shapes[0])]
 
 
