@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -71,21 +70,21 @@ def cmd_convert(args) -> int:
     return 0
 
 
-def _load_input(net, path: str, mean: str | None) -> np.ndarray:
+def _load_input(net, path: str, args) -> np.ndarray:
     if path.endswith(".npy"):
         try:
             return np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise ZfcaffeError(f"{path}: cannot read input array: {e}") from None
     from .preprocess import for_net
-    pre = for_net(net, mean)
+    pre = for_net(net, args.mean, args.raw_scale, args.input_scale, args.resize, train_val=args.train_val)
     print(f"preprocessing: {pre.describe()}", file=sys.stderr)
     return pre(path)[None]
 
 
 def cmd_run(args) -> int:
     net = _open(args)
-    x = _load_input(net, args.input, args.mean)
+    x = _load_input(net, args.input, args)
     out = net.forward(**{net.inputs[0]: x})
     for name, value in out.items():
         flat = value.reshape(value.shape[0], -1)
@@ -101,15 +100,41 @@ def cmd_run(args) -> int:
 
 
 def atomic_savez(path: str, arrays: dict) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".zfcaffe-", suffix=".npz", dir=d)
+    from .atomic import atomic_file
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
+
+
+def cmd_visualize(args) -> int:
+    from .preprocess import for_net
+    from .recipes.visualize import visualize
+    net = _open(args)
+    pre = for_net(net, args.mean, args.raw_scale, args.input_scale, args.resize, train_val=args.train_val)
+    if not args.quiet:
+        print(f"preprocessing: {pre.describe()}", file=sys.stderr)
+    layers = [s for s in args.layers.split(",") if s] if args.layers else None
+    index = visualize(net, args.image, args.output, layers=layers, top=args.top, mode=args.mode,
+                      preprocess=pre, labels_path=args.labels, progress=not args.quiet)
+    print(f"wrote {index}")
+    return 0
+
+
+def cmd_filters(args) -> int:
+    from .atomic import atomic_file
+    from .viz import filter_tiles
+    from .viz.figures import png_bytes_of_array
+    net = _open(args)
+    layer = net.layer(args.layer)
+    if layer.type not in ("Convolution", "Deconvolution") or not layer.blobs:
+        raise ZfcaffeError(f"layer '{args.layer}' ({layer.type}) has no convolution filters")
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        png = png_bytes_of_array(filter_tiles(layer.blobs[0], args.mode, per_filter=args.per_filter))
+    except ValueError as e:
+        raise ZfcaffeError(f"layer '{args.layer}': {e}") from None
+    with atomic_file(args.output) as f:
+        f.write(png)
+    print(f"wrote {args.output} ({layer.blobs[0].shape[0]} filters of {args.layer})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,10 +157,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="forward one input; print outputs; optionally save every blob")
     _net_args(p, weights_required=True)
     p.add_argument("--input", required=True, help="input .npy (N,C,H,W) or an image")
-    p.add_argument("--mean", help="mean for images: .binaryproto, .npy or values like 104,117,123")
+    _preprocess_args(p)
     p.add_argument("--save", metavar="OUT.npz", help="save every layer output and max-pool switches")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("visualize", help="Zeiler & Fergus figures and an HTML report (index.html)")
+    _net_args(p, weights_required=True)
+    p.add_argument("--image", action="append", default=[], help="an image (repeatable)")
+    p.add_argument("--layers", help="comma-separated layer names (default: four convolutions across the depth)")
+    p.add_argument("--top", type=int, default=8, help="strongest feature maps per layer (default 8)")
+    p.add_argument("--mode", default="deconvnet", choices=["deconvnet", "guided", "backprop"])
+    p.add_argument("--labels", help="class names, one per line (e.g. synset_words.txt)")
+    _preprocess_args(p)
+    p.add_argument("-o", "--output", default="zfcaffe-report", help="output folder (default zfcaffe-report)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_visualize)
+
+    p = sub.add_parser("filters", help="tile a convolution's filters into one PNG")
+    _net_args(p, weights_required=True)
+    p.add_argument("--layer", required=True)
+    p.add_argument("--mode", default="auto", choices=["auto", "color", "channels", "sum"],
+                   help="colour (3 input channels), every input channel, or summed (default: auto)")
+    p.add_argument("--per-filter", action="store_true", help="normalise each filter on its own")
+    p.add_argument("-o", "--output", required=True, help="output .png")
+    p.set_defaults(func=cmd_filters)
     return parser
+
+
+def _preprocess_args(p) -> None:
+    p.add_argument("--mean", help="mean: .binaryproto, .npy or per-channel values like 104,117,123")
+    p.add_argument("--train-val", help="take mean and scale defaults from this train_val's TEST data layer")
+    p.add_argument("--raw-scale", type=float, help="scale of [0, 1] pixels before the mean (default 255)")
+    p.add_argument("--input-scale", type=float, help="scale after the mean (default 1, or the train_val's)")
+    p.add_argument("--resize", default="crop", choices=["crop", "warp"],
+                   help="short side then centre crop (default), or stretch to the input")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,3 +96,16 @@ def nonzero_box(a: np.ndarray) -> tuple[int, int, int, int] | None:
     if rows.size == 0:
         return None
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+@njit(cache=True)
+def tile_into(images, out, rows, cols, pad):
+    """Copy N (h, w, c) images into a rows x cols grid with `pad` pixels between."""
+    n, h, w, c = images.shape
+    for i in range(n):
+        r, q = i // cols, i % cols
+        y0, x0 = r * (h + pad), q * (w + pad)
+        for y in range(h):
+            for x in range(w):
+                for k in range(c):
+                    out[y0 + y, x0 + x, k] = images[i, y, x, k]

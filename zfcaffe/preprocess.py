@@ -7,6 +7,7 @@ and centre-crop to the net's input (or warp when asked) -> HWC to CHW -> RGB to 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -32,8 +33,16 @@ class Preprocess:
                 f"minus mean ({self.mean_source}), x{self.input_scale:g}")
 
     def __call__(self, path: str) -> np.ndarray:
+        return self.prepare(path)[0]
+
+    def prepare(self, path: str) -> tuple[np.ndarray, np.ndarray]:
+        """(the net's input (C, H, W), the same pixels as RGB in [0, 1] for display)."""
         img = load_image(path, gray=self.channels == 1)
         img = _fit(img, self.height, self.width, self.resize)
+        return self.transform(img), img
+
+    def transform(self, img: np.ndarray) -> np.ndarray:
+        """An (H, W, C) RGB image in [0, 1], already of the input size, to the input."""
         x = img.transpose(2, 0, 1).astype(np.float32)
         if self.bgr and self.channels == 3:
             x = x[::-1]
@@ -102,11 +111,44 @@ def mean_from_arg(arg: str | None) -> tuple[np.ndarray | None, str]:
     return read_mean(arg), arg
 
 
-def for_net(net, mean: str | None = None, raw_scale: float = 255.0, input_scale: float = 1.0,
-            resize: str = "crop", input_name: str | None = None) -> Preprocess:
+def for_net(net, mean: str | None = None, raw_scale: float | None = None, input_scale: float | None = None,
+            resize: str = "crop", input_name: str | None = None, train_val: str | None = None) -> Preprocess:
+    """The preprocessing for a net's image input. Defaults come from the TEST-phase
+    data layer's transform_param of `train_val` when given (mean_file or mean_value,
+    scale); explicit arguments win."""
     name = input_name or net.inputs[0]
     shape = net.graph.inputs[name]
     if len(shape) != 4:
         raise ZfcaffeError(f"input '{name}' has shape {list(shape)}; images need N x C x H x W")
     m, src = mean_from_arg(mean)
-    return Preprocess(shape[2], shape[3], shape[1], m, src, raw_scale, input_scale, True, resize)
+    scale_default = 1.0
+    if train_val:
+        tp = _test_transform_param(train_val)
+        if tp is not None:
+            if m is None and tp.mean_file:
+                path = tp.mean_file if os.path.exists(tp.mean_file) else \
+                    os.path.join(os.path.dirname(train_val), os.path.basename(tp.mean_file))
+                if os.path.exists(path):
+                    m, src = read_mean(path), f"{path} (from {train_val})"
+            if m is None and len(tp.mean_value):
+                m, src = np.asarray(tp.mean_value, np.float32), f"values {list(tp.mean_value)} (from {train_val})"
+            if tp.HasField("scale"):
+                scale_default = tp.scale
+    if m is not None:
+        _fit_mean(m, tuple(shape[1:]), src)  # a mean that cannot fit fails here, before any work
+    return Preprocess(shape[2], shape[3], shape[1], m, src, 255.0 if raw_scale is None else raw_scale,
+                      scale_default if input_scale is None else input_scale, True, resize)
+
+
+def _test_transform_param(train_val: str):
+    from . import caffe_pb2
+    from .graph.graph import _included
+    from .io.prototxt import parse_net_text
+    from .io.upgrade import upgrade_net
+    parsed = parse_net_text(train_val)
+    net, _ = upgrade_net(parsed.param, list(parsed.layer_lines), where=train_val)
+    state = caffe_pb2.NetState(phase=caffe_pb2.TEST)
+    for lp in net.layer:
+        if lp.HasField("transform_param") and _included(lp, state):
+            return lp.transform_param
+    return None

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from ..atomic import atomic_file
 from ..errors import ZfcaffeError
 from .wire import enc_varint, field_key, len_field
 
@@ -240,31 +241,23 @@ def write_caffemodel(path: str, layers: list[tuple[str, str, list[np.ndarray]]],
     legacy=True writes a 2014 V1 file: `layers` with enum types and blobs shaped
     by num/channels/height/width, as old snapshots are. Written atomically.
     """
-    import tempfile
     from .upgrade import V1_TYPE_NAMES
     v1_enum = {v: k for k, v in V1_TYPE_NAMES.items()}
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".zfcaffe-", suffix=".caffemodel.tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for name, typ, blobs in layers:
-                arrays = [np.array(b, dtype="<f4", order="C", copy=None) for b in blobs]  # keeps 0-d shapes
-                name_b = name.encode()
-                if legacy:
-                    head = len_field(4, len(name_b)) + name_b + field_key(5, 0) + enc_varint(v1_enum.get(typ, 0))
-                    blob_field, layer_field = 6, 2
-                else:
-                    typ_b = typ.encode()
-                    head = len_field(1, len(name_b)) + name_b + len_field(2, len(typ_b)) + typ_b
-                    blob_field, layer_field = 7, 100
-                blob_heads = [_blob_header(a, legacy) for a in arrays]
-                blob_lens = [len(h) + a.nbytes for h, a in zip(blob_heads, arrays)]
-                body = len(head) + sum(len(len_field(blob_field, n)) + n for n in blob_lens)
-                f.write(len_field(layer_field, body) + head)
-                for h, a, n in zip(blob_heads, arrays, blob_lens):
-                    f.write(len_field(blob_field, n) + h)
-                    f.write(memoryview(a).cast("B"))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        for name, typ, blobs in layers:
+            arrays = [np.array(b, dtype="<f4", order="C", copy=None) for b in blobs]  # keeps 0-d shapes
+            name_b = name.encode()
+            if legacy:
+                head = len_field(4, len(name_b)) + name_b + field_key(5, 0) + enc_varint(v1_enum.get(typ, 0))
+                blob_field, layer_field = 6, 2
+            else:
+                typ_b = typ.encode()
+                head = len_field(1, len(name_b)) + name_b + len_field(2, len(typ_b)) + typ_b
+                blob_field, layer_field = 7, 100
+            blob_heads = [_blob_header(a, legacy) for a in arrays]
+            blob_lens = [len(h) + a.nbytes for h, a in zip(blob_heads, arrays)]
+            body = len(head) + sum(len(len_field(blob_field, n)) + n for n in blob_lens)
+            f.write(len_field(layer_field, body) + head)
+            for h, a, n in zip(blob_heads, arrays, blob_lens):
+                f.write(len_field(blob_field, n) + h)
+                f.write(memoryview(a).cast("B"))

@@ -76,6 +76,18 @@ class Geometry:
         jump = tuple(j / s for j, s in zip(self.jump, stride))
         return Geometry(rf, jump, start)
 
+    def box(self, y: int, x: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """Input-pixel box (y0, y1, x0, x1) seen by unit (y, x); may extend past the
+        image (callers pad), and is the whole image for a non-spatial blob."""
+        if self.whole:
+            return 0, height, 0, width
+        out = []
+        for pos, r, j, s in ((y, self.rf[0], self.jump[0], self.start[0]),
+                             (x, self.rf[1], self.jump[1], self.start[1])):
+            lo = int(math.floor(s + pos * j - (r - 1) / 2 + 1e-9))
+            out += [lo, lo + int(round(r))]
+        return tuple(out)
+
     def shift(self, offsets) -> "Geometry":
         if self.whole:
             return self

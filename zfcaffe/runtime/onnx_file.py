@@ -7,12 +7,10 @@ straight from the array (a view of the memory-mapped caffemodel), so converting 
 """
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 import onnx
 
+from ..atomic import atomic_file
 from ..graph import Graph
 from ..io.wire import len_field
 from .onnx_export import build_onnx
@@ -44,17 +42,10 @@ def write_onnx(graph: Graph, path: str, all_blobs: bool = False) -> None:
         records.append((len_field(_INITIALIZER_FIELD, len(tensor_head) + arr.nbytes) + tensor_head, arr))
     graph_len = len(graph_bytes) + sum(len(h) + a.nbytes for h, a in records)
 
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".zfcaffe-", suffix=".onnx.tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(head)
-            f.write(len_field(_GRAPH_FIELD, graph_len))
-            f.write(graph_bytes)
-            for h, arr in records:
-                f.write(h)
-                f.write(memoryview(arr).cast("B"))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        f.write(head)
+        f.write(len_field(_GRAPH_FIELD, graph_len))
+        f.write(graph_bytes)
+        for h, arr in records:
+            f.write(h)
+            f.write(memoryview(arr).cast("B"))

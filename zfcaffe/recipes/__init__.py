@@ -1,0 +1,1 @@
+"""End-to-end recipes built from the primitives (net, backward engine, viz)."""

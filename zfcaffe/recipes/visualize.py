@@ -1,0 +1,201 @@
+"""`zfcaffe visualize`: Zeiler & Fergus's pictures of a net for the given images.
+
+For every image and chosen layer: the N strongest feature maps, each projected back
+to pixels (deconvnet by default) beside the image patch of its receptive field
+(the paper's Fig. 2, for these images), and the layer's activations as tiles; the
+filters of the conv layers; the top-5 classes when the net ends in a classifier.
+PNG files plus one self-contained index.html, written atomically.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+
+import numpy as np
+
+from ..atomic import atomic_dir
+from ..errors import ZfcaffeError
+from ..inspect import summarize
+from ..preprocess import Preprocess, for_net
+from ..viz import activation_tiles, filter_tiles
+from ..viz.figures import png_bytes_of_array, predictions_figure, projection_grid, signed_to_rgb
+from ..viz.report import Report
+
+
+def default_layers(net, count: int = 4) -> list[str]:
+    """The first and last convolution and evenly spaced ones between them."""
+    convs = [l.name for l in net.layers if l.type == "Convolution" and len(l.out_shapes[0]) == 4
+             and min(l.out_shapes[0][2:]) >= 2]
+    if len(convs) <= count:
+        return convs
+    idx = np.linspace(0, len(convs) - 1, count).round().astype(int)
+    return [convs[i] for i in sorted(set(idx))]
+
+
+def shown_key(net, layer_name: str) -> str:
+    """The value pycaffe shows for a layer's output: after its in-place layers (the
+    rectified conv5, as in the paper)."""
+    layer = net.layer(layer_name)
+    if len(layer.tops) != 1:
+        raise ZfcaffeError(f"layer '{layer_name}' has {len(layer.tops)} outputs; choose a single-output layer")
+    return net.graph.blob_of.get(layer.lp.top[0], layer.tops[0])
+
+
+def strongest_units(act: np.ndarray, n: int) -> list[tuple[int, int, int, float]]:
+    """(channel, y, x, value) of the n feature maps with the largest activation."""
+    c, h, w = act.shape
+    flat = act.reshape(c, -1)
+    best = flat.max(axis=1)
+    order = np.argsort(-best, kind="stable")[:n]
+    return [(int(ch), *divmod(int(flat[ch].argmax()), w), float(best[ch])) for ch in order]
+
+
+def cut(img: np.ndarray, box: tuple[int, int, int, int], fill: float) -> np.ndarray:
+    """img[y0:y1, x0:x1] with `fill` where the box leaves the image."""
+    y0, y1, x0, x1 = box
+    h, w = img.shape[:2]
+    out = np.full((y1 - y0, x1 - x0) + img.shape[2:], fill, img.dtype)
+    sy0, sy1, sx0, sx1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
+    if sy1 > sy0 and sx1 > sx0:
+        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = img[sy0:sy1, sx0:sx1]
+    return out
+
+
+def effective_box(p: np.ndarray, box: tuple[int, int, int, int], floor: float = 0.02) -> tuple[int, int, int, int]:
+    """The part of the receptive-field box where the projection is not negligible
+    (|p| >= floor * max), made square: deep units' theoretical fields are far wider
+    than what they respond to, and the paper shows what they respond to."""
+    mag = np.abs(p).max(axis=0)
+    y0, y1, x0, x1 = box
+    h, w = mag.shape
+    sub = mag[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
+    if sub.size == 0 or sub.max() == 0:
+        return box
+    ys, xs = np.nonzero(sub >= floor * sub.max())
+    ey0, ey1 = ys.min() + max(y0, 0), ys.max() + 1 + max(y0, 0)
+    ex0, ex1 = xs.min() + max(x0, 0), xs.max() + 1 + max(x0, 0)
+    side = max(ey1 - ey0, ex1 - ex0, 8)
+    cy, cx = (ey0 + ey1) // 2, (ex0 + ex1) // 2
+    return cy - side // 2, cy - side // 2 + side, cx - side // 2, cx - side // 2 + side
+
+
+def top5(net, labels: list[str] | None) -> list[tuple[str, float]]:
+    outs = [k for k in net.outputs if len(net.graph.shapes[k]) == 2 and net.graph.shapes[k][1] >= 2]
+    if not outs:
+        return []
+    scores = net.layer_outputs[outs[0]][0]
+    order = np.argsort(-scores)[:5]
+    name = lambda i: labels[i] if labels and i < len(labels) else f"class {i}"  # noqa: E731
+    return [(name(int(i)), float(scores[i])) for i in order]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = None, top: int = 8,
+              mode: str = "deconvnet", preprocess: Preprocess | None = None, labels_path: str | None = None,
+              progress: bool = True) -> str:
+    """Write the figures and index.html into out_dir; returns the index path."""
+    from tqdm import tqdm
+    from ..runtime.session import device_line
+
+    layers = layers or default_layers(net)
+    for name in layers:
+        shown_key(net, name)  # validates early, before any work
+    pre = preprocess or for_net(net)
+    labels = _read_labels(labels_path)
+    input_name = net.inputs[0]
+    shape = net.graph.inputs[input_name]
+    if images:
+        net.reshape(**{input_name: (1,) + tuple(shape[1:])})
+    # read every image first: a bad file fails before anything is written
+    prepared = [(path, *pre.prepare(path)) for path in images]
+
+    report = Report(f"zfcaffe: {net.graph.name or os.path.basename(net.graph.path)}")
+    report.text(f"net {net.graph.path}; weights {net.graph.weights_path or '(none: fillers)'}; "
+                f"{device_line().removeprefix('zfcaffe: ')}; made {datetime.datetime.now():%Y-%m-%d %H:%M}")
+    report.heading("Preprocessing")
+    report.pre(pre.describe())
+    with atomic_dir(out_dir) as tmp:
+        def figure(name: str, png: bytes, caption: str) -> None:
+            """A PNG file in the folder, and the same picture embedded in the page."""
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(png)
+            report.image(png, caption, name)
+
+        report.heading("Images")
+        if not prepared:
+            report.text("No images given: add some with --image photo.jpg (repeatable) to see, for each "
+                        "chosen layer, its strongest feature maps projected back to pixels.")
+        steps = tqdm(total=len(prepared) * (1 + len(layers)), disable=not progress, desc="visualize", unit="step")
+        for path, x, rgb in prepared:
+            stem = _safe(os.path.splitext(os.path.basename(path))[0])
+            net.forward(**{input_name: x[None]})
+            steps.update()
+            report.heading(os.path.basename(path), 3)
+            preds = top5(net, labels)
+            figure(f"{stem}_input.png", predictions_figure(rgb, preds, os.path.basename(path)),
+                   "the input as the net sees it" + (", and its top-5 classes" if preds else ""))
+            for name in layers:
+                key = shown_key(net, name)
+                act = net.layer_outputs[key][0]
+                units = strongest_units(act, min(top, act.shape[0]))
+                proj = net.project_many(key, [(0, c, y, x_) for c, y, x_, _ in units], mode=mode)
+                geom = net.graph.geometry[key]
+                items = []
+                for (c, y, x_, v), p in zip(units, proj):
+                    box = effective_box(p, geom.box(y, x_, *shape[2:]))
+                    rgb_p = signed_to_rgb(p)
+                    items.append({"projection": cut(rgb_p, box, 0.5), "patch": cut(rgb, box, 1.0),
+                                  "label": f"map {c}\n{v:.3g}"})
+                rf = "whole image" if geom.whole else f"receptive field {geom.rf[0]:g} px, stride {geom.jump[0]:g}"
+                title = f"{name}: {len(units)} strongest feature maps, {mode} ({rf})"
+                report.heading(f"{name} ({key})", 4)
+                figure(f"{stem}_{_safe(name)}_projections.png", projection_grid(items, title), title)
+                figure(f"{stem}_{_safe(name)}_activations.png", png_bytes_of_array(activation_tiles(act)),
+                       f"{name}: all {act.shape[0]} feature maps, each normalised")
+                steps.update()
+        steps.close()
+
+        report.heading("Filters")
+        conv_layers = [l for l in net.layers if l.type == "Convolution" and l.blobs]
+        shown = [l for l in conv_layers if l.name in layers or l is conv_layers[0]] if conv_layers else []
+        for layer in shown:
+            w = layer.blobs[0]
+            mode_f = "color" if w.shape[1] == 3 else "sum"
+            what = "in colour" if mode_f == "color" else "summed over input channels"
+            figure(f"filters_{_safe(layer.name)}.png", png_bytes_of_array(filter_tiles(w, mode_f)),
+                   f"{layer.name}: {w.shape[0]} filters {w.shape[2]}x{w.shape[3]}, {what}")
+
+        report.heading("Model")
+        summary = summarize(net.graph)
+        report.table(["layer", "type", "output", "shape", "params", "mult-adds", "RF", "jump"],
+                     [[r["layer"], r["type"], r["key"] or "", "x".join(map(str, r["shape"] or [])), r["params"] or "",
+                       r["macs"] or "", _fmt_pair(r["receptive_field"]), _fmt_pair(r["jump"])]
+                      for r in summary["layers"]])
+        report.text(f"total {summary['total_params']:,} parameters, {summary['total_macs']:,} multiply-adds")
+        for note in summary["notes"]:
+            report.text(f"note: {note}")
+        with open(os.path.join(tmp, "index.html"), "w", encoding="utf-8") as f:
+            f.write(report.render())
+    return os.path.join(out_dir, "index.html")
+
+
+def _fmt_pair(v) -> str:
+    if v is None:
+        return ""
+    if v == "all":
+        return "all"
+    return f"{v[0]:g}" if v[0] == v[1] else f"{v[0]:g}x{v[1]:g}"
+
+
+def _read_labels(path: str | None) -> list[str] | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise ZfcaffeError(f"{path}: cannot read labels: {e.strerror}") from None

@@ -1,0 +1,59 @@
+"""Tiling filters and activations into one image, as pycaffe's `vis_square` does:
+normalise to [0, 1], pad, and lay out on a square grid."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..kernels import tile_into
+
+
+def normalize(a: np.ndarray, per_item: bool = False) -> np.ndarray:
+    """Scale to [0, 1], over the whole array or each item (first axis) on its own."""
+    a = np.asarray(a, np.float32)
+    axes = tuple(range(1, a.ndim)) if per_item else None
+    lo = a.min(axis=axes, keepdims=per_item)
+    hi = a.max(axis=axes, keepdims=per_item)
+    return (a - lo) / np.maximum(hi - lo, 1e-12)
+
+
+def vis_square(data: np.ndarray, pad: int = 1, background: float = 1.0, per_item: bool = False) -> np.ndarray:
+    """(N, h, w) or (N, h, w, 3) -> one (H, W[, 3]) image of the N tiles on a square grid."""
+    data = normalize(data, per_item)
+    color = data.ndim == 4
+    if not color:
+        data = data[..., None]
+    n = data.shape[0]
+    cols = int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    h, w, c = data.shape[1:]
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), background, np.float32)
+    tile_into(np.ascontiguousarray(data), out, rows, cols, pad)
+    return out if color else out[..., 0]
+
+
+def filter_tiles(weights: np.ndarray, mode: str = "auto", per_filter: bool = False, bgr: bool = True) -> np.ndarray:
+    """Tile a convolution's filters (O, C, kh, kw).
+
+    mode "color": 3-channel filters as colour images (BGR weights shown as RGB);
+    "channels": every input channel of every filter as a grey tile (O*C tiles);
+    "sum": each filter summed over its input channels; "auto": colour for 3 input
+    channels, else sum.
+    """
+    o, c = weights.shape[:2]
+    if mode == "auto":
+        mode = "color" if c == 3 else "sum"
+    if mode == "color":
+        if c != 3:
+            raise ValueError(f"colour tiles need 3 input channels, these filters have {c}")
+        w = weights.transpose(0, 2, 3, 1)
+        return vis_square(w[..., ::-1] if bgr else w, per_item=per_filter)
+    if mode == "channels":
+        return vis_square(weights.reshape(o * c, *weights.shape[2:]), per_item=per_filter)
+    return vis_square(weights.sum(axis=1), per_item=per_filter)
+
+
+def activation_tiles(maps: np.ndarray, per_map: bool = True) -> np.ndarray:
+    """Tile the feature maps (C, h, w) of one image."""
+    return vis_square(maps, per_item=per_map)
