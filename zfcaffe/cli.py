@@ -106,15 +106,10 @@ def atomic_savez(path: str, arrays: dict) -> None:
 
 
 def cmd_visualize(args) -> int:
-    from .preprocess import for_net
     from .recipes.visualize import visualize
     net = _open(args)
-    pre = for_net(net, args.mean, args.raw_scale, args.input_scale, args.resize, train_val=args.train_val)
-    if not args.quiet:
-        print(f"preprocessing: {pre.describe()}", file=sys.stderr)
-    layers = [s for s in args.layers.split(",") if s] if args.layers else None
-    index = visualize(net, args.image, args.output, layers=layers, top=args.top, mode=args.mode,
-                      preprocess=pre, labels_path=args.labels, progress=not args.quiet)
+    index = visualize(net, args.image, args.output, layers=_layers(args), top=args.top, mode=args.mode,
+                      preprocess=_pre(net, args), labels_path=args.labels, progress=not args.quiet)
     print(f"wrote {index}")
     return 0
 
@@ -134,6 +129,66 @@ def cmd_filters(args) -> int:
     with atomic_file(args.output) as f:
         f.write(png)
     print(f"wrote {args.output} ({layer.blobs[0].shape[0]} filters of {args.layer})")
+    return 0
+
+
+def _pre(net, args):
+    from .preprocess import for_net
+    pre = for_net(net, args.mean, args.raw_scale, args.input_scale, args.resize, train_val=args.train_val)
+    if not args.quiet:
+        print(f"preprocessing: {pre.describe()}", file=sys.stderr)
+    return pre
+
+
+def _layers(args) -> list[str] | None:
+    return [s for s in args.layers.split(",") if s] if getattr(args, "layers", None) else None
+
+
+def cmd_top9(args) -> int:
+    from .recipes.analyses import run_top9
+    net = _open(args)
+    index = run_top9(net, args.images, args.output, _pre(net, args), _layers(args), k=args.k, maps=args.maps,
+                     batch=args.batch, workers=args.workers, mode=args.mode, show_progress=not args.quiet)
+    print(f"wrote {index}")
+    return 0
+
+
+def cmd_occlusion(args) -> int:
+    from .recipes.analyses import run_occlusion
+    net = _open(args)
+    index = run_occlusion(net, args.image, args.output, _pre(net, args), args.layer, args.label, args.size,
+                          args.stride, args.labels, show_progress=not args.quiet)
+    print(f"wrote {index}")
+    return 0
+
+
+def cmd_evolution(args) -> int:
+    from .recipes.analyses import run_evolution
+    prototxt = resolve_path(args.prototxt)
+
+    def pre_for(net):
+        from .preprocess import for_net
+        return for_net(net, args.mean, args.raw_scale, args.input_scale, args.resize, train_val=args.train_val)
+    index = run_evolution(prototxt, args.snapshots, args.images, args.output, pre_for, args.layer, args.maps,
+                          show_progress=not args.quiet, input_shapes=dict(args.input_shape) or None,
+                          phase=args.phase, stop_before=args.stop_before)
+    print(f"wrote {index}")
+    return 0
+
+
+def cmd_invariance(args) -> int:
+    from .recipes.analyses import run_invariance
+    net = _open(args)
+    index = run_invariance(net, args.image, args.output, _pre(net, args), _layers(args), args.label, args.labels)
+    print(f"wrote {index}")
+    return 0
+
+
+def cmd_correspondence(args) -> int:
+    from .recipes.analyses import run_correspondence
+    net = _open(args)
+    index = run_correspondence(net, args.images, args.output, _pre(net, args), args.parts, _layers(args))
+    print(f"wrote {index}")
     return 0
 
 
@@ -181,6 +236,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-filter", action="store_true", help="normalise each filter on its own")
     p.add_argument("-o", "--output", required=True, help="output .png")
     p.set_defaults(func=cmd_filters)
+
+    def analysis(name, help_text, func, out_default):
+        q = sub.add_parser(name, help=help_text)
+        _net_args(q, weights_required=True)
+        _preprocess_args(q)
+        q.add_argument("-o", "--output", default=out_default, help=f"output folder (default {out_default})")
+        q.add_argument("--quiet", action="store_true", help="no progress bars")
+        q.set_defaults(func=func)
+        return q
+
+    p = analysis("top9", "the 9 strongest activations of each feature map over a dataset (Fig. 2)", cmd_top9, "top9")
+    p.add_argument("--images", required=True, help="image folder, or a list file ('path [label]' per line)")
+    p.add_argument("--layers", help="comma-separated layers (default: four convolutions across the depth)")
+    p.add_argument("--maps", type=int, default=16, help="feature maps shown per layer (default 16, the strongest)")
+    p.add_argument("-k", type=int, default=9, help="activations kept per map (default 9)")
+    p.add_argument("--mode", default="deconvnet", choices=["deconvnet", "guided", "backprop"])
+    p.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
+
+    p = analysis("occlusion", "occlusion sensitivity of one image (Fig. 7)", cmd_occlusion, "occlusion")
+    p.add_argument("--image", required=True)
+    p.add_argument("--label", type=int, help="the correct class (default: top-1 of the unoccluded image)")
+    p.add_argument("--layer", help="layer whose strongest feature map is followed (default: the last conv)")
+    p.add_argument("--size", type=int, default=0, help="occluder side in input pixels (default: input/5)")
+    p.add_argument("--stride", type=int, default=0, help="occluder step (default: size/2)")
+    p.add_argument("--labels", help="class names, one per line")
+
+    p = analysis("invariance", "translation, scale and rotation sweeps of one image (Fig. 5)", cmd_invariance,
+                 "invariance")
+    p.add_argument("--image", required=True)
+    p.add_argument("--label", type=int, help="the true class (default: top-1 of the original)")
+    p.add_argument("--layers", help="two comma-separated layers (default: first conv and the classifier's input)")
+    p.add_argument("--labels", help="class names, one per line")
+
+    p = analysis("correspondence", "consistency of masking the same part across images (Table 7)",
+                 cmd_correspondence, "correspondence")
+    p.add_argument("--images", required=True, help="image folder, or a list file")
+    p.add_argument("--parts", help="JSON: image -> part -> [x0, y0, x1, y1] (default: a centred box)")
+    p.add_argument("--layers", help="comma-separated layers (default: the last two default layers)")
+
+    p = sub.add_parser("evolution", help="strongest activations across training snapshots (Fig. 4)")
+    p.add_argument("prototxt")
+    p.add_argument("snapshots", nargs="+", help="snapshot files, a glob, or a solver.prototxt")
+    p.add_argument("--images", required=True, help="image folder, or a list file")
+    p.add_argument("--layer", help="layer (default: the last conv)")
+    p.add_argument("--maps", type=int, default=8, help="feature maps followed (default 8)")
+    p.add_argument("--input-shape", action="append", type=_shape_arg, default=[], metavar="NAME=N,C,H,W")
+    p.add_argument("--phase", default="TEST", choices=["TEST", "TRAIN"])
+    p.add_argument("--stop-before", metavar="LAYER")
+    _preprocess_args(p)
+    p.add_argument("-o", "--output", default="evolution")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evolution)
     return parser
 
 

@@ -202,10 +202,18 @@ class Net:
             self.layer_outputs = {k: v for k, v in values.items() if k not in switch_outputs}
             self.switches = {name: self._plane_switches(name, values[out]) for name, out in sess.switches.items()}
         else:
-            sess = self.session(False, tuple(wanted))
-            values = sess.run({k: v for k, v in feeds.items() if k in sess.input_names})
+            values = self._run_lean(wanted, feeds)
         names = {v: k for k, v in self.graph.blob_of.items()}
         return {names.get(k, k): values[k] for k in wanted}
+
+    def evaluate(self, keys: list[str], **inputs) -> dict[str, np.ndarray]:
+        """Only the given blob keys (and nothing recorded), through a lean graph with
+        exactly those outputs: the fast path for scanning a dataset."""
+        return self._run_lean(list(keys), self._feeds(inputs))
+
+    def _run_lean(self, keys: list[str], feeds: dict) -> dict[str, np.ndarray]:
+        sess = self.session(False, tuple(keys))
+        return sess.run({k: v for k, v in feeds.items() if k in sess.input_names})
 
     def _plane_switches(self, layer_name: str, raw: np.ndarray) -> np.ndarray:
         """ONNX MaxPool indices count over the whole (N, C, H, W) tensor; Caffe's mask

@@ -35,6 +35,21 @@ class Preprocess:
     def __call__(self, path: str) -> np.ndarray:
         return self.prepare(path)[0]
 
+    def map_box(self, path: str, box) -> tuple[int, int, int, int]:
+        """A box (x0, y0, x1, y1) in the image file's pixels -> the same box in the
+        net's input, through this pipeline's resize and crop."""
+        from PIL import Image
+        with Image.open(path) as im:
+            iw, ih = im.size
+        if self.resize == "crop":
+            sy = sx = max(self.height / ih, self.width / iw)
+            oy = (max(self.height, round(ih * sy)) - self.height) // 2
+            ox = (max(self.width, round(iw * sx)) - self.width) // 2
+        else:
+            sy, sx, oy, ox = self.height / ih, self.width / iw, 0, 0
+        x0, y0, x1, y1 = box
+        return (round(x0 * sx) - ox, round(y0 * sy) - oy, round(x1 * sx) - ox, round(y1 * sy) - oy)
+
     def prepare(self, path: str) -> tuple[np.ndarray, np.ndarray]:
         """(the net's input (C, H, W), the same pixels as RGB in [0, 1] for display)."""
         img = load_image(path, gray=self.channels == 1)

@@ -57,3 +57,14 @@ def filter_tiles(weights: np.ndarray, mode: str = "auto", per_filter: bool = Fal
 def activation_tiles(maps: np.ndarray, per_map: bool = True) -> np.ndarray:
     """Tile the feature maps (C, h, w) of one image."""
     return vis_square(maps, per_item=per_map)
+
+
+def tile_blocks(images: list[np.ndarray], pad: int = 2) -> np.ndarray:
+    """Already-normalised (h, w, 3) images of one size on a square grid (white gaps)."""
+    arr = np.stack(images).astype(np.float32)
+    n, h, w, c = arr.shape
+    cols = int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    out = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad, c), np.float32)
+    tile_into(np.ascontiguousarray(arr), out, rows, cols, pad)
+    return np.clip(out, 0, 1)

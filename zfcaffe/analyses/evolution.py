@@ -1,0 +1,105 @@
+"""Feature evolution during training (Zeiler & Fergus Fig. 4): for chosen feature
+maps, the strongest activation over a dataset at each training snapshot, projected
+to pixels; one row per map, one column per snapshot."""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import re
+
+import numpy as np
+
+from ..errors import ZfcaffeError
+from ..viz.figures import _fig_bytes, signed_to_rgb
+from .common import Figure, safe_name
+from .top9 import scan
+
+
+def snapshot_list(specs: list[str]) -> list[str]:
+    """Snapshot files from paths, globs or a solver.prototxt (its snapshot prefix),
+    ordered by iteration."""
+    from ..io.solver import find_snapshots, read_solver
+    files = []
+    for spec in specs:
+        if spec.endswith(".prototxt"):
+            solver = read_solver(spec)
+            found = solver.snapshots()
+            if not found:
+                raise ZfcaffeError(f"{spec}: no snapshots at {solver.snapshot_prefix}_iter_N.caffemodel[.h5]")
+            files += [p for _, p in found]
+        elif any(c in spec for c in "*?["):
+            matched = sorted(glob.glob(spec))
+            if not matched:
+                raise ZfcaffeError(f"{spec}: no snapshot matches this pattern")
+            files += matched
+        else:
+            if not os.path.exists(spec):
+                raise ZfcaffeError(f"{spec}: no such snapshot file")
+            files.append(spec)
+    del find_snapshots
+    return sorted(files, key=_iteration)
+
+
+def _iteration(path: str) -> tuple:
+    m = re.search(r"_iter_(\d+)", os.path.basename(path))
+    return (int(m.group(1)) if m else -1, path)
+
+
+@dataclasses.dataclass
+class Evolution:
+    layer: str
+    maps: list[int]
+    snapshots: list[str]
+    values: np.ndarray          # (maps, snapshots) strongest activation over the dataset
+    images: np.ndarray          # (maps, snapshots) which image
+    projections: list           # [map][snapshot] RGB array
+
+    def figures(self) -> list[Figure]:
+        import matplotlib.pyplot as plt
+        rows, cols = len(self.maps), len(self.snapshots)
+        fig, ax = plt.subplots(rows, cols, figsize=(1.5 * cols + 1, 1.5 * rows + 0.6), squeeze=False)
+        for i in range(rows):
+            for j in range(cols):
+                ax[i, j].imshow(self.projections[i][j])
+                ax[i, j].set_xticks([])
+                ax[i, j].set_yticks([])
+                if i == 0:
+                    it = _iteration(self.snapshots[j])[0]
+                    ax[i, j].set_title(f"iter {it}" if it >= 0 else os.path.basename(self.snapshots[j]), fontsize=7)
+                ax[i, j].set_xlabel(f"{self.values[i, j]:.3g}", fontsize=6)
+            ax[i, 0].set_ylabel(f"map {self.maps[i]}", fontsize=7)
+        fig.suptitle(f"{self.layer}: strongest activation over the dataset, per snapshot", fontsize=9)
+        return [Figure(f"evolution_{safe_name(self.layer)}.png", _fig_bytes(fig),
+                       f"{self.layer}: each row a feature map, each column a training snapshot")]
+
+
+def run(prototxt: str, snapshots: list[str], paths: list[str], pre_for, layer: str, maps: list[int] | None,
+        n_maps: int = 8, batch: int = 16, workers: int = 2, show_progress: bool = True, **net_kw) -> Evolution:
+    """pre_for(net) builds the preprocessing for a net (the same for every snapshot)."""
+    from ..net import Net
+    from ..recipes.visualize import cut, shown_key
+    values, images, projections = [], [], []
+    key = None
+    for snap in snapshots:
+        net = Net(prototxt, snap, **net_kw)
+        key = shown_key(net, layer)
+        pre = pre_for(net)
+        top = scan(net, paths, [key], pre, k=1, batch=batch, workers=workers, show_progress=show_progress)[key]
+        if maps is None:   # chosen once, on the last snapshot's strongest maps would favour it: use the first
+            maps = [int(m) for m in np.argsort(-top.values[:, 0], kind="stable")[:n_maps]]
+        values.append(top.values[maps, 0])
+        images.append(top.image[maps, 0])
+        shape = net.graph.inputs[net.inputs[0]]
+        net.reshape(**{net.inputs[0]: (1,) + tuple(shape[1:])})
+        geom = net.graph.geometry[key]
+        col = []
+        for m in maps:
+            x, _ = pre.prepare(paths[int(top.image[m, 0])])
+            net.forward(**{net.inputs[0]: x[None]})
+            unit = (0, m, int(top.y[m, 0]), int(top.x[m, 0]))
+            p = net.project(key, unit)[0]
+            col.append(cut(signed_to_rgb(p), geom.box(unit[2], unit[3], *shape[2:]), 0.5))
+        projections.append(col)
+    return Evolution(layer, maps, snapshots, np.array(values).T, np.array(images).T,
+                     [[projections[j][i] for j in range(len(snapshots))] for i in range(len(maps))])

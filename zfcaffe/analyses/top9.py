@@ -1,0 +1,159 @@
+"""Top-9 (Zeiler & Fergus Fig. 2): for each feature map of the chosen layers, the 9
+images of a dataset where it responds most, with the deconvnet projection of each
+response and the receptive-field patch under it.
+
+The scan streams the dataset in batches through the lean forward graph (only the
+chosen layers as outputs), keeping for every map its k best (value, image, y, x):
+memory is bounded by maps x k whatever the dataset size. The state is saved to a
+cache every few batches, so an interrupted scan resumes where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from ..viz.figures import signed_to_rgb
+from .common import Figure, batches, progress, safe_name
+
+
+@dataclasses.dataclass
+class TopK:
+    """Per feature map (rows), the k best responses over the dataset, best first."""
+    values: np.ndarray      # (C, k) float32, -inf where fewer than k images were seen
+    image: np.ndarray       # (C, k) int64 index into the image list
+    y: np.ndarray
+    x: np.ndarray
+
+    @staticmethod
+    def empty(channels: int, k: int) -> "TopK":
+        return TopK(np.full((channels, k), -np.inf, np.float32), np.full((channels, k), -1, np.int64),
+                    np.zeros((channels, k), np.int64), np.zeros((channels, k), np.int64))
+
+    def update(self, act: np.ndarray, first_image: int) -> None:
+        """Merge a batch (B, C, h, w): each image offers its best position per map."""
+        b, c, h, w = act.shape
+        flat = act.reshape(b, c, h * w)
+        pos = flat.argmax(axis=2)                                   # (B, C), first maximum
+        val = np.take_along_axis(flat, pos[..., None], axis=2)[..., 0]
+        k = self.values.shape[1]
+        values = np.concatenate([self.values, val.T], axis=1)      # (C, k + B)
+        image = np.concatenate([self.image, np.broadcast_to(np.arange(first_image, first_image + b), (c, b))], 1)
+        ys = np.concatenate([self.y, (pos // w).T], axis=1)
+        xs = np.concatenate([self.x, (pos % w).T], axis=1)
+        # best first; ties keep the earlier image (stable sort on the negated value)
+        order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+        self.values = np.take_along_axis(values, order, 1)
+        self.image = np.take_along_axis(image, order, 1)
+        self.y = np.take_along_axis(ys, order, 1)
+        self.x = np.take_along_axis(xs, order, 1)
+
+
+def _fingerprint(net, paths, keys, k) -> str:
+    h = hashlib.sha256(json.dumps([net.graph.path, net.graph.weights_path, keys, k, paths]).encode())
+    if net.graph.weights_path and os.path.exists(net.graph.weights_path):
+        h.update(str(os.path.getmtime(net.graph.weights_path)).encode())
+    return h.hexdigest()
+
+
+def scan(net, paths: list[str], keys: list[str], pre, k: int = 9, batch: int = 16, workers: int = 2,
+         cache: str | None = None, show_progress: bool = True, checkpoint_every: int = 8) -> dict[str, TopK]:
+    """Stream the images through the net; returns the top-k state of every key."""
+    input_name = net.inputs[0]
+    shape = net.graph.inputs[input_name]
+    net.reshape(**{input_name: (batch,) + tuple(shape[1:])})
+    tops = {key: TopK.empty(net.graph.shapes[key][1], k) for key in keys}
+    done = 0
+    print_ = _fingerprint(net, paths, keys, k)
+    if cache and os.path.exists(cache):
+        with np.load(cache, allow_pickle=False) as z:
+            if str(z["fingerprint"]) == print_:
+                done = int(z["done"])
+                for key in keys:
+                    tops[key] = TopK(*(z[f"{key}/{f}"] for f in ("values", "image", "y", "x")))
+    bar = progress(len(paths), "scan", show_progress)
+    bar.update(done)
+    n_batches = 0
+    for start, x in batches(paths[done:], pre, batch, workers):
+        real = x.shape[0]
+        if real != batch:   # last partial batch: pad, and ignore the padding
+            x = np.concatenate([x, np.zeros((batch - real,) + x.shape[1:], np.float32)])
+        out = net.evaluate(keys, **{input_name: x})
+        for key in keys:
+            tops[key].update(out[key][:real], done + start)
+        bar.update(real)
+        n_batches += 1
+        if cache and (n_batches % checkpoint_every == 0 or done + start + real == len(paths)):
+            _save(cache, tops, done + start + real, print_)
+    bar.close()
+    return tops
+
+
+def _save(path: str, tops: dict[str, TopK], done: int, fingerprint: str) -> None:
+    from ..atomic import atomic_file
+    arrays = {"fingerprint": np.array(fingerprint), "done": np.array(done)}
+    for key, t in tops.items():
+        arrays.update({f"{key}/{f}": getattr(t, f) for f in ("values", "image", "y", "x")})
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
+
+
+def project_top(net, paths: list[str], key: str, top: TopK, maps: list[int], pre, mode: str = "deconvnet"):
+    """Projections and receptive-field patches of the top-k units of the given maps.
+    Each image is run once; all its units of this layer are projected in one pass."""
+    input_name = net.inputs[0]
+    shape = net.graph.inputs[input_name]
+    net.reshape(**{input_name: (1,) + tuple(shape[1:])})
+    geom = net.graph.geometry[key]
+    h, w = shape[2:]
+    wanted: dict[int, list[tuple[int, int]]] = {}
+    for m in maps:
+        for j in range(top.values.shape[1]):
+            if top.image[m, j] >= 0:
+                wanted.setdefault(int(top.image[m, j]), []).append((m, j))
+    proj: dict[tuple[int, int], np.ndarray] = {}
+    patch: dict[tuple[int, int], np.ndarray] = {}
+    for img_index, entries in sorted(wanted.items()):
+        x, rgb = pre.prepare(paths[img_index])
+        net.forward(**{input_name: x[None]})
+        units = [(0, m, int(top.y[m, j]), int(top.x[m, j])) for m, j in entries]
+        p = net.project_many(key, units, mode=mode)
+        for (m, j), unit, pj in zip(entries, units, p):
+            box = geom.box(unit[2], unit[3], h, w)
+            from ..recipes.visualize import cut
+            proj[(m, j)] = cut(signed_to_rgb(pj), box, 0.5)
+            patch[(m, j)] = cut(rgb if rgb.shape[2] == 3 else np.repeat(rgb, 3, axis=2), box, 1.0)
+    return proj, patch
+
+
+def grid_figure(name: str, maps: list[int], top: TopK, proj, patch) -> Figure:
+    """The paper's layout: per map, a 3x3 block of projections beside a 3x3 block of patches."""
+    import math
+
+    import matplotlib.pyplot as plt
+
+    from ..viz.figures import _fig_bytes
+    from ..viz.tiling import tile_blocks
+    k = top.values.shape[1]
+    cols = 2
+    rows = math.ceil(len(maps) / cols)
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(4.4 * cols, 2.3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, m in enumerate(maps):
+        r, c = divmod(i, cols)
+        items = [(proj.get((m, j)), patch.get((m, j))) for j in range(k)]
+        items = [it for it in items if it[0] is not None]
+        if not items:
+            continue
+        axes[r, 2 * c].imshow(tile_blocks([p for p, _ in items]))
+        axes[r, 2 * c + 1].imshow(tile_blocks([q for _, q in items]))
+        axes[r, 2 * c].set_title(f"map {m}: top {len(items)}", fontsize=8)
+    fig.suptitle(f"{name}: top-{k} activations over the dataset (projections | patches)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return Figure(f"top9_{safe_name(name)}.png", _fig_bytes(fig),
+                  f"{name}: for each feature map, its {k} strongest activations over the dataset projected "
+                  "to pixels (left) and the receptive-field patches (right)")

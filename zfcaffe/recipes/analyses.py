@@ -1,0 +1,144 @@
+"""Recipes for the dataset-scale analyses: run one, then write its figures, numbers
+(results.npz) and an HTML page into an output folder, atomically."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..analyses import correspondence, evolution, invariance, occlusion, top9
+from ..analyses.classifier import prob_key
+from ..analyses.common import list_images, write_output
+from ..errors import ZfcaffeError
+from .visualize import _read_labels, default_layers, shown_key
+
+
+def _title(net, what: str) -> str:
+    return f"zfcaffe {what}: {net.graph.name or os.path.basename(net.graph.path)}"
+
+
+def _intro(net, pre) -> list[str]:
+    return [f"net {net.graph.path}; weights {net.graph.weights_path}", f"preprocessing: {pre.describe()}"]
+
+
+def run_top9(net, images: str, out: str, pre, layers=None, k: int = 9, maps: int = 16, batch: int = 16,
+             workers: int = 2, mode: str = "deconvnet", show_progress: bool = True) -> str:
+    entries = list_images(images)
+    paths = [p for p, _ in entries]
+    layers = layers or default_layers(net)
+    keys = [shown_key(net, name) for name in layers]
+    os.makedirs(out, exist_ok=True)
+    cache = os.path.join(out, ".top9-scan.npz")   # survives reruns: the scan resumes
+    tops = top9.scan(net, paths, keys, pre, k=k, batch=batch, workers=workers, cache=cache,
+                     show_progress=show_progress)
+    sections, arrays = [], {}
+    for name, key in zip(layers, keys):
+        t = tops[key]
+        chosen = [int(m) for m in np.argsort(-t.values[:, 0], kind="stable")[:maps]]
+        proj, patch = top9.project_top(net, paths, key, t, chosen, pre, mode)
+        g = net.graph.geometry[key]
+        rf = "whole image" if g.whole else f"receptive field {g.rf[0]:g} px"
+        sections.append((f"{name} ({rf})", [top9.grid_figure(name, chosen, t, proj, patch)],
+                         [f"{len(chosen)} of {t.values.shape[0]} maps (the strongest)"]))
+        arrays.update({f"{key}/{f}": getattr(t, f) for f in ("values", "image", "y", "x")})
+    arrays["images"] = np.array(paths)
+    intro = _intro(net, pre) + [f"{len(paths)} images from {images}; top-{k} per feature map; {mode}"]
+    return write_output(out, _title(net, "top-9"), [("Dataset", [], intro)] + sections, arrays,
+                        keep=[".top9-scan.npz"])
+
+
+def run_occlusion(net, image: str, out: str, pre, layer: str | None = None, label: int | None = None,
+                  size: int = 0, stride: int = 0, labels_path: str | None = None, show_progress: bool = True) -> str:
+    layer = layer or default_layers(net)[-1]
+    key = shown_key(net, layer)
+    r = occlusion.run(net, image, pre, key, label, size, stride, show_progress=show_progress)
+    figs = r.figures(occlusion.figure_stem(image), _read_labels(labels_path))
+    arrays = {"activation": r.activation, "probability": r.probability, "best_class": r.best_class,
+              "positions_y": r.positions_y, "positions_x": r.positions_x}
+    text = _intro(net, pre) + [f"occluder {r.size}px, stride {r.positions_y[1] - r.positions_y[0] if len(r.positions_y) > 1 else 0}px; "
+                               f"layer {layer} map {r.feature_map}; class {r.label}"]
+    return write_output(out, _title(net, "occlusion"), [(os.path.basename(image), figs, text)], arrays)
+
+
+def run_evolution(prototxt: str, snapshots: list[str], images: str, out: str, pre_for, layer: str | None = None,
+                  maps: int = 8, show_progress: bool = True, **net_kw) -> str:
+    from ..net import Net
+    files = evolution.snapshot_list(snapshots)
+    paths = [p for p, _ in list_images(images)]
+    if layer is None:
+        layer = default_layers(Net(prototxt, files[-1], **net_kw))[-1]
+    r = evolution.run(prototxt, files, paths, pre_for, layer, None, n_maps=maps, show_progress=show_progress,
+                      **net_kw)
+    text = [f"net {prototxt}", f"{len(files)} snapshots: " + ", ".join(os.path.basename(f) for f in files),
+            f"{len(paths)} images from {images}"]
+    return write_output(out, f"zfcaffe evolution: {os.path.basename(prototxt)}", [(layer, r.figures(), text)],
+                        {"values": r.values, "images": r.images, "maps": np.array(r.maps)})
+
+
+def invariance_layers(net) -> list[str]:
+    """The first convolution and the input of the classifier's last layer."""
+    first = shown_key(net, default_layers(net)[0])
+    head = net.graph.producer(prob_key(net))
+    while head.type in ("Softmax",) and head.bottoms:
+        head = net.graph.producer(head.bottoms[0])
+    return [first, head.bottoms[0]] if head.bottoms and head.bottoms[0] != first else [first]
+
+
+def run_invariance(net, image: str, out: str, pre, layers=None, label: int | None = None,
+                   labels_path: str | None = None) -> str:
+    keys = [shown_key(net, n) for n in layers] if layers else invariance_layers(net)
+    r = invariance.run(net, image, pre, keys, label)
+    arrays = {f"{k}/distance/{kind.split()[0]}": r.distances[kind][i]
+              for i, k in enumerate(r.layers) for kind in r.sweeps}
+    arrays.update({f"probability/{kind.split()[0]}": v for kind, v in r.probability.items()})
+    arrays.update({f"amounts/{kind.split()[0]}": np.asarray(v) for kind, v in r.sweeps.items()})
+    text = _intro(net, pre) + [f"layers {', '.join(r.layers)}; class {r.label}"]
+    return write_output(out, _title(net, "invariance"),
+                        [(os.path.basename(image), r.figures(occlusion.figure_stem(image), _read_labels(labels_path)),
+                          text)], arrays)
+
+
+def load_parts(parts_path: str | None, paths: list[str], pre) -> dict[str, list]:
+    """part -> one input-space box per image; without a file, a centred box (half the
+    input's size) stands for the object in every image."""
+    if not parts_path:
+        h, w = pre.height, pre.width
+        box = (w // 4, h // 4, w // 4 + w // 2, h // 4 + h // 2)
+        return {"centre (no --parts given)": [box] * len(paths)}
+    try:
+        with open(parts_path, encoding="utf-8") as f:
+            spec = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ZfcaffeError(f"{parts_path}: cannot read parts JSON: {e}") from None
+    by_name = {os.path.basename(k): v for k, v in spec.items()}
+    names = sorted({part for v in spec.values() for part in v})
+    parts = {}
+    for part in names:
+        boxes = []
+        for p in paths:
+            entry = spec.get(p) or by_name.get(os.path.basename(p))
+            if not entry or part not in entry:
+                raise ZfcaffeError(f"{parts_path}: no box for part '{part}' of image {os.path.basename(p)}; "
+                                   "expected {image: {part: [x0, y0, x1, y1]}} for every image")
+            boxes.append(pre.map_box(p, entry[part]))
+        parts[part] = boxes
+    return parts
+
+
+def run_correspondence(net, images: str, out: str, pre, parts_path: str | None = None, layers=None) -> str:
+    paths = [p for p, _ in list_images(images)]
+    if len(paths) < 2:
+        raise ZfcaffeError(f"{images}: correspondence needs at least 2 images")
+    keys = [shown_key(net, n) for n in layers] if layers else \
+        [shown_key(net, n) for n in default_layers(net)[-2:]]
+    parts = load_parts(parts_path, paths, pre)
+    r = correspondence.run(net, paths, pre, keys, parts)
+    text = _intro(net, pre) + [
+        f"{len(paths)} images; Delta = mean pairwise Hamming distance of the signs of feature changes "
+        "(fraction of the vector; lower = more consistent)"]
+    table = (["mask"] + [f"Delta {k}" for k in r.layers], r.rows())
+    return write_output(out, _title(net, "correspondence"), [("Consistency", r.figures(), text + [table])],
+                        {"delta": r.table, "random_std": r.random_std})
+
+
