@@ -2,7 +2,6 @@
 Caffe's backward passes, and backprop against float64 finite differences."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest

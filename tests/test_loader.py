@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -185,7 +184,7 @@ def test_syntax_error_has_file_line_col(tmp_path):
 def test_unbalanced_braces(tmp_path):
     p = tmp_path / "bad.prototxt"
     p.write_text(LENET_LIKE + 'layer { name: "x" type: "ReLU" bottom: "ip" top: "ip"\n')
-    assert f"{p}:6:1" in error_of(zfcaffe.Net, str(p)) 
+    assert f"{p}:6:1" in error_of(zfcaffe.Net, str(p))
 
 
 def test_weights_that_do_not_fit(small, tmp_path):

@@ -101,7 +101,7 @@ class Net:
         self.graph.attach_weights(weights, allow_missing=allow_missing_weights, seed=seed)
         self.layer_outputs: dict[str, np.ndarray] = {}
         self.switches: dict[str, np.ndarray] = {}
-        self._sessions: dict[tuple, Session] = {}
+        self._sessions: dict = {}  # (input shapes, record, outputs) -> runtime Session
         self._reset_inputs()
 
     # -- structure -------------------------------------------------------------------

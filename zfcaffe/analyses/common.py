@@ -3,15 +3,12 @@ progress bars, and writing figures plus an HTML page atomically."""
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import os
 import re
 
 import numpy as np
 
-from ..atomic import atomic_dir
 from ..errors import ZfcaffeError
-from ..viz.report import Report
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".webp")
 
@@ -62,40 +59,33 @@ def progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, smoothing=0.1)
 
 
-@dataclasses.dataclass
-class Figure:
-    name: str          # file name in the output folder
-    png: bytes
-    caption: str
-
-
-def write_output(out_dir: str, title: str, sections: list[tuple[str, list[Figure], list]],
-                 arrays: dict[str, np.ndarray] | None = None, keep: list[str] = ()) -> str:
-    """Write figures, an optional results.npz and index.html (figures embedded) into
-    out_dir, atomically; files named in `keep` (e.g. a scan cache) are carried over."""
-    report = Report(title)
-    with atomic_dir(out_dir) as tmp:
-        for name in keep:
-            src = os.path.join(out_dir, name)
-            if os.path.exists(src):
-                os.replace(src, os.path.join(tmp, name))
-        for heading, figures, texts in sections:
-            report.heading(heading)
-            for t in texts:
-                if isinstance(t, tuple):   # (header, rows): a table
-                    report.table(*t)
-                else:
-                    report.text(t)
-            for fig in figures:
-                with open(os.path.join(tmp, fig.name), "wb") as f:
-                    f.write(fig.png)
-                report.image(fig.png, fig.caption, fig.name)
-        if arrays:
-            np.savez(os.path.join(tmp, "results.npz"), **arrays)
-        with open(os.path.join(tmp, "index.html"), "w", encoding="utf-8") as f:
-            f.write(report.render())
-    return os.path.join(out_dir, "index.html")
-
-
 def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def default_layers(net, count: int = 4) -> list[str]:
+    """The first and last convolution and evenly spaced ones between them."""
+    convs = [l.name for l in net.layers if l.type == "Convolution" and len(l.out_shapes[0]) == 4
+             and min(l.out_shapes[0][2:]) >= 2]
+    if len(convs) <= count:
+        return convs
+    idx = np.linspace(0, len(convs) - 1, count).round().astype(int)
+    return [convs[i] for i in sorted(set(idx))]
+
+
+def shown_key(net, layer_name: str) -> str:
+    """The value pycaffe shows for a layer's output: after its in-place layers (the
+    rectified conv5, as in the paper)."""
+    layer = net.layer(layer_name)
+    if len(layer.tops) != 1:
+        raise ZfcaffeError(f"layer '{layer_name}' has {len(layer.tops)} outputs; choose a single-output layer")
+    return net.graph.blob_of.get(layer.lp.top[0], layer.tops[0])
+
+
+def strongest_units(act: np.ndarray, n: int) -> list[tuple[int, int, int, float]]:
+    """(channel, y, x, value) of the n feature maps with the largest activation."""
+    c, h, w = act.shape
+    flat = act.reshape(c, -1)
+    best = flat.max(axis=1)
+    order = np.argsort(-best, kind="stable")[:n]
+    return [(int(ch), *divmod(int(flat[ch].argmax()), w), float(best[ch])) for ch in order]

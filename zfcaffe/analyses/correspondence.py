@@ -14,8 +14,6 @@ import itertools
 
 import numpy as np
 
-from ..viz.figures import _fig_bytes
-from .common import Figure
 
 
 def delta(eps: np.ndarray) -> float:
@@ -35,17 +33,6 @@ class Correspondence:
     random_std: np.ndarray   # (len(layers),) spread of the random baseline over trials
     boxes: dict              # part -> list of input-space boxes per image
     examples: list           # [(RGB image with part masked)]
-
-    def figures(self) -> list[Figure]:
-        import matplotlib.pyplot as plt
-        n = len(self.examples)
-        fig, ax = plt.subplots(1, max(n, 1), figsize=(2.2 * max(n, 1), 2.4), squeeze=False)
-        for a, img in zip(ax[0], self.examples):
-            a.imshow(img)
-            a.set_xticks([])
-            a.set_yticks([])
-        fig.suptitle(f"masked '{self.parts[0]}'" if self.parts else "", fontsize=9)
-        return [Figure("correspondence_masks.png", _fig_bytes(fig), "the first part masked in each image")]
 
     def rows(self) -> list[list[str]]:
         out = [[p] + [f"{v:.4f}" for v in row] for p, row in zip(self.parts, self.table)]

@@ -11,15 +11,15 @@ import re
 import numpy as np
 
 from ..errors import ZfcaffeError
-from ..viz.figures import _fig_bytes, signed_to_rgb
-from .common import Figure, safe_name
+from ..imaging import cut, signed_to_rgb
+from .common import shown_key
 from .top9 import scan
 
 
 def snapshot_list(specs: list[str]) -> list[str]:
     """Snapshot files from paths, globs or a solver.prototxt (its snapshot prefix),
     ordered by iteration."""
-    from ..io.solver import find_snapshots, read_solver
+    from ..io.solver import read_solver
     files = []
     for spec in specs:
         if spec.endswith(".prototxt"):
@@ -37,11 +37,10 @@ def snapshot_list(specs: list[str]) -> list[str]:
             if not os.path.exists(spec):
                 raise ZfcaffeError(f"{spec}: no such snapshot file")
             files.append(spec)
-    del find_snapshots
-    return sorted(files, key=_iteration)
+    return sorted(files, key=iteration)
 
 
-def _iteration(path: str) -> tuple:
+def iteration(path: str) -> tuple:
     m = re.search(r"_iter_(\d+)", os.path.basename(path))
     return (int(m.group(1)) if m else -1, path)
 
@@ -55,30 +54,10 @@ class Evolution:
     images: np.ndarray          # (maps, snapshots) which image
     projections: list           # [map][snapshot] RGB array
 
-    def figures(self) -> list[Figure]:
-        import matplotlib.pyplot as plt
-        rows, cols = len(self.maps), len(self.snapshots)
-        fig, ax = plt.subplots(rows, cols, figsize=(1.5 * cols + 1, 1.5 * rows + 0.6), squeeze=False)
-        for i in range(rows):
-            for j in range(cols):
-                ax[i, j].imshow(self.projections[i][j])
-                ax[i, j].set_xticks([])
-                ax[i, j].set_yticks([])
-                if i == 0:
-                    it = _iteration(self.snapshots[j])[0]
-                    ax[i, j].set_title(f"iter {it}" if it >= 0 else os.path.basename(self.snapshots[j]), fontsize=7)
-                ax[i, j].set_xlabel(f"{self.values[i, j]:.3g}", fontsize=6)
-            ax[i, 0].set_ylabel(f"map {self.maps[i]}", fontsize=7)
-        fig.suptitle(f"{self.layer}: strongest activation over the dataset, per snapshot", fontsize=9)
-        return [Figure(f"evolution_{safe_name(self.layer)}.png", _fig_bytes(fig),
-                       f"{self.layer}: each row a feature map, each column a training snapshot")]
-
-
 def run(prototxt: str, snapshots: list[str], paths: list[str], pre_for, layer: str, maps: list[int] | None,
         n_maps: int = 8, batch: int = 16, workers: int = 2, show_progress: bool = True, **net_kw) -> Evolution:
     """pre_for(net) builds the preprocessing for a net (the same for every snapshot)."""
     from ..net import Net
-    from ..recipes.visualize import cut, shown_key
     values, images, projections = [], [], []
     key = None
     for snap in snapshots:

@@ -7,9 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from ..viz.figures import _fig_bytes
 from .classifier import prob_key, probabilities
-from .common import Figure
 
 def default_sweeps(height: int) -> dict:
     """The paper's ranges: +-60 px of a 224 px input (scaled to this input), scale
@@ -54,25 +52,6 @@ class Invariance:
     sweeps: dict            # kind -> amounts
     distances: dict         # kind -> (len(layers), n) Euclidean distances
     probability: dict       # kind -> (n,)
-
-    def figures(self, stem: str, labels=None) -> list[Figure]:
-        import matplotlib.pyplot as plt
-        kinds = list(self.sweeps)
-        fig, ax = plt.subplots(3, len(kinds), figsize=(4.2 * len(kinds), 8.5), squeeze=False)
-        name = labels[self.label] if labels and self.label < len(labels) else f"class {self.label}"
-        for j, kind in enumerate(kinds):
-            for i, layer in enumerate(self.layers):
-                ax[i, j].plot(self.sweeps[kind], self.distances[kind][i], "o-", ms=3)
-                ax[i, j].set_title(f"{layer}: distance to the original", fontsize=8)
-            ax[2, j].plot(self.sweeps[kind], self.probability[kind], "o-", ms=3, color="C1")
-            ax[2, j].set_ylim(0, 1.02)
-            ax[2, j].set_title(f"p({name})", fontsize=8)
-            ax[2, j].set_xlabel(kind, fontsize=8)
-        fig.tight_layout()
-        return [Figure(f"{stem}_invariance.png", _fig_bytes(fig),
-                       "feature-vector distance to the untransformed image at two layers, and the true class's "
-                       "probability, under translation, scaling and rotation")]
-
 
 def run(net, image: str, pre, layer_keys: list[str], label: int | None = None, sweeps=None) -> Invariance:
     input_name = net.inputs[0]

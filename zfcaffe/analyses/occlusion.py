@@ -9,9 +9,8 @@ import dataclasses
 
 import numpy as np
 
-from ..viz.figures import _fig_bytes, signed_to_rgb
+from ..imaging import signed_to_rgb
 from .classifier import prob_key, probabilities
-from .common import Figure, safe_name
 
 
 @dataclasses.dataclass
@@ -29,54 +28,6 @@ class Occlusion:
     unoccluded_probability: float
     image: np.ndarray              # RGB (H, W, 3) as the net sees it
     projections: list              # [(y, x, projection RGB)]
-
-    def figures(self, stem: str, labels=None) -> list[Figure]:
-        import matplotlib.pyplot as plt
-        name = lambda i: labels[i] if labels and i < len(labels) else f"class {i}"  # noqa: E731
-        fig, ax = plt.subplots(1, 4, figsize=(16, 3.8))
-        ax[0].imshow(self.image)
-        y, x = self.projections[0][:2] if self.projections else (0, 0)
-        ax[0].add_patch(plt.Rectangle((x, y), self.size, self.size, color=(0.5, 0.5, 0.5)))
-        ax[0].set_title("(a) image, one occluder position", fontsize=9)
-        extent = _extent(self)
-        im = ax[1].imshow(self.activation, extent=extent, cmap="viridis")
-        ax[1].set_title(f"(b) total activation of {self.layer} map {self.feature_map}", fontsize=9)
-        plt.colorbar(im, ax=ax[1], fraction=0.046)
-        im = ax[2].imshow(self.probability, extent=extent, cmap="viridis", vmin=0)
-        ax[2].set_title(f"(d) p({name(self.label)})", fontsize=9)
-        plt.colorbar(im, ax=ax[2], fraction=0.046)
-        classes, inv = np.unique(self.best_class, return_inverse=True)
-        im = ax[3].imshow(inv.reshape(self.best_class.shape), extent=extent, cmap="tab20",
-                          vmin=0, vmax=max(19, len(classes) - 1))
-        ax[3].set_title("(e) most probable class", fontsize=9)
-        handles = [plt.Rectangle((0, 0), 1, 1, color=plt.cm.tab20(i / max(19, len(classes) - 1)))
-                   for i in range(len(classes))]
-        ax[3].legend(handles[:8], [name(int(c)) for c in classes[:8]], fontsize=7, loc="lower left")
-        for a in ax:
-            a.set_xticks([])
-            a.set_yticks([])
-        main = Figure(f"{stem}_occlusion.png", _fig_bytes(fig),
-                      f"occluder {self.size}px: unoccluded activation {self.unoccluded_activation:.4g}, "
-                      f"p = {self.unoccluded_probability:.3f}")
-        figs = [main]
-        if self.projections:
-            fig, ax = plt.subplots(1, len(self.projections), figsize=(3 * len(self.projections), 3.2), squeeze=False)
-            for a, (y, x, p) in zip(ax[0], self.projections):
-                a.imshow(p)
-                a.add_patch(plt.Rectangle((x, y), self.size, self.size, fill=False, color="k", lw=1))
-                a.set_title(f"occluder at ({y}, {x})", fontsize=8)
-                a.set_xticks([])
-                a.set_yticks([])
-            fig.suptitle(f"(c) projection of the strongest unit of {self.layer} map {self.feature_map}", fontsize=9)
-            figs.append(Figure(f"{stem}_occlusion_projections.png", _fig_bytes(fig),
-                               "(c) the map's strongest unit projected to pixels, for a few occluder positions"))
-        return figs
-
-
-def _extent(r: Occlusion):
-    half = r.size / 2
-    return (r.positions_x[0] + half, r.positions_x[-1] + half, r.positions_y[-1] + half, r.positions_y[0] + half)
-
 
 def run(net, image: str, pre, layer_key: str, label: int | None = None, size: int = 0, stride: int = 0,
         batch: int = 16, n_projections: int = 3, show_progress: bool = True) -> Occlusion:
@@ -132,8 +83,3 @@ def run(net, image: str, pre, layer_key: str, label: int | None = None, size: in
         p = net.project(layer_key, (0, fmap, uy, ux))[0]
         result.projections.append((y, x, signed_to_rgb(p)))
     return result
-
-
-def figure_stem(image: str) -> str:
-    import os
-    return safe_name(os.path.splitext(os.path.basename(image))[0])

@@ -16,8 +16,8 @@ import os
 
 import numpy as np
 
-from ..viz.figures import signed_to_rgb
-from .common import Figure, batches, progress, safe_name
+from ..imaging import cut, signed_to_rgb
+from .common import batches, progress
 
 
 @dataclasses.dataclass
@@ -123,37 +123,6 @@ def project_top(net, paths: list[str], key: str, top: TopK, maps: list[int], pre
         p = net.project_many(key, units, mode=mode)
         for (m, j), unit, pj in zip(entries, units, p):
             box = geom.box(unit[2], unit[3], h, w)
-            from ..recipes.visualize import cut
             proj[(m, j)] = cut(signed_to_rgb(pj), box, 0.5)
             patch[(m, j)] = cut(rgb if rgb.shape[2] == 3 else np.repeat(rgb, 3, axis=2), box, 1.0)
     return proj, patch
-
-
-def grid_figure(name: str, maps: list[int], top: TopK, proj, patch) -> Figure:
-    """The paper's layout: per map, a 3x3 block of projections beside a 3x3 block of patches."""
-    import math
-
-    import matplotlib.pyplot as plt
-
-    from ..viz.figures import _fig_bytes
-    from ..viz.tiling import tile_blocks
-    k = top.values.shape[1]
-    cols = 2
-    rows = math.ceil(len(maps) / cols)
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(4.4 * cols, 2.3 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for i, m in enumerate(maps):
-        r, c = divmod(i, cols)
-        items = [(proj.get((m, j)), patch.get((m, j))) for j in range(k)]
-        items = [it for it in items if it[0] is not None]
-        if not items:
-            continue
-        axes[r, 2 * c].imshow(tile_blocks([p for p, _ in items]))
-        axes[r, 2 * c + 1].imshow(tile_blocks([q for _, q in items]))
-        axes[r, 2 * c].set_title(f"map {m}: top {len(items)}", fontsize=8)
-    fig.suptitle(f"{name}: top-{k} activations over the dataset (projections | patches)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    return Figure(f"top9_{safe_name(name)}.png", _fig_bytes(fig),
-                  f"{name}: for each feature map, its {k} strongest activations over the dataset projected "
-                  "to pixels (left) and the receptive-field patches (right)")

@@ -10,7 +10,6 @@ what pycaffe's `net.blobs[name]` shows after a forward pass.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 

@@ -7,7 +7,6 @@ layer and its line, and a fork-only field in one layer does not hide the others.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 
 from google.protobuf import text_format

@@ -9,13 +9,19 @@ import numpy as np
 
 from ..analyses import correspondence, evolution, invariance, occlusion, top9
 from ..analyses.classifier import prob_key
-from ..analyses.common import list_images, write_output
+from ..analyses.common import default_layers, list_images, safe_name, shown_key
+from ..viz import analysis_figures as figures
+from .output import write_output
 from ..errors import ZfcaffeError
-from .visualize import _read_labels, default_layers, shown_key
+from .visualize import _read_labels
 
 
 def _title(net, what: str) -> str:
     return f"zfcaffe {what}: {net.graph.name or os.path.basename(net.graph.path)}"
+
+
+def _stem(image: str) -> str:
+    return safe_name(os.path.splitext(os.path.basename(image))[0])
 
 
 def _intro(net, pre) -> list[str]:
@@ -39,7 +45,7 @@ def run_top9(net, images: str, out: str, pre, layers=None, k: int = 9, maps: int
         proj, patch = top9.project_top(net, paths, key, t, chosen, pre, mode)
         g = net.graph.geometry[key]
         rf = "whole image" if g.whole else f"receptive field {g.rf[0]:g} px"
-        sections.append((f"{name} ({rf})", [top9.grid_figure(name, chosen, t, proj, patch)],
+        sections.append((f"{name} ({rf})", [figures.top9_grid(name, chosen, t, proj, patch)],
                          [f"{len(chosen)} of {t.values.shape[0]} maps (the strongest)"]))
         arrays.update({f"{key}/{f}": getattr(t, f) for f in ("values", "image", "y", "x")})
     arrays["images"] = np.array(paths)
@@ -53,7 +59,7 @@ def run_occlusion(net, image: str, out: str, pre, layer: str | None = None, labe
     layer = layer or default_layers(net)[-1]
     key = shown_key(net, layer)
     r = occlusion.run(net, image, pre, key, label, size, stride, show_progress=show_progress)
-    figs = r.figures(occlusion.figure_stem(image), _read_labels(labels_path))
+    figs = figures.occlusion_figures(r, _stem(image), _read_labels(labels_path))
     arrays = {"activation": r.activation, "probability": r.probability, "best_class": r.best_class,
               "positions_y": r.positions_y, "positions_x": r.positions_x}
     text = _intro(net, pre) + [f"occluder {r.size}px, stride {r.positions_y[1] - r.positions_y[0] if len(r.positions_y) > 1 else 0}px; "
@@ -72,7 +78,8 @@ def run_evolution(prototxt: str, snapshots: list[str], images: str, out: str, pr
                       **net_kw)
     text = [f"net {prototxt}", f"{len(files)} snapshots: " + ", ".join(os.path.basename(f) for f in files),
             f"{len(paths)} images from {images}"]
-    return write_output(out, f"zfcaffe evolution: {os.path.basename(prototxt)}", [(layer, r.figures(), text)],
+    return write_output(out, f"zfcaffe evolution: {os.path.basename(prototxt)}",
+                        [(layer, figures.evolution_figures(r), text)],
                         {"values": r.values, "images": r.images, "maps": np.array(r.maps)})
 
 
@@ -95,8 +102,8 @@ def run_invariance(net, image: str, out: str, pre, layers=None, label: int | Non
     arrays.update({f"amounts/{kind.split()[0]}": np.asarray(v) for kind, v in r.sweeps.items()})
     text = _intro(net, pre) + [f"layers {', '.join(r.layers)}; class {r.label}"]
     return write_output(out, _title(net, "invariance"),
-                        [(os.path.basename(image), r.figures(occlusion.figure_stem(image), _read_labels(labels_path)),
-                          text)], arrays)
+                        [(os.path.basename(image),
+                          figures.invariance_figures(r, _stem(image), _read_labels(labels_path)), text)], arrays)
 
 
 def load_parts(parts_path: str | None, paths: list[str], pre) -> dict[str, list]:
@@ -138,7 +145,8 @@ def run_correspondence(net, images: str, out: str, pre, parts_path: str | None =
         f"{len(paths)} images; Delta = mean pairwise Hamming distance of the signs of feature changes "
         "(fraction of the vector; lower = more consistent)"]
     table = (["mask"] + [f"Delta {k}" for k in r.layers], r.rows())
-    return write_output(out, _title(net, "correspondence"), [("Consistency", r.figures(), text + [table])],
+    return write_output(out, _title(net, "correspondence"),
+                        [("Consistency", figures.correspondence_figures(r), text + [table])],
                         {"delta": r.table, "random_std": r.random_std})
 
 

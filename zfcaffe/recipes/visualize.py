@@ -19,65 +19,11 @@ from ..errors import ZfcaffeError
 from ..inspect import summarize
 from ..preprocess import Preprocess, for_net
 from ..viz import activation_tiles, filter_tiles
-from ..viz.figures import png_bytes_of_array, predictions_figure, projection_grid, signed_to_rgb
+from ..analyses.common import default_layers, shown_key, strongest_units
+from ..imaging import signed_to_rgb
+from ..viz.figures import png_bytes_of_array, predictions_figure, projection_grid
+from ..imaging import cut, effective_box
 from ..viz.report import Report
-
-
-def default_layers(net, count: int = 4) -> list[str]:
-    """The first and last convolution and evenly spaced ones between them."""
-    convs = [l.name for l in net.layers if l.type == "Convolution" and len(l.out_shapes[0]) == 4
-             and min(l.out_shapes[0][2:]) >= 2]
-    if len(convs) <= count:
-        return convs
-    idx = np.linspace(0, len(convs) - 1, count).round().astype(int)
-    return [convs[i] for i in sorted(set(idx))]
-
-
-def shown_key(net, layer_name: str) -> str:
-    """The value pycaffe shows for a layer's output: after its in-place layers (the
-    rectified conv5, as in the paper)."""
-    layer = net.layer(layer_name)
-    if len(layer.tops) != 1:
-        raise ZfcaffeError(f"layer '{layer_name}' has {len(layer.tops)} outputs; choose a single-output layer")
-    return net.graph.blob_of.get(layer.lp.top[0], layer.tops[0])
-
-
-def strongest_units(act: np.ndarray, n: int) -> list[tuple[int, int, int, float]]:
-    """(channel, y, x, value) of the n feature maps with the largest activation."""
-    c, h, w = act.shape
-    flat = act.reshape(c, -1)
-    best = flat.max(axis=1)
-    order = np.argsort(-best, kind="stable")[:n]
-    return [(int(ch), *divmod(int(flat[ch].argmax()), w), float(best[ch])) for ch in order]
-
-
-def cut(img: np.ndarray, box: tuple[int, int, int, int], fill: float) -> np.ndarray:
-    """img[y0:y1, x0:x1] with `fill` where the box leaves the image."""
-    y0, y1, x0, x1 = box
-    h, w = img.shape[:2]
-    out = np.full((y1 - y0, x1 - x0) + img.shape[2:], fill, img.dtype)
-    sy0, sy1, sx0, sx1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
-    if sy1 > sy0 and sx1 > sx0:
-        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = img[sy0:sy1, sx0:sx1]
-    return out
-
-
-def effective_box(p: np.ndarray, box: tuple[int, int, int, int], floor: float = 0.02) -> tuple[int, int, int, int]:
-    """The part of the receptive-field box where the projection is not negligible
-    (|p| >= floor * max), made square: deep units' theoretical fields are far wider
-    than what they respond to, and the paper shows what they respond to."""
-    mag = np.abs(p).max(axis=0)
-    y0, y1, x0, x1 = box
-    h, w = mag.shape
-    sub = mag[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
-    if sub.size == 0 or sub.max() == 0:
-        return box
-    ys, xs = np.nonzero(sub >= floor * sub.max())
-    ey0, ey1 = ys.min() + max(y0, 0), ys.max() + 1 + max(y0, 0)
-    ex0, ex1 = xs.min() + max(x0, 0), xs.max() + 1 + max(x0, 0)
-    side = max(ey1 - ey0, ex1 - ex0, 8)
-    cy, cx = (ey0 + ey1) // 2, (ex0 + ex1) // 2
-    return cy - side // 2, cy - side // 2 + side, cx - side // 2, cx - side // 2 + side
 
 
 def top5(net, labels: list[str] | None) -> list[tuple[str, float]]:

@@ -1,4 +1,5 @@
-"""Pictures of a net: tiles of filters and activations, figures and the HTML report."""
-from .tiling import activation_tiles, filter_tiles, normalize, vis_square
+"""Figures (matplotlib PNGs) and the static HTML report. The array-level pieces
+(tiling, patches) live in zfcaffe.imaging and are re-exported here."""
+from ..imaging import activation_tiles, filter_tiles, normalize, tile_blocks, vis_square
 
-__all__ = ["activation_tiles", "filter_tiles", "normalize", "vis_square"]
+__all__ = ["activation_tiles", "filter_tiles", "normalize", "tile_blocks", "vis_square"]

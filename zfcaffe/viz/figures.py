@@ -1,6 +1,7 @@
 """PNG figures with matplotlib (Agg: no display needed)."""
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import matplotlib
@@ -23,19 +24,18 @@ def png_bytes_of_array(img: np.ndarray, cmap: str = "gray", min_side: int = 384)
     return buf.getvalue()
 
 
-def _fig_bytes(fig) -> bytes:
+@dataclasses.dataclass
+class Figure:
+    name: str          # file name in the output folder
+    png: bytes
+    caption: str
+
+
+def figure_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
-
-
-def signed_to_rgb(p: np.ndarray) -> np.ndarray:
-    """A projection (3, h, w) in BGR input order -> RGB in [0, 1], zero at grey."""
-    p = np.asarray(p, np.float64)
-    rgb = p[::-1].transpose(1, 2, 0) if p.shape[0] == 3 else np.repeat(p[0][..., None], 3, axis=2)
-    m = np.abs(rgb).max()
-    return rgb / (2 * m) + 0.5 if m > 0 else np.full_like(rgb, 0.5)
 
 
 def projection_grid(items: list[dict], title: str) -> bytes:
@@ -53,7 +53,7 @@ def projection_grid(items: list[dict], title: str) -> bytes:
     axes[0, 0].set_ylabel("projection", fontsize=8)
     axes[1, 0].set_ylabel("image patch", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    return _fig_bytes(fig)
+    return figure_png(fig)
 
 
 def predictions_figure(image: np.ndarray, top: list[tuple[str, float]], title: str) -> bytes:
@@ -75,4 +75,4 @@ def predictions_figure(image: np.ndarray, top: list[tuple[str, float]], title: s
         b.set_title("top-5", fontsize=9)
     else:
         b.axis("off")
-    return _fig_bytes(fig)
+    return figure_png(fig)

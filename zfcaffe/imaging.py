@@ -1,12 +1,13 @@
-"""Tiling filters and activations into one image, as pycaffe's `vis_square` does:
-normalise to [0, 1], pad, and lay out on a square grid."""
+"""Pictures as arrays, no plotting: tiles of filters and activations (pycaffe's
+vis_square), receptive-field patches, and projections as RGB. The figures and the
+report (zfcaffe.viz) are drawn from these."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-from ..kernels import tile_into
+from .kernels import tile_into
 
 
 def normalize(a: np.ndarray, per_item: bool = False) -> np.ndarray:
@@ -68,3 +69,39 @@ def tile_blocks(images: list[np.ndarray], pad: int = 2) -> np.ndarray:
     out = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad, c), np.float32)
     tile_into(np.ascontiguousarray(arr), out, rows, cols, pad)
     return np.clip(out, 0, 1)
+
+
+def signed_to_rgb(p: np.ndarray) -> np.ndarray:
+    """A projection (3, h, w) in BGR input order -> RGB in [0, 1], zero at grey."""
+    p = np.asarray(p, np.float64)
+    rgb = p[::-1].transpose(1, 2, 0) if p.shape[0] == 3 else np.repeat(p[0][..., None], 3, axis=2)
+    m = np.abs(rgb).max()
+    return rgb / (2 * m) + 0.5 if m > 0 else np.full_like(rgb, 0.5)
+
+def cut(img: np.ndarray, box: tuple[int, int, int, int], fill: float) -> np.ndarray:
+    """img[y0:y1, x0:x1] with `fill` where the box leaves the image."""
+    y0, y1, x0, x1 = box
+    h, w = img.shape[:2]
+    out = np.full((y1 - y0, x1 - x0) + img.shape[2:], fill, img.dtype)
+    sy0, sy1, sx0, sx1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
+    if sy1 > sy0 and sx1 > sx0:
+        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = img[sy0:sy1, sx0:sx1]
+    return out
+
+
+def effective_box(p: np.ndarray, box: tuple[int, int, int, int], floor: float = 0.02) -> tuple[int, int, int, int]:
+    """The part of the receptive-field box where the projection is not negligible
+    (|p| >= floor * max), made square: deep units' theoretical fields are far wider
+    than what they respond to, and the paper shows what they respond to."""
+    mag = np.abs(p).max(axis=0)
+    y0, y1, x0, x1 = box
+    h, w = mag.shape
+    sub = mag[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
+    if sub.size == 0 or sub.max() == 0:
+        return box
+    ys, xs = np.nonzero(sub >= floor * sub.max())
+    ey0, ey1 = ys.min() + max(y0, 0), ys.max() + 1 + max(y0, 0)
+    ex0, ex1 = xs.min() + max(x0, 0), xs.max() + 1 + max(x0, 0)
+    side = max(ey1 - ey0, ex1 - ex0, 8)
+    cy, cx = (ey0 + ey1) // 2, (ex0 + ex1) // 2
+    return cy - side // 2, cy - side // 2 + side, cx - side // 2, cx - side // 2 + side

@@ -1,0 +1,135 @@
+"""Figures of the dataset analyses (zfcaffe.analyses results -> PNGs)."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from ..analyses.common import safe_name
+from ..analyses.evolution import iteration
+from .figures import Figure, figure_png
+
+def top9_grid(name: str, maps: list[int], top, proj, patch) -> Figure:
+    """The paper's layout: per map, a 3x3 block of projections beside a 3x3 block of patches."""
+    import matplotlib.pyplot as plt
+
+    from ..imaging import tile_blocks
+    k = top.values.shape[1]
+    cols = 2
+    rows = math.ceil(len(maps) / cols)
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(4.4 * cols, 2.3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, m in enumerate(maps):
+        r, c = divmod(i, cols)
+        items = [(proj.get((m, j)), patch.get((m, j))) for j in range(k)]
+        items = [it for it in items if it[0] is not None]
+        if not items:
+            continue
+        axes[r, 2 * c].imshow(tile_blocks([p for p, _ in items]))
+        axes[r, 2 * c + 1].imshow(tile_blocks([q for _, q in items]))
+        axes[r, 2 * c].set_title(f"map {m}: top {len(items)}", fontsize=8)
+    fig.suptitle(f"{name}: top-{k} activations over the dataset (projections | patches)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return Figure(f"top9_{safe_name(name)}.png", figure_png(fig),
+                  f"{name}: for each feature map, its {k} strongest activations over the dataset projected "
+                  "to pixels (left) and the receptive-field patches (right)")
+
+
+def occlusion_figures(r, stem: str, labels=None) -> list[Figure]:
+    import matplotlib.pyplot as plt
+    name = lambda i: labels[i] if labels and i < len(labels) else f"class {i}"  # noqa: E731
+    fig, ax = plt.subplots(1, 4, figsize=(16, 3.8))
+    ax[0].imshow(r.image)
+    y, x = r.projections[0][:2] if r.projections else (0, 0)
+    ax[0].add_patch(plt.Rectangle((x, y), r.size, r.size, color=(0.5, 0.5, 0.5)))
+    ax[0].set_title("(a) image, one occluder position", fontsize=9)
+    extent = _extent(r)
+    im = ax[1].imshow(r.activation, extent=extent, cmap="viridis")
+    ax[1].set_title(f"(b) total activation of {r.layer} map {r.feature_map}", fontsize=9)
+    plt.colorbar(im, ax=ax[1], fraction=0.046)
+    im = ax[2].imshow(r.probability, extent=extent, cmap="viridis", vmin=0)
+    ax[2].set_title(f"(d) p({name(r.label)})", fontsize=9)
+    plt.colorbar(im, ax=ax[2], fraction=0.046)
+    classes, inv = np.unique(r.best_class, return_inverse=True)
+    im = ax[3].imshow(inv.reshape(r.best_class.shape), extent=extent, cmap="tab20",
+                      vmin=0, vmax=max(19, len(classes) - 1))
+    ax[3].set_title("(e) most probable class", fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=plt.cm.tab20(i / max(19, len(classes) - 1)))
+               for i in range(len(classes))]
+    ax[3].legend(handles[:8], [name(int(c)) for c in classes[:8]], fontsize=7, loc="lower left")
+    for a in ax:
+        a.set_xticks([])
+        a.set_yticks([])
+    main = Figure(f"{stem}_occlusion.png", figure_png(fig),
+                  f"occluder {r.size}px: unoccluded activation {r.unoccluded_activation:.4g}, "
+                  f"p = {r.unoccluded_probability:.3f}")
+    figs = [main]
+    if r.projections:
+        fig, ax = plt.subplots(1, len(r.projections), figsize=(3 * len(r.projections), 3.2), squeeze=False)
+        for a, (y, x, p) in zip(ax[0], r.projections):
+            a.imshow(p)
+            a.add_patch(plt.Rectangle((x, y), r.size, r.size, fill=False, color="k", lw=1))
+            a.set_title(f"occluder at ({y}, {x})", fontsize=8)
+            a.set_xticks([])
+            a.set_yticks([])
+        fig.suptitle(f"(c) projection of the strongest unit of {r.layer} map {r.feature_map}", fontsize=9)
+        figs.append(Figure(f"{stem}_occlusion_projections.png", figure_png(fig),
+                           "(c) the map's strongest unit projected to pixels, for a few occluder positions"))
+    return figs
+
+
+def evolution_figures(r) -> list[Figure]:
+    import matplotlib.pyplot as plt
+    rows, cols = len(r.maps), len(r.snapshots)
+    fig, ax = plt.subplots(rows, cols, figsize=(1.5 * cols + 1, 1.5 * rows + 0.6), squeeze=False)
+    for i in range(rows):
+        for j in range(cols):
+            ax[i, j].imshow(r.projections[i][j])
+            ax[i, j].set_xticks([])
+            ax[i, j].set_yticks([])
+            if i == 0:
+                it = iteration(r.snapshots[j])[0]
+                ax[i, j].set_title(f"iter {it}" if it >= 0 else os.path.basename(r.snapshots[j]), fontsize=7)
+            ax[i, j].set_xlabel(f"{r.values[i, j]:.3g}", fontsize=6)
+        ax[i, 0].set_ylabel(f"map {r.maps[i]}", fontsize=7)
+    fig.suptitle(f"{r.layer}: strongest activation over the dataset, per snapshot", fontsize=9)
+    return [Figure(f"evolution_{safe_name(r.layer)}.png", figure_png(fig),
+                   f"{r.layer}: each row a feature map, each column a training snapshot")]
+
+
+def invariance_figures(r, stem: str, labels=None) -> list[Figure]:
+    import matplotlib.pyplot as plt
+    kinds = list(r.sweeps)
+    fig, ax = plt.subplots(3, len(kinds), figsize=(4.2 * len(kinds), 8.5), squeeze=False)
+    name = labels[r.label] if labels and r.label < len(labels) else f"class {r.label}"
+    for j, kind in enumerate(kinds):
+        for i, layer in enumerate(r.layers):
+            ax[i, j].plot(r.sweeps[kind], r.distances[kind][i], "o-", ms=3)
+            ax[i, j].set_title(f"{layer}: distance to the original", fontsize=8)
+        ax[2, j].plot(r.sweeps[kind], r.probability[kind], "o-", ms=3, color="C1")
+        ax[2, j].set_ylim(0, 1.02)
+        ax[2, j].set_title(f"p({name})", fontsize=8)
+        ax[2, j].set_xlabel(kind, fontsize=8)
+    fig.tight_layout()
+    return [Figure(f"{stem}_invariance.png", figure_png(fig),
+                   "feature-vector distance to the untransformed image at two layers, and the true class's "
+                   "probability, under translation, scaling and rotation")]
+
+
+def correspondence_figures(r) -> list[Figure]:
+    import matplotlib.pyplot as plt
+    n = len(r.examples)
+    fig, ax = plt.subplots(1, max(n, 1), figsize=(2.2 * max(n, 1), 2.4), squeeze=False)
+    for a, img in zip(ax[0], r.examples):
+        a.imshow(img)
+        a.set_xticks([])
+        a.set_yticks([])
+    fig.suptitle(f"masked '{r.parts[0]}'" if r.parts else "", fontsize=9)
+    return [Figure("correspondence_masks.png", figure_png(fig), "the first part masked in each image")]
+
+
+def _extent(r):
+    half = r.size / 2
+    return (r.positions_x[0] + half, r.positions_x[-1] + half, r.positions_y[-1] + half, r.positions_y[0] + half)
