@@ -118,7 +118,9 @@ class LRN(Layer):
                                         caffe_ave_divisor(w, w, self.size, 1, pad))
         avg = e.op("Mul", [avg, e.const(fix.reshape(1, 1, h, w))])
         base = e.op("Add", [e.op("Mul", [avg, e.const(self.alpha)]), e.const(1.0)])
-        e.op("Mul", [x, _negative_power(e, base, self.beta)], outs[0])
+        # recording: Pow as Caffe's PowerLayer computes it; lean: the vectorised form
+        power = e.op("Pow", [base, e.const(-self.beta)]) if e.record else _negative_power(e, base, self.beta)
+        e.op("Mul", [x, power], outs[0])
 
 
 @register("BatchNorm")
