@@ -131,6 +131,25 @@ def test_mean_files(shared):
     assert read_mean(str(shared / "models/cifar10_quick/mean.binaryproto")).shape == (3, 32, 32)
 
 
+def test_double_data_and_legacy_shapes(tmp_path):
+    """double_data loads as float32; legacy num/channels/height/width shapes are kept."""
+    from zfcaffe import caffe_pb2
+    net = caffe_pb2.NetParameter()
+    layer = net.layer.add(name="conv1", type="Convolution")
+    w = layer.blobs.add()
+    w.shape.dim.extend([2, 1, 3, 3])
+    w.double_data.extend(np.arange(18, dtype=np.float64) / 7)
+    b = layer.blobs.add()
+    b.num, b.channels, b.height, b.width = 1, 1, 1, 2
+    b.data.extend([0.5, -1.5])
+    path = tmp_path / "old.caffemodel"
+    path.write_bytes(net.SerializeToString())
+    layers = read_weights(str(path))
+    np.testing.assert_allclose(layers[0].blobs[0].data.ravel(), np.arange(18) / 7, rtol=1e-7)
+    assert layers[0].blobs[0].data.dtype == np.float32
+    assert layers[0].blobs[1].legacy and layers[0].blobs[1].data.shape == (1, 1, 1, 2)
+
+
 def test_snapshot_without_extension_is_sniffed(shared, tmp_path):
     for src in ("cifar10_quick_iter_4000.caffemodel", "cifar10_quick_iter_5000.caffemodel.h5"):
         dst = tmp_path / "snapshot"
