@@ -306,3 +306,14 @@ def test_parameter_layer(build):
         layer("add", "Eltwise", ["x", "p"])
     out = run(build, text, {"x": rand(2, 3)}, {"p": [p]})
     assert rel_err(out["p"], p) == 0
+
+
+def test_net_surgery_reaches_the_runtime(build):
+    x = rand(1, 2, 3, 3)
+    net = build(layer("ip", "InnerProduct", "data", "inner_product_param { num_output: 2 }"), {"data": x.shape},
+                {"ip": [np.ones((2, 18)), np.zeros(2)]})
+    before = net.forward(data=x)["ip"]
+    with pytest.raises(ValueError):
+        net.params["ip"][0].data[...] = 0          # read-only: an in-place edit would be silently stale
+    net.params["ip"][0].data = 2 * np.ones((2, 18))
+    np.testing.assert_allclose(net.forward(data=x)["ip"], 2 * before, rtol=1e-6)

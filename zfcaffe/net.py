@@ -53,18 +53,24 @@ class Blob:
 
 
 class ParamBlob:
-    """A parameter blob: `.data` is the NumPy array itself, as in pycaffe."""
+    """A parameter blob. `.data` is read-only (the sessions hold copies of it); assign
+    a new array to change it (net surgery): `net.params["conv1"][0].data = w`."""
 
-    def __init__(self, layer, index: int):
-        self._layer, self._i = layer, index
+    def __init__(self, net: "Net", layer, index: int):
+        self._net, self._layer, self._i = net, layer, index
 
     @property
     def data(self) -> np.ndarray:
-        return self._layer.blobs[self._i]
+        arr = self._layer.blobs[self._i]
+        view = arr.view()
+        view.flags.writeable = False
+        return view
 
     @data.setter
     def data(self, value):
-        self._layer.blobs[self._i] = np.asarray(value, np.float32).reshape(self.shape)
+        arr = np.array(value, np.float32).reshape(self.shape)
+        self._layer.blobs[self._i] = arr
+        self._net._sessions.clear()   # rebuilt with the new weights on the next forward
 
     @property
     def shape(self) -> tuple:
@@ -130,7 +136,7 @@ class Net:
     @property
     def params(self) -> "collections.OrderedDict[str, list[ParamBlob]]":
         return collections.OrderedDict(
-            (l.name, [ParamBlob(l, i) for i in range(len(l.blobs))]) for l in self.graph.layers if l.blobs)
+            (l.name, [ParamBlob(self, l, i) for i in range(len(l.blobs))]) for l in self.graph.layers if l.blobs)
 
     @property
     def layers(self):

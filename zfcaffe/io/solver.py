@@ -23,13 +23,11 @@ class Solver:
 
 
 def _resolve(path: str, solver_dir: str) -> str:
-    # Caffe resolves relative to the working directory (usually Caffe's root);
-    # fall back to the solver's folder and then to the bare file name there.
-    for candidate in (path, os.path.join(solver_dir, path),
-                      os.path.join(solver_dir, os.path.basename(path))):
-        if os.path.exists(candidate) or os.path.exists(os.path.dirname(candidate) or "."):
-            if os.path.exists(candidate):
-                return candidate
+    """Caffe resolves paths from its working directory (usually Caffe's root); the
+    files usually travel together, so fall back to the solver's own folder."""
+    for candidate in (path, os.path.join(solver_dir, path)):
+        if os.path.exists(candidate):
+            return candidate
     return os.path.join(solver_dir, os.path.basename(path))
 
 
@@ -42,8 +40,7 @@ def read_solver(path: str) -> Solver:
     prefix = None
     if param.snapshot_prefix:
         p = param.snapshot_prefix
-        prefix = p if os.path.isdir(os.path.dirname(p) or ".") and glob.glob(p + "*") else \
-            os.path.join(d, os.path.basename(p))
+        prefix = p if glob.glob(glob.escape(p) + "_iter_*") else os.path.join(d, os.path.basename(p))
     return Solver(path, param, net_path, prefix)
 
 
