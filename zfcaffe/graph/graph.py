@@ -74,7 +74,10 @@ class Graph:
                 declared = [declared[i] for i in layer.top_index] if declared else declared
                 resolved = []
                 for i, (top, shape) in enumerate(zip(layer.tops, declared)):
-                    shape = overrides.pop(top, overrides.pop(layer.name, None) if i == 0 else None) or shape
+                    given = overrides.pop(top, None)
+                    if given is None and i == 0:  # the input layer's name also names its first top
+                        given = overrides.pop(layer.name, None)
+                    shape = given or shape
                     if shape is None:
                         raise layer.error(
                             f"the shape of input '{top}' is not in the file (Caffe reads it from the data); "

@@ -11,14 +11,9 @@ class _InputLayer(Layer):
     shapes Caffe would only learn from the database (the caller must give them)."""
     is_input = True
 
-    @property
-    def top_index(self) -> list[int]:
-        """Which of the declared tops the graph keeps (unread labels are left out)."""
-        return getattr(self, "_top_index", list(range(len(self.lp.top))))
-
-    @top_index.setter
-    def top_index(self, value):
-        self._top_index = value
+    def setup(self, lp):
+        # which declared tops the graph keeps (unread labels are left out)
+        self.top_index = list(range(len(lp.top)))
 
     def n_bottoms(self):
         return (0, 0)
