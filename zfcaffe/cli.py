@@ -169,7 +169,8 @@ def cmd_evolution(args) -> int:
     def pre_for(net):
         from .preprocess import for_net
         return for_net(net, args.mean, args.raw_scale, args.input_scale, args.resize, train_val=args.train_val)
-    index = run_evolution(prototxt, args.snapshots, args.images, args.output, pre_for, args.layer, args.maps,
+    snapshots = [resolve_path(s) for s in args.snapshots]
+    index = run_evolution(prototxt, snapshots, args.images, args.output, pre_for, args.layer, args.maps,
                           show_progress=not args.quiet, input_shapes=dict(args.input_shape) or None,
                           phase=args.phase, stop_before=args.stop_before)
     print(f"wrote {index}")
