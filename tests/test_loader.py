@@ -56,6 +56,14 @@ def test_every_shared_prototxt_parses_or_fails_clearly(shared):
     assert built >= 25
 
 
+def test_every_shared_solver_parses(shared):
+    solvers = sorted((shared / "models").rglob("*solver*.prototxt"))
+    assert len(solvers) >= 10
+    for path in solvers:
+        s = read_solver(str(path))
+        assert s.net_path or len(s.param.net_param.layers) or len(s.param.train_net_param.layer), path
+
+
 def test_fork_layer_has_line_and_type(shared):
     path = shared / "models/zf_faster_rcnn/fast_rcnn_test.prototxt"
     with pytest.raises(zfcaffe.UnsupportedLayerError) as e:
