@@ -217,3 +217,12 @@ def test_report_renders_in_headless_chromium(shared, image_folder, tmp_path):
                    capture_output=True, timeout=120)
     pixels = np.asarray(Image.open(shot).convert("L"), np.float32)
     assert pixels.std() > 10                               # not a blank page
+
+
+def test_visualize_grey_net_with_train_val_defaults(shared, image_folder, tmp_path):
+    m = shared / "models/lenet_mnist"
+    r = cli("visualize", m / "lenet.prototxt", m / "lenet_iter_10000.caffemodel", "--train-val",
+            m / "lenet_train_test.prototxt", "--image", image_folder / "a.jpg", "-o", tmp_path / "lenet")
+    assert "x0.00390625" in r.stderr                     # the TEST data layer's scale
+    patch = np.asarray(Image.open(tmp_path / "lenet/a_conv2_projections.png").convert("RGB"), np.float32)
+    assert patch.shape[2] == 3 and (tmp_path / "lenet/filters_conv1.png").exists()

@@ -78,6 +78,7 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
         steps = tqdm(total=len(prepared) * (1 + len(layers)), disable=not progress, desc="visualize", unit="step")
         for path, x, rgb in prepared:
             stem = _safe(os.path.splitext(os.path.basename(path))[0])
+            shown = rgb if rgb.shape[2] == 3 else np.repeat(rgb, 3, axis=2)  # grey inputs shown grey
             net.forward(**{input_name: x[None]})
             steps.update()
             report.heading(os.path.basename(path), 3)
@@ -94,7 +95,7 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
                 for (c, y, x_, v), p in zip(units, proj):
                     box = effective_box(p, geom.box(y, x_, *shape[2:]))
                     rgb_p = signed_to_rgb(p)
-                    items.append({"projection": cut(rgb_p, box, 0.5), "patch": cut(rgb, box, 1.0),
+                    items.append({"projection": cut(rgb_p, box, 0.5), "patch": cut(shown, box, 1.0),
                                   "label": f"map {c}\n{v:.3g}"})
                 rf = "whole image" if geom.whole else f"receptive field {geom.rf[0]:g} px, stride {geom.jump[0]:g}"
                 title = f"{name}: {len(units)} strongest feature maps, {mode} ({rf})"
