@@ -74,7 +74,7 @@ def scan(net, paths: list[str], keys: list[str], pre, k: int = 9, batch: int = 1
                 done = int(z["done"])
                 for key in keys:
                     tops[key] = TopK(*(z[f"{key}/{f}"] for f in ("values", "image", "y", "x")))
-    bar = progress(len(paths), "scan", show_progress)
+    bar = progress(len(paths), "scan", show_progress, unit="img")
     bar.update(done)
     n_batches = 0
     for start, x in batches(paths[done:], pre, batch, workers):

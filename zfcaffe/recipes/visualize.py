@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 
 import numpy as np
 
@@ -19,7 +18,7 @@ from ..errors import ZfcaffeError
 from ..inspect import summarize
 from ..preprocess import Preprocess, for_net
 from ..viz import activation_tiles, filter_tiles
-from ..analyses.common import default_layers, shown_key, strongest_units
+from ..analyses.common import default_layers, progress as progress_bar, safe_name, shown_key, strongest_units
 from ..imaging import signed_to_rgb
 from ..viz.figures import png_bytes_of_array, predictions_figure, projection_grid
 from ..imaging import cut, effective_box
@@ -36,15 +35,10 @@ def top5(net, labels: list[str] | None) -> list[tuple[str, float]]:
     return [(name(int(i)), float(scores[i])) for i in order]
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
 def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = None, top: int = 8,
               mode: str = "deconvnet", preprocess: Preprocess | None = None, labels_path: str | None = None,
               progress: bool = True) -> str:
     """Write the figures and index.html into out_dir; returns the index path."""
-    from tqdm import tqdm
     from ..runtime.session import device_line
 
     layers = layers or default_layers(net)
@@ -75,9 +69,9 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
         if not prepared:
             report.text("No images given: add some with --image photo.jpg (repeatable) to see, for each "
                         "chosen layer, its strongest feature maps projected back to pixels.")
-        steps = tqdm(total=len(prepared) * (1 + len(layers)), disable=not progress, desc="visualize", unit="step")
+        steps = progress_bar(len(prepared) * (1 + len(layers)), "visualize", progress)
         for path, x, rgb in prepared:
-            stem = _safe(os.path.splitext(os.path.basename(path))[0])
+            stem = safe_name(os.path.splitext(os.path.basename(path))[0])
             shown = rgb if rgb.shape[2] == 3 else np.repeat(rgb, 3, axis=2)  # grey inputs shown grey
             net.forward(**{input_name: x[None]})
             steps.update()
@@ -100,8 +94,8 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
                 rf = "whole image" if geom.whole else f"receptive field {geom.rf[0]:g} px, stride {geom.jump[0]:g}"
                 title = f"{name}: {len(units)} strongest feature maps, {mode} ({rf})"
                 report.heading(f"{name} ({key})", 4)
-                figure(f"{stem}_{_safe(name)}_projections.png", projection_grid(items, title), title)
-                figure(f"{stem}_{_safe(name)}_activations.png", png_bytes_of_array(activation_tiles(act)),
+                figure(f"{stem}_{safe_name(name)}_projections.png", projection_grid(items, title), title)
+                figure(f"{stem}_{safe_name(name)}_activations.png", png_bytes_of_array(activation_tiles(act)),
                        f"{name}: all {act.shape[0]} feature maps, each normalised")
                 steps.update()
         steps.close()
@@ -113,7 +107,7 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
             w = layer.blobs[0]
             mode_f = "color" if w.shape[1] == 3 else "sum"
             what = "in colour" if mode_f == "color" else "summed over input channels"
-            figure(f"filters_{_safe(layer.name)}.png", png_bytes_of_array(filter_tiles(w, mode_f)),
+            figure(f"filters_{safe_name(layer.name)}.png", png_bytes_of_array(filter_tiles(w, mode_f)),
                    f"{layer.name}: {w.shape[0]} filters {w.shape[2]}x{w.shape[3]}, {what}")
 
         report.heading("Model")
