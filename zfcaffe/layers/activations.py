@@ -56,7 +56,6 @@ class ReLU(_Neuron):
 
 @register("PReLU")
 class PReLU(_Neuron):
-
     def setup(self, lp):
         self.channel_shared = lp.prelu_param.channel_shared
 

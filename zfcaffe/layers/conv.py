@@ -49,7 +49,6 @@ def conv_forward_nobias(x: np.ndarray, w: np.ndarray, group: int, stride, pad, d
 
 
 class _ConvBase(Layer):
-
     def setup(self, lp):
         p = lp.convolution_param
         self.num_output = p.num_output

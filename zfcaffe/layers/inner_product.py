@@ -7,7 +7,6 @@ from .base import WHOLE, Layer, canonical_axis, count, register
 
 @register("InnerProduct")
 class InnerProduct(Layer):
-
     def setup(self, lp):
         p = lp.inner_product_param
         self.num_output = p.num_output
@@ -62,7 +61,6 @@ class InnerProduct(Layer):
 
 @register("Embed")
 class Embed(Layer):
-
     def setup(self, lp):
         p = lp.embed_param
         self.num_output, self.input_dim, self.bias_term = p.num_output, p.input_dim, p.bias_term

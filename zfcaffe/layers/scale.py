@@ -51,7 +51,6 @@ class _AxisOp(Layer):
 
 @register("Scale")
 class Scale(_AxisOp):
-
     def setup(self, lp):
         p = lp.scale_param
         self.axis_param, self.num_axes, self.bias_term = p.axis, p.num_axes, p.bias_term
@@ -85,7 +84,6 @@ class Scale(_AxisOp):
 
 @register("Bias")
 class Bias(_AxisOp):
-
     def setup(self, lp):
         p = lp.bias_param
         self.axis_param, self.num_axes = p.axis, p.num_axes
