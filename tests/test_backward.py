@@ -63,14 +63,12 @@ def test_nonzero_box():
 
 
 # -- against real Caffe's backward passes ----------------------------------------------------
-# Seeds whose projections cross max-pool windows that real Caffe's forward decided
-# by float rounding (two maxima within an ulp or two): ONNX Runtime's convolution
-# rounds differently, picks the other maximum, and the projection moves. With
-# Caffe's own forward values the same seeds match to 1e-6 (test below).
-NEAR_TIES = {"fcn8s_slim": {"backprop/fuse_pool4", "deconvnet/fuse_pool4", "backprop/score",
-                            "deconvnet/score", "guided/score"},
-             "zf_trunk": {"backprop/conv5", "guided/conv5", "backprop/rpn_cls_score",
-                          "guided/rpn_cls_score"}}
+# Projections that cross a max-pool window whose two largest inputs differ by an ulp
+# or two are defined only up to float rounding: real Caffe's BLAS and ONNX Runtime
+# round the convolutions differently and may pick different maxima. The engine flags
+# them (net.last_near_ties). In these two cases some flagged projections do move
+# (up to 2e-2); given Caffe's own forward values they match to 1e-6 (test below).
+NEAR_TIE_CASES = ["fcn8s_slim", "zf_trunk"]
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +93,12 @@ def test_projections_match_caffe(shared, projected, name):
         mode, layer = k.split("/", 1)
         seed = case["seeds"][layer]
         err = rel_err(net.project(layer, seed["unit"], mode=mode, value=seed["value"]), grads[k])
-        bound = 5e-2 if k in NEAR_TIES.get(name, ()) else 1e-4
-        assert err <= bound, f"{k}: {err:.2e}"
+        # every projection the engine does not flag matches Caffe; a flagged one may differ
+        bound = 5e-2 if net.last_near_ties else 1e-4
+        assert err <= bound, f"{k}: {err:.2e}, near ties {net.last_near_ties}"
 
 
-@pytest.mark.parametrize("name", sorted(NEAR_TIES))
+@pytest.mark.parametrize("name", NEAR_TIE_CASES)
 def test_projections_match_caffe_given_caffes_routing(shared, projected, name):
     """The engine's rules are exact: fed the forward values real Caffe computed (and
     the switches Caffe's first-maximum rule takes on them), every seed matches."""

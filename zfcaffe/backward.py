@@ -29,6 +29,11 @@ class BackwardContext:
     def __init__(self, net, items: np.ndarray, mode: str):
         self.net, self.items, self.mode = net, items, mode
         self._cache: dict[str, np.ndarray] = {}
+        self.near_ties: dict[str, int] = {}
+
+    def note_near_ties(self, layer_name: str, count: int) -> None:
+        if count:
+            self.near_ties[layer_name] = self.near_ties.get(layer_name, 0) + count
 
     def full(self, key: str) -> np.ndarray:
         net = self.net
@@ -106,6 +111,7 @@ def project_units(net, layer_or_key: str, units, mode: str = "deconvnet", values
                 continue
             d = np.asarray(d, dtype=np.float32)
             signal[bottom] = signal[bottom] + d if bottom in signal else d
+    net.last_near_ties = ctx.near_ties
     out = signal.get(target)
     if out is None:
         return np.zeros((len(items),) + tuple(net.graph.inputs[target][1:]), np.float32)

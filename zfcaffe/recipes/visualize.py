@@ -84,6 +84,7 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
                 act = net.layer_outputs[key][0]
                 units = strongest_units(act, min(top, act.shape[0]))
                 proj = net.project_many(key, [(0, c, y, x_) for c, y, x_, _ in units], mode=mode)
+                ties = sum(net.last_near_ties.values())
                 geom = net.graph.geometry[key]
                 items = []
                 for (c, y, x_, v), p in zip(units, proj):
@@ -93,6 +94,8 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
                                   "label": f"map {c}\n{v:.3g}"})
                 rf = "whole image" if geom.whole else f"receptive field {geom.rf[0]:g} px, stride {geom.jump[0]:g}"
                 title = f"{name}: {len(units)} strongest feature maps, {mode} ({rf})"
+                if ties:
+                    title += f"; crosses {ties} max-pool near-tie window(s), routed by float rounding"
                 report.heading(f"{name} ({key})", 4)
                 figure(f"{stem}_{safe_name(name)}_projections.png", projection_grid(items, title), title)
                 figure(f"{stem}_{safe_name(name)}_activations.png", png_bytes_of_array(activation_tiles(act)),
