@@ -9,7 +9,7 @@ import pytest
 import caffe_reference as ref
 import zfcaffe
 from conftest import load_case, oracle_cases, rel_err
-from zfcaffe.kernels import ave_unpool_add, col2im_add, im2col, max_unpool_add, nonzero_box
+from zfcaffe.kernels import ave_unpool_add, col2im_add, count_near_ties, im2col, max_unpool_add, nonzero_box
 
 RNG = np.random.default_rng(1)
 
@@ -52,6 +52,29 @@ def test_ave_unpool_is_the_adjoint_of_caffe_ave_pooling(k, s, p, hw):
     out = np.zeros((2, *hw), np.float32)
     ave_unpool_add(top[0], out, k, k, s, s, p, p)
     assert abs(float((y * top).sum()) - float((x[0] * out).sum())) < 1e-4 * float(np.abs(y * top).sum())
+
+
+def test_count_near_ties_against_numpy():
+    x = RNG.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    x[0, 1, 2, 3], x[0, 1, 2, 4] = 5.0, np.nextafter(np.float32(5.0), np.float32(0))  # a near-tie
+    x[1, 0, 4, 4] = x[1, 0, 4, 5] = 7.0                                                # an exact tie
+    x[1, 2, 0, :] = 0                                                                   # zeros
+    _, mask = ref.pool(x, (3, 3), (2, 2), (1, 1))
+    top = (RNG.random(mask.shape) > 0.3).astype(np.float32)
+    top[1, 1, 1, 2] = top[0, 0, 2, 2] = 1                      # row 1 is image 0, row 0 image 1
+    items = np.array([1, 0])                                   # rows -> images, out of order
+    sw = mask[items].astype(np.int32)
+    got = count_near_ties(x, items, top, sw, 3, 3, 2, 2, 1, 1, 1e-6)
+    expect = 0
+    for r, n in enumerate(items):
+        for c, oy, ox in zip(*np.nonzero(top[r])):
+            hs, ws = oy * 2 - 1, ox * 2 - 1
+            win = x[n, c, max(hs, 0):hs + 3, max(ws, 0):ws + 3]
+            m = win.max()
+            rest = np.delete(win.ravel(), np.flatnonzero(win.ravel() == m)[0])
+            gap = m - rest.max()
+            expect += int(0 < gap <= 1e-6 * abs(m))
+    assert got == expect >= 1
 
 
 def test_nonzero_box():

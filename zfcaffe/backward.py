@@ -102,10 +102,6 @@ def project_units(net, layer_or_key: str, units, mode: str = "deconvnet", values
         tops = [signal.pop(t, None) for t in layer.tops]
         if all(t is None for t in tops):
             continue
-        if len(tops) > 1 and any(t is None for t in tops) and layer.type not in ("Slice", "Split"):
-            rows = next(t for t in tops if t is not None).shape[0]
-            tops = [t if t is not None else np.zeros((rows,) + s[1:], np.float32)
-                    for t, s in zip(tops, layer.out_shapes)]
         for bottom, d in zip(layer.bottoms, layer.backward(ctx, tops)):
             if d is None:
                 continue

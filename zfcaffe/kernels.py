@@ -109,3 +109,36 @@ def tile_into(images, out, rows, cols, pad):
             for x in range(w):
                 for k in range(c):
                     out[y0 + y, x0 + x, k] = images[i, y, x, k]
+
+
+@njit(cache=True)
+def count_near_ties(x, items, top, switches, KH, KW, stride_h, stride_w, pad_h, pad_w, rel):
+    """Windows that carry signal (top != 0) whose runner-up differs from their maximum
+    by no more than rel * |maximum| (exact ties excluded: they go to the first maximum
+    everywhere). There the switch was decided by float rounding. x is the whole forward
+    input (N, C, H, W); row r of top/switches belongs to image items[r]."""
+    R, C, OH, OW = top.shape
+    H, W = x.shape[2], x.shape[3]
+    n = 0
+    for r in range(R):
+        for c in range(C):
+            plane = x[items[r], c]
+            for oy in range(OH):
+                hs = oy * stride_h - pad_h
+                for ox in range(OW):
+                    if top[r, c, oy, ox] == 0:
+                        continue
+                    s = switches[r, c, oy, ox]
+                    m = plane[s // W, s % W]
+                    if m == 0:  # rel * |m| is 0: only an exact tie could be that close
+                        continue
+                    ws = ox * stride_w - pad_w
+                    second = -np.inf
+                    for iy in range(max(hs, 0), min(hs + KH, H)):
+                        for ix in range(max(ws, 0), min(ws + KW, W)):
+                            if iy * W + ix != s and plane[iy, ix] > second:
+                                second = plane[iy, ix]
+                    gap = m - second
+                    if gap > 0 and gap <= rel * abs(m):
+                        n += 1
+    return n

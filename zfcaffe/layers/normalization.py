@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import caffe_pb2
+from ..kernels import ave_unpool_add
 from .base import Layer, count, register
 from .pooling import caffe_ave_divisor
 
@@ -70,13 +71,10 @@ class LRN(Layer):
             bottom = top * scale ** -self.beta - 2 * self.alpha * self.beta / self.size * x * ratio
             return [bottom.astype(np.float32)]
         # WITHIN_CHANNEL: y = x * s^-beta with s = 1 + alpha * avgpool(x^2) (Caffe's divisor).
-        from ..kernels import ave_unpool_add
         rows, c, h, w = x.shape
         pad = (self.size - 1) // 2
-        avg = np.zeros_like(x)
         sq = (x * x).reshape(rows * c, h, w)
         # the forward average, recomputed with the same window rule
-        from .pooling import caffe_ave_divisor
         div = np.outer(caffe_ave_divisor(h, h, self.size, 1, pad), caffe_ave_divisor(w, w, self.size, 1, pad))
         padded = np.pad(sq, ((0, 0), (pad, pad), (pad, pad)))
         win = np.lib.stride_tricks.sliding_window_view(padded, (self.size, self.size), axis=(1, 2))

@@ -15,10 +15,12 @@ import math
 import numpy as np
 
 from .. import caffe_pb2
-from ..kernels import ave_unpool_add, max_unpool_add
+from ..kernels import ave_unpool_add, count_near_ties, max_unpool_add
 from .base import INT64, WHOLE, Layer, count, register
 
 P = caffe_pb2.PoolingParameter
+#: a window whose runner-up is this close (relative) to its maximum is a near-tie
+NEAR_TIE = 1e-6
 
 
 def caffe_pooled_size(size: int, k: int, s: int, p: int, any_pad: bool) -> int:
@@ -98,36 +100,17 @@ class Pooling(Layer):
         out = np.zeros((rows * c, h, w), np.float32)
         planes = top.reshape(rows * c, oh, ow)
         if self.method == P.MAX:
-            switches = np.ascontiguousarray(ctx.switches(self.name)).reshape(rows * c, oh, ow)
-            max_unpool_add(planes, switches, out)
-            ctx.note_near_ties(self.name, self.near_ties(ctx.data(self.bottoms[0]), top != 0))
+            switches = np.ascontiguousarray(ctx.switches(self.name))
+            max_unpool_add(planes, switches.reshape(rows * c, oh, ow), out)
+            ctx.note_near_ties(self.name, count_near_ties(
+                ctx.full(self.bottoms[0]), ctx.items, top, switches, self.kernel[0], self.kernel[1],
+                self.stride[0], self.stride[1], self.pad[0], self.pad[1], NEAR_TIE))
         elif self.method == P.AVE:
             ave_unpool_add(planes, out, self.kernel[0], self.kernel[1], self.stride[0], self.stride[1],
                            self.pad[0], self.pad[1])
         else:
             raise self.error("Caffe has no backward pass for STOCHASTIC pooling at test time")
         return [out.reshape(rows, c, h, w)]
-
-    def near_ties(self, x: np.ndarray, used: np.ndarray, rel: float = 1e-6) -> int:
-        """How many of the `used` windows have a different runner-up within `rel` of their
-        maximum: there the switch is decided by float rounding, and another implementation
-        (Caffe's BLAS, another CPU) may route the signal to the other position."""
-        if not used.any():
-            return 0
-        pe = self.end_pads()
-        h, w = x.shape[2:]
-        x = x[:, :, :h + min(pe[0], 0), :w + min(pe[1], 0)]
-        pads = ((0, 0), (0, 0), (self.pad[0], max(pe[0], 0)), (self.pad[1], max(pe[1], 0)))
-        padded = np.pad(x.astype(np.float32), pads, constant_values=-np.inf)
-        win = np.lib.stride_tricks.sliding_window_view(padded, self.kernel, axis=(2, 3))
-        win = win[:, :, ::self.stride[0], ::self.stride[1]][:, :, :used.shape[2], :used.shape[3]]
-        flat = win.reshape(win.shape[:4] + (-1,))[used]
-        if flat.shape[-1] < 2:
-            return 0
-        top2 = -np.partition(-flat, 1, axis=-1)[:, :2]
-        gap = top2[:, 0] - top2[:, 1]
-        # exact ties (zeros after a ReLU) go to the first maximum here and in Caffe alike
-        return int(np.sum((gap > 0) & (gap <= rel * np.abs(top2[:, 0]))))
 
     # -- emission ---------------------------------------------------------------
     def end_pads(self) -> tuple[int, int]:
