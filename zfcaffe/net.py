@@ -166,6 +166,13 @@ class Net:
         self.layer_outputs, self.switches = {}, {}
         self._reset_inputs()
 
+    def set_batch(self, size: int) -> None:
+        """Give the (first) input `size` images, keeping its other dimensions."""
+        name = self.inputs[0]
+        shape = tuple(self.graph.inputs[name])
+        if shape[0] != size:
+            self.reshape(**{name: (size,) + shape[1:]})
+
     # -- running ---------------------------------------------------------------------------
     def session(self, record: bool = True, outputs: tuple = ()):
         shapes = tuple(sorted(self.graph.inputs.items()))

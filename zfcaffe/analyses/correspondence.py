@@ -46,8 +46,9 @@ def run(net, paths: list[str], pre, layer_keys: list[str], parts: dict[str, list
     input_name = net.inputs[0]
     shape = net.graph.inputs[input_name]
     h, w = shape[2:]
-    xs = np.stack([pre(p) for p in paths])
-    net.reshape(**{input_name: (len(paths),) + tuple(shape[1:])})
+    prepared = [pre.prepare(p) for p in paths]
+    xs = np.stack([x for x, _ in prepared])
+    net.set_batch(len(paths))
     base = net.evaluate(layer_keys, **{input_name: xs})
 
     def masked_delta(boxes) -> np.ndarray:
@@ -68,9 +69,7 @@ def run(net, paths: list[str], pre, layer_keys: list[str], parts: dict[str, list
     randoms = np.array(randoms)
     table = np.vstack(rows + [randoms.mean(axis=0)])
     examples = []
-    for i, p in enumerate(paths[:6]):
-        _, rgb = pre.prepare(p)
-        x0, y0, x1, y1 = first[i]
+    for (_, rgb), (x0, y0, x1, y1) in zip(prepared[:6], first):
         rgb = rgb.copy()
         rgb[max(y0, 0):y1, max(x0, 0):x1] = 0.5
         examples.append(rgb)

@@ -11,9 +11,8 @@ import re
 import numpy as np
 
 from ..errors import ZfcaffeError
-from ..imaging import cut, signed_to_rgb
 from .common import shown_key
-from .top9 import scan
+from .top9 import project_top, scan
 
 
 def snapshot_list(specs: list[str]) -> list[str]:
@@ -65,20 +64,12 @@ def run(prototxt: str, snapshots: list[str], paths: list[str], pre_for, layer: s
         key = shown_key(net, layer)
         pre = pre_for(net)
         top = scan(net, paths, [key], pre, k=1, batch=batch, workers=workers, show_progress=show_progress)[key]
-        if maps is None:   # chosen once, on the last snapshot's strongest maps would favour it: use the first
+        if maps is None:  # chosen on the first snapshot, then followed through the others
             maps = [int(m) for m in np.argsort(-top.values[:, 0], kind="stable")[:n_maps]]
         values.append(top.values[maps, 0])
         images.append(top.image[maps, 0])
-        shape = net.graph.inputs[net.inputs[0]]
-        net.reshape(**{net.inputs[0]: (1,) + tuple(shape[1:])})
-        geom = net.graph.geometry[key]
-        col = []
-        for m in maps:
-            x, _ = pre.prepare(paths[int(top.image[m, 0])])
-            net.forward(**{net.inputs[0]: x[None]})
-            unit = (0, m, int(top.y[m, 0]), int(top.x[m, 0]))
-            p = net.project(key, unit)[0]
-            col.append(cut(signed_to_rgb(p), geom.box(unit[2], unit[3], *shape[2:]), 0.5))
+        proj, _ = project_top(net, paths, key, top, maps, pre)
+        col = [proj[(m, 0)] for m in maps]
         projections.append(col)
     return Evolution(layer, maps, snapshots, np.array(values).T, np.array(images).T,
                      [[projections[j][i] for j in range(len(snapshots))] for i in range(len(maps))])

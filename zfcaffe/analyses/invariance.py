@@ -63,7 +63,7 @@ def run(net, image: str, pre, layer_keys: list[str], label: int | None = None, s
 
     def features(imgs: list[np.ndarray]) -> dict[str, np.ndarray]:
         xb = np.stack([pre.transform(i) for i in imgs])
-        net.reshape(**{input_name: (len(imgs),) + tuple(shape[1:])})
+        net.set_batch(len(imgs))
         return net.evaluate(keys, **{input_name: xb})
 
     base = features([rgb])

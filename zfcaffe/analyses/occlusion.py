@@ -39,7 +39,7 @@ def run(net, image: str, pre, layer_key: str, label: int | None = None, size: in
     stride = stride or max(1, size // 2)
     pkey = prob_key(net)
     x0, rgb = pre.prepare(image)
-    net.reshape(**{input_name: (1,) + tuple(shape[1:])})
+    net.set_batch(1)
     net.forward(**{input_name: x0[None]})
     act0 = net.layer_outputs[layer_key][0]
     fmap = int(act0.reshape(act0.shape[0], -1).max(axis=1).argmax())
@@ -48,7 +48,7 @@ def run(net, image: str, pre, layer_key: str, label: int | None = None, size: in
     ys = np.arange(0, h - size + 1, stride)
     xs = np.arange(0, w - size + 1, stride)
     grid = [(y, x) for y in ys for x in xs]
-    net.reshape(**{input_name: (batch,) + tuple(shape[1:])})
+    net.set_batch(batch)
     acts, probs, best = [], [], []
     bar = progress(len(grid), "occlusion", show_progress)
     for start in range(0, len(grid), batch):
@@ -72,7 +72,7 @@ def run(net, image: str, pre, layer_key: str, label: int | None = None, size: in
     # (c): the occluder positions that change the map most, least, and in between
     order = np.argsort(activation.ravel())
     picks = [order[0], order[len(order) // 2], order[-1]][:n_projections]
-    net.reshape(**{input_name: (1,) + tuple(shape[1:])})
+    net.set_batch(1)
     for flat in picks:
         y, x = int(ys[flat // len(xs)]), int(xs[flat % len(xs)])
         xo = x0.copy()

@@ -63,8 +63,7 @@ def scan(net, paths: list[str], keys: list[str], pre, k: int = 9, batch: int = 1
          cache: str | None = None, show_progress: bool = True, checkpoint_every: int = 8) -> dict[str, TopK]:
     """Stream the images through the net; returns the top-k state of every key."""
     input_name = net.inputs[0]
-    shape = net.graph.inputs[input_name]
-    net.reshape(**{input_name: (batch,) + tuple(shape[1:])})
+    net.set_batch(batch)
     tops = {key: TopK.empty(net.graph.shapes[key][1], k) for key in keys}
     done = 0
     print_ = _fingerprint(net, paths, keys, k)
@@ -106,7 +105,7 @@ def project_top(net, paths: list[str], key: str, top: TopK, maps: list[int], pre
     Each image is run once; all its units of this layer are projected in one pass."""
     input_name = net.inputs[0]
     shape = net.graph.inputs[input_name]
-    net.reshape(**{input_name: (1,) + tuple(shape[1:])})
+    net.set_batch(1)
     geom = net.graph.geometry[key]
     h, w = shape[2:]
     wanted: dict[int, list[tuple[int, int]]] = {}

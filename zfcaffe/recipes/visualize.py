@@ -49,7 +49,7 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
     input_name = net.inputs[0]
     shape = net.graph.inputs[input_name]
     if images:
-        net.reshape(**{input_name: (1,) + tuple(shape[1:])})
+        net.set_batch(1)
     # read every image first: a bad file fails before anything is written
     prepared = [(path, *pre.prepare(path)) for path in images]
 
