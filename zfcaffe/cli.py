@@ -76,10 +76,7 @@ def _load_input(net, path: str, args) -> np.ndarray:
             return np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise ZfcaffeError(f"{path}: cannot read input array: {e}") from None
-    from .preprocess import for_net
-    pre = for_net(net, args.mean, args.raw_scale, args.input_scale, args.resize, train_val=args.train_val)
-    print(f"preprocessing: {pre.describe()}", file=sys.stderr)
-    return pre(path)[None]
+    return _pre(net, args)(path)[None]
 
 
 def cmd_run(args) -> int:
@@ -132,10 +129,11 @@ def cmd_filters(args) -> int:
     return 0
 
 
-def _pre(net, args):
+def _pre(net, args, announce: bool = True):
+    """The image preprocessing the command-line options ask for (printed once)."""
     from .preprocess import for_net
     pre = for_net(net, args.mean, args.raw_scale, args.input_scale, args.resize, train_val=args.train_val)
-    if not args.quiet:
+    if announce and not getattr(args, "quiet", False):
         print(f"preprocessing: {pre.describe()}", file=sys.stderr)
     return pre
 
@@ -166,9 +164,8 @@ def cmd_evolution(args) -> int:
     from .recipes.analyses import run_evolution
     prototxt = resolve_path(args.prototxt)
 
-    def pre_for(net):
-        from .preprocess import for_net
-        return for_net(net, args.mean, args.raw_scale, args.input_scale, args.resize, train_val=args.train_val)
+    def pre_for(net):  # the same options for every snapshot; not printed once per snapshot
+        return _pre(net, args, announce=False)
     snapshots = [resolve_path(s) for s in args.snapshots]
     index = run_evolution(prototxt, snapshots, args.images, args.output, pre_for, args.layer, args.maps,
                           show_progress=not args.quiet, input_shapes=dict(args.input_shape) or None,

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..atomic import atomic_file
 from ..errors import ZfcaffeError
+from .upgrade import V1_TYPE_NAMES
 from .wire import enc_varint, field_key, len_field
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -241,7 +242,6 @@ def write_caffemodel(path: str, layers: list[tuple[str, str, list[np.ndarray]]],
     legacy=True writes a 2014 V1 file: `layers` with enum types and blobs shaped
     by num/channels/height/width, as old snapshots are. Written atomically.
     """
-    from .upgrade import V1_TYPE_NAMES
     v1_enum = {v: k for k, v in V1_TYPE_NAMES.items()}
     with atomic_file(path) as f:
         for name, typ, blobs in layers:

@@ -31,7 +31,10 @@ class OnnxNet:
 
 def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = None,
                embed_weights: bool = False) -> OnnxNet:
-    """record: every layer output and every max-pool's switches become outputs."""
+    """record: every layer output and every max-pool's switches become outputs.
+    Without embed_weights the model names the weights but holds none of them: they
+    come back in OnnxNet.weights for the caller to supply (streamed to a file, or
+    handed to ONNX Runtime from memory)."""
     e = Emitter(record)
     for layer in graph.compute_layers:
         e.layer = layer
@@ -58,10 +61,6 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
     inits = list(e.initializers)
     if embed_weights:
         inits += [numpy_helper.from_array(a, n) for n, a in e.weights.items()]
-    else:
-        # Placeholders marked as external data; the runtime supplies the arrays
-        # (SessionOptions.add_external_initializers), so they are never serialised.
-        inits += [_external_placeholder(n, a) for n, a in e.weights.items()]
     g = helper.make_graph(e.nodes, graph.name or "caffe_net", inputs, value_outs, initializer=inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="zfcaffe", ir_version=IR_VERSION)
@@ -73,11 +72,3 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
     return OnnxNet(model, {} if embed_weights else e.weights, final + [n for n, _, _ in e.extra_outputs],
                    switches)
 
-
-def _external_placeholder(name: str, arr: np.ndarray) -> onnx.TensorProto:
-    t = onnx.TensorProto(name=name, data_type=TensorProto.FLOAT, dims=list(arr.shape))
-    t.data_location = TensorProto.EXTERNAL
-    for k, v in (("location", "zfcaffe-in-memory"), ("offset", "0"), ("length", str(arr.nbytes))):
-        entry = t.external_data.add()
-        entry.key, entry.value = k, v
-    return t

@@ -26,11 +26,6 @@ def _tensor_header(name: str, arr: np.ndarray) -> bytes:
 def write_onnx(graph: Graph, path: str, all_blobs: bool = False) -> None:
     onnx_net = build_onnx(graph, record=all_blobs, embed_weights=False)
     model = onnx_net.model
-    # build_onnx marks weights as external placeholders; they are streamed below instead.
-    weight_names = set(onnx_net.weights)
-    kept = [t for t in model.graph.initializer if t.name not in weight_names]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
     graph_bytes = model.graph.SerializeToString()
     model.ClearField("graph")
     head = model.SerializeToString()

@@ -91,7 +91,7 @@ class Session:
     """One ONNX Runtime session. The weights are handed over as in-memory external
     initializers, so building a session for a new input shape never serialises them."""
 
-    def __init__(self, onnx_net: OnnxNet, threads: int = 0, faithful: bool = False):
+    def __init__(self, onnx_net: OnnxNet, faithful: bool = False):
         """faithful: keep ONNX Runtime's plain NCHW kernels (no layout-changing
         rewrites), whose rounding is closest to Caffe's im2col + GEMM. The recorded
         forward pass uses it: its values decide the switches and ReLU masks of the
@@ -103,10 +103,10 @@ class Session:
         # Idle worker threads would spin and steal the cores from whatever runs next
         # (another session, the Numba backward pass).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            opts.intra_op_num_threads = threads
         if onnx_net.weights:
+            # placeholders marked as external data, replaced by the arrays from memory
             names = list(onnx_net.weights)
+            onnx_net.model.graph.initializer.extend(_external_placeholder(n, onnx_net.weights[n]) for n in names)
             values = [ort.OrtValue.ortvalue_from_numpy(onnx_net.weights[n]) for n in names]
             opts.add_external_initializers(names, values)
         self.outputs = onnx_net.outputs
@@ -117,3 +117,12 @@ class Session:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run(self.outputs, feeds)
         return dict(zip(self.outputs, values))
+
+
+def _external_placeholder(name: str, arr: np.ndarray) -> TensorProto:
+    t = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=list(arr.shape))
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "zfcaffe-in-memory"), ("offset", "0"), ("length", str(arr.nbytes))):
+        entry = t.external_data.add()
+        entry.key, entry.value = k, v
+    return t
