@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 
-from .kernels import tile_into
 
 
 def normalize(a: np.ndarray, per_item: bool = False) -> np.ndarray:
@@ -30,6 +29,7 @@ def vis_square(data: np.ndarray, pad: int = 1, background: float = 1.0, per_item
     rows = int(math.ceil(n / cols))
     h, w, c = data.shape[1:]
     out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), background, np.float32)
+    from .kernels import tile_into  # Numba loads lazily
     tile_into(np.ascontiguousarray(data), out, rows, cols, pad)
     return out if color else out[..., 0]
 
@@ -67,6 +67,7 @@ def tile_blocks(images: list[np.ndarray], pad: int = 2) -> np.ndarray:
     cols = int(math.ceil(math.sqrt(n)))
     rows = int(math.ceil(n / cols))
     out = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad, c), np.float32)
+    from .kernels import tile_into
     tile_into(np.ascontiguousarray(arr), out, rows, cols, pad)
     return np.clip(out, 0, 1)
 

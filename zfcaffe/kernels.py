@@ -1,4 +1,5 @@
-"""Numba kernels for the backward passes (and nothing else): scatter and gather
+"""Numba kernels for the backward passes and tiling (imported lazily by their users, so
+that loading a net or converting it never pays Numba's start-up): scatter and gather
 between feature maps and their windows. Each has a plain-NumPy twin in the tests.
 
 All kernels add into `out` (they are used to accumulate) and work on float32.

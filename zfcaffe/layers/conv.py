@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import col2im_add, im2col, nonzero_box
 from .base import Layer, count, register, spatial_pairs
 
 
@@ -17,6 +16,7 @@ def conv_input_diff(top: np.ndarray, wt: np.ndarray, kernel, stride, pad, dil, i
     """The adjoint of a convolution (transposed filters, no bias): Caffe's W^T * top
     then col2im, computed only over the box of non-zero top values of each row.
     `wt` comes from transposed_filters()."""
+    from ..kernels import col2im_add, nonzero_box  # Numba loads with the first backward pass
     rows = top.shape[0]
     c, h, w_ = in_shape[1:]
     kh, kw = kernel
@@ -35,6 +35,7 @@ def conv_input_diff(top: np.ndarray, wt: np.ndarray, kernel, stride, pad, dil, i
 
 def conv_forward_nobias(x: np.ndarray, w: np.ndarray, group: int, stride, pad, dil, out_hw) -> np.ndarray:
     """A plain convolution (im2col + GEMM), used as the adjoint of Deconvolution."""
+    from ..kernels import im2col
     rows, c = x.shape[:2]
     out_c, cg, kh, kw = w.shape
     og = out_c // group

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 
 from .. import caffe_pb2
-from ..kernels import ave_unpool_add
 from .base import Layer, count, register
 from .pooling import caffe_ave_divisor
 
@@ -71,6 +70,7 @@ class LRN(Layer):
             bottom = top * scale ** -self.beta - 2 * self.alpha * self.beta / self.size * x * ratio
             return [bottom.astype(np.float32)]
         # WITHIN_CHANNEL: y = x * s^-beta with s = 1 + alpha * avgpool(x^2) (Caffe's divisor).
+        from ..kernels import ave_unpool_add  # Numba loads lazily
         rows, c, h, w = x.shape
         pad = (self.size - 1) // 2
         sq = (x * x).reshape(rows * c, h, w)

@@ -15,7 +15,6 @@ import math
 import numpy as np
 
 from .. import caffe_pb2
-from ..kernels import ave_unpool_add, count_near_ties, max_unpool_add
 from .base import INT64, WHOLE, Layer, count, register
 
 P = caffe_pb2.PoolingParameter
@@ -94,6 +93,7 @@ class Pooling(Layer):
 
     # -- backward ---------------------------------------------------------------
     def backward(self, ctx, top_diffs):
+        from ..kernels import ave_unpool_add, count_near_ties, max_unpool_add  # Numba loads lazily
         top = np.ascontiguousarray(top_diffs[0], np.float32)
         rows, c, oh, ow = top.shape
         _, _, h, w = self.in_shapes[0]
