@@ -29,11 +29,10 @@ class BackwardContext:
     def __init__(self, net, items: np.ndarray, mode: str):
         self.net, self.items, self.mode = net, items, mode
         self._cache: dict[str, np.ndarray] = {}
-        self.near_ties: dict[str, int] = {}
+        self.near_ties: dict[str, set] = {}
 
-    def note_near_ties(self, layer_name: str, count: int) -> None:
-        if count:
-            self.near_ties[layer_name] = self.near_ties.get(layer_name, 0) + count
+    def note_near_ties(self, layer_name: str, windows: list[tuple[int, int, int, int]]) -> None:
+        self.near_ties.setdefault(layer_name, set()).update(windows)
 
     def full(self, key: str) -> np.ndarray:
         net = self.net
@@ -107,7 +106,7 @@ def project_units(net, layer_or_key: str, units, mode: str = "deconvnet", values
                 continue
             d = np.asarray(d, dtype=np.float32)
             signal[bottom] = signal[bottom] + d if bottom in signal else d
-    net.last_near_ties = ctx.near_ties
+    net.last_near_ties = {k: sorted(v) for k, v in ctx.near_ties.items()}
     out = signal.get(target)
     if out is None:
         return np.zeros((len(items),) + tuple(net.graph.inputs[target][1:]), np.float32)

@@ -113,11 +113,12 @@ def tile_into(images, out, rows, cols, pad):
 
 
 @njit(cache=True)
-def count_near_ties(x, items, top, switches, KH, KW, stride_h, stride_w, pad_h, pad_w, rel):
-    """Windows that carry signal (top != 0) whose runner-up differs from their maximum
-    by no more than rel * |maximum| (exact ties excluded: they go to the first maximum
-    everywhere). There the switch was decided by float rounding. x is the whole forward
-    input (N, C, H, W); row r of top/switches belongs to image items[r]."""
+def mark_near_ties(x, items, top, switches, KH, KW, stride_h, stride_w, pad_h, pad_w, rel, marks):
+    """Mark (marks[r, c, oy, ox] = 1) and count the windows that carry signal (top != 0)
+    whose runner-up differs from their maximum by no more than rel * |maximum| (exact
+    ties excluded: they go to the first maximum everywhere). There the switch was
+    decided by float rounding. x is the whole forward input (N, C, H, W); row r of
+    top/switches/marks belongs to image items[r]."""
     R, C, OH, OW = top.shape
     H, W = x.shape[2], x.shape[3]
     n = 0
@@ -141,5 +142,6 @@ def count_near_ties(x, items, top, switches, KH, KW, stride_h, stride_w, pad_h, 
                                 second = plane[iy, ix]
                     gap = m - second
                     if gap > 0 and gap <= rel * abs(m):
+                        marks[r, c, oy, ox] = 1
                         n += 1
     return n

@@ -108,9 +108,9 @@ class Net:
         self.layer_outputs: dict[str, np.ndarray] = {}
         self.switches: dict[str, np.ndarray] = {}
         self._sessions: dict = {}  # (input shapes, record, outputs) -> runtime Session
-        #: after project(): max-pool layer -> windows the projection crossed whose maximum
-        #: was a near-tie (decided by float rounding; see README)
-        self.last_near_ties: dict[str, int] = {}
+        #: after project(): max-pool layer -> the (n, c, y, x) output windows the projection
+        #: crossed whose maximum was a near-tie (decided by float rounding; see README)
+        self.last_near_ties: dict[str, list[tuple[int, int, int, int]]] = {}
         self._reset_inputs()
 
     # -- structure -------------------------------------------------------------------

@@ -93,7 +93,7 @@ class Pooling(Layer):
 
     # -- backward ---------------------------------------------------------------
     def backward(self, ctx, top_diffs):
-        from ..kernels import ave_unpool_add, count_near_ties, max_unpool_add  # Numba loads lazily
+        from ..kernels import ave_unpool_add, mark_near_ties, max_unpool_add  # Numba loads lazily
         top = np.ascontiguousarray(top_diffs[0], np.float32)
         rows, c, oh, ow = top.shape
         _, _, h, w = self.in_shapes[0]
@@ -102,9 +102,12 @@ class Pooling(Layer):
         if self.method == P.MAX:
             switches = np.ascontiguousarray(ctx.switches(self.name))
             max_unpool_add(planes, switches.reshape(rows * c, oh, ow), out)
-            ctx.note_near_ties(self.name, count_near_ties(
-                ctx.full(self.bottoms[0]), ctx.items, top, switches, self.kernel[0], self.kernel[1],
-                self.stride[0], self.stride[1], self.pad[0], self.pad[1], NEAR_TIE))
+            marks = np.zeros(top.shape, np.uint8)
+            if mark_near_ties(ctx.full(self.bottoms[0]), ctx.items, top, switches, self.kernel[0],
+                              self.kernel[1], self.stride[0], self.stride[1], self.pad[0], self.pad[1],
+                              NEAR_TIE, marks):
+                ctx.note_near_ties(self.name, [(int(ctx.items[r]), int(ch), int(y), int(x))
+                                               for r, ch, y, x in zip(*np.nonzero(marks))])
         elif self.method == P.AVE:
             ave_unpool_add(planes, out, self.kernel[0], self.kernel[1], self.stride[0], self.stride[1],
                            self.pad[0], self.pad[1])

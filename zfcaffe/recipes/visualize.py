@@ -84,7 +84,7 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
                 act = net.layer_outputs[key][0]
                 units = strongest_units(act, min(top, act.shape[0]))
                 proj = net.project_many(key, [(0, c, y, x_) for c, y, x_, _ in units], mode=mode)
-                ties = sum(net.last_near_ties.values())
+                ties = sum(map(len, net.last_near_ties.values()))
                 geom = net.graph.geometry[key]
                 items = []
                 for (c, y, x_, v), p in zip(units, proj):
