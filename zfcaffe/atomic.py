@@ -7,6 +7,8 @@ import os
 import shutil
 import tempfile
 
+import numpy as np
+
 
 @contextlib.contextmanager
 def atomic_file(path: str, mode: str = "wb"):
@@ -21,6 +23,12 @@ def atomic_file(path: str, mode: str = "wb"):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_savez(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez into `path`, atomically."""
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
 
 
 @contextlib.contextmanager

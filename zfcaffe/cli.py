@@ -25,12 +25,16 @@ def _net_args(p: argparse.ArgumentParser, weights_required: bool) -> None:
         p.add_argument("weights", help=".caffemodel or .caffemodel.h5")
     else:
         p.add_argument("weights", nargs="?", help=".caffemodel or .caffemodel.h5 (optional)")
+    _net_options(p)
+    p.add_argument("--allow-missing-weights", action="store_true",
+                   help="fill layers missing from the weights as Caffe's fillers would")
+
+
+def _net_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", action="append", type=_shape_arg, default=[], metavar="NAME=N,C,H,W",
                    help="override an input's shape (repeatable)")
     p.add_argument("--phase", default="TEST", choices=["TEST", "TRAIN"], help="net phase (default TEST)")
     p.add_argument("--stop-before", metavar="LAYER", help="load the net only up to the layer before LAYER")
-    p.add_argument("--allow-missing-weights", action="store_true",
-                   help="fill layers missing from the weights as Caffe's fillers would")
 
 
 def resolve_path(path: str | None) -> str | None:
@@ -91,15 +95,10 @@ def cmd_run(args) -> int:
     if args.save:
         arrays = dict(net.layer_outputs)
         arrays.update({f"{k}/switches": v for k, v in net.switches.items()})
+        from .atomic import atomic_savez
         atomic_savez(args.save, arrays)
         print(f"wrote {args.save} ({len(arrays)} arrays: every layer output and max-pool switches)")
     return 0
-
-
-def atomic_savez(path: str, arrays: dict) -> None:
-    from .atomic import atomic_file
-    with atomic_file(path) as f:
-        np.savez(f, **arrays)
 
 
 def cmd_visualize(args) -> int:
@@ -280,9 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, help="image folder, or a list file")
     p.add_argument("--layer", help="layer (default: the last conv)")
     p.add_argument("--maps", type=int, default=8, help="feature maps followed (default 8)")
-    p.add_argument("--input-shape", action="append", type=_shape_arg, default=[], metavar="NAME=N,C,H,W")
-    p.add_argument("--phase", default="TEST", choices=["TEST", "TRAIN"])
-    p.add_argument("--stop-before", metavar="LAYER")
+    _net_options(p)
     _preprocess_args(p)
     p.add_argument("-o", "--output", default="evolution")
     p.add_argument("--quiet", action="store_true")

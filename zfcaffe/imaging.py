@@ -8,7 +8,6 @@ import math
 import numpy as np
 
 
-
 def normalize(a: np.ndarray, per_item: bool = False) -> np.ndarray:
     """Scale to [0, 1], over the whole array or each item (first axis) on its own."""
     a = np.asarray(a, np.float32)
@@ -22,16 +21,19 @@ def vis_square(data: np.ndarray, pad: int = 1, background: float = 1.0, per_item
     """(N, h, w) or (N, h, w, 3) -> one (H, W[, 3]) image of the N tiles on a square grid."""
     data = normalize(data, per_item)
     color = data.ndim == 4
-    if not color:
-        data = data[..., None]
-    n = data.shape[0]
+    out = _square_grid(data if color else data[..., None], pad, background)
+    return out if color else out[..., 0]
+
+
+def _square_grid(tiles: np.ndarray, pad: int, background: float) -> np.ndarray:
+    """(N, h, w, c) tiles on the smallest square-ish grid, `pad` pixels of background between."""
+    n, h, w, c = tiles.shape
     cols = int(math.ceil(math.sqrt(n)))
     rows = int(math.ceil(n / cols))
-    h, w, c = data.shape[1:]
     out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), background, np.float32)
     from .kernels import tile_into  # Numba loads lazily
-    tile_into(np.ascontiguousarray(data), out, rows, cols, pad)
-    return out if color else out[..., 0]
+    tile_into(np.ascontiguousarray(tiles, dtype=np.float32), out, rows, cols, pad)
+    return out
 
 
 def filter_tiles(weights: np.ndarray, mode: str = "auto", per_filter: bool = False, bgr: bool = True) -> np.ndarray:
@@ -62,14 +64,7 @@ def activation_tiles(maps: np.ndarray, per_map: bool = True) -> np.ndarray:
 
 def tile_blocks(images: list[np.ndarray], pad: int = 2) -> np.ndarray:
     """Already-normalised (h, w, 3) images of one size on a square grid (white gaps)."""
-    arr = np.stack(images).astype(np.float32)
-    n, h, w, c = arr.shape
-    cols = int(math.ceil(math.sqrt(n)))
-    rows = int(math.ceil(n / cols))
-    out = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad, c), np.float32)
-    from .kernels import tile_into
-    tile_into(np.ascontiguousarray(arr), out, rows, cols, pad)
-    return np.clip(out, 0, 1)
+    return np.clip(_square_grid(np.stack(images), pad, 1.0), 0, 1)
 
 
 def signed_to_rgb(p: np.ndarray) -> np.ndarray:
@@ -78,6 +73,7 @@ def signed_to_rgb(p: np.ndarray) -> np.ndarray:
     rgb = p[::-1].transpose(1, 2, 0) if p.shape[0] == 3 else np.repeat(p[0][..., None], 3, axis=2)
     m = np.abs(rgb).max()
     return rgb / (2 * m) + 0.5 if m > 0 else np.full_like(rgb, 0.5)
+
 
 def cut(img: np.ndarray, box: tuple[int, int, int, int], fill: float) -> np.ndarray:
     """img[y0:y1, x0:x1] with `fill` where the box leaves the image."""

@@ -41,12 +41,8 @@ class Preprocess:
         from PIL import Image
         with Image.open(path) as im:
             iw, ih = im.size
-        if self.resize == "crop":
-            sy = sx = max(self.height / ih, self.width / iw)
-            oy = (max(self.height, round(ih * sy)) - self.height) // 2
-            ox = (max(self.width, round(iw * sx)) - self.width) // 2
-        else:
-            sy, sx, oy, ox = self.height / ih, self.width / iw, 0, 0
+        sy, sx, nh, nw = _resize_plan(ih, iw, self.height, self.width, self.resize)
+        oy, ox = (nh - self.height) // 2, (nw - self.width) // 2
         x0, y0, x1, y1 = box
         return (round(x0 * sx) - ox, round(y0 * sy) - oy, round(x1 * sx) - ox, round(y1 * sy) - oy)
 
@@ -85,14 +81,19 @@ def load_image(path: str, gray: bool = False) -> np.ndarray:
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
+def _resize_plan(ih: int, iw: int, h: int, w: int, mode: str) -> tuple[float, float, int, int]:
+    """(y scale, x scale, resized height, resized width) taking an ih x iw image to an
+    h x w input: "crop" scales the short side (then the centre is cut), "warp" stretches."""
+    if mode == "crop":
+        s = max(h / ih, w / iw)
+        return s, s, max(h, round(ih * s)), max(w, round(iw * s))
+    return h / ih, w / iw, h, w
+
+
 def _fit(img: np.ndarray, h: int, w: int, mode: str) -> np.ndarray:
     from PIL import Image
     ih, iw = img.shape[:2]
-    if mode == "crop":
-        s = max(h / ih, w / iw)
-        nh, nw = max(h, round(ih * s)), max(w, round(iw * s))
-    else:
-        nh, nw = h, w
+    _, _, nh, nw = _resize_plan(ih, iw, h, w, mode)
     if (nh, nw) != (ih, iw):
         chans = [np.asarray(Image.fromarray(img[:, :, c]).resize((nw, nh), Image.BILINEAR))
                  for c in range(img.shape[2])]

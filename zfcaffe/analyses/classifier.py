@@ -7,8 +7,13 @@ import numpy as np
 from ..errors import ZfcaffeError
 
 
+def class_score_outputs(net) -> list[str]:
+    """The net's N x K outputs (K >= 2): class scores or probabilities."""
+    return [k for k in net.outputs if len(net.graph.shapes[k]) == 2 and net.graph.shapes[k][1] >= 2]
+
+
 def prob_key(net) -> str:
-    outs = [k for k in net.outputs if len(net.graph.shapes[k]) == 2 and net.graph.shapes[k][1] >= 2]
+    outs = class_score_outputs(net)
     outs += [k for k in net.outputs if len(net.graph.shapes[k]) == 4 and net.graph.shapes[k][2:] == (1, 1)]
     if not outs:
         raise ZfcaffeError(f"{net.graph.path}: the net does not end in a classifier (no N x K output)")

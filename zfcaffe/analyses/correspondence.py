@@ -15,7 +15,6 @@ import itertools
 import numpy as np
 
 
-
 def delta(eps: np.ndarray) -> float:
     """Mean pairwise Hamming distance of sign vectors, as a fraction of their length."""
     s = np.sign(eps.reshape(eps.shape[0], -1))

@@ -53,6 +53,7 @@ class Evolution:
     images: np.ndarray          # (maps, snapshots) which image
     projections: list           # [map][snapshot] RGB array
 
+
 def run(prototxt: str, snapshots: list[str], paths: list[str], pre_for, layer: str, maps: list[int] | None,
         n_maps: int = 8, batch: int = 16, workers: int = 2, show_progress: bool = True, **net_kw) -> Evolution:
     """pre_for(net) builds the preprocessing for a net (the same for every snapshot)."""

@@ -9,6 +9,7 @@ import numpy as np
 
 from .classifier import prob_key, probabilities
 
+
 def default_sweeps(height: int) -> dict:
     """The paper's ranges: +-60 px of a 224 px input (scaled to this input), scale
     1 to 1.8, a full turn."""
@@ -52,6 +53,7 @@ class Invariance:
     sweeps: dict            # kind -> amounts
     distances: dict         # kind -> (len(layers), n) Euclidean distances
     probability: dict       # kind -> (n,)
+
 
 def run(net, image: str, pre, layer_keys: list[str], label: int | None = None, sweeps=None) -> Invariance:
     input_name = net.inputs[0]

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..imaging import signed_to_rgb
 from .classifier import prob_key, probabilities
+from .common import progress, strongest_units
 
 
 @dataclasses.dataclass
@@ -29,9 +30,9 @@ class Occlusion:
     image: np.ndarray              # RGB (H, W, 3) as the net sees it
     projections: list              # [(y, x, projection RGB)]
 
+
 def run(net, image: str, pre, layer_key: str, label: int | None = None, size: int = 0, stride: int = 0,
         batch: int = 16, n_projections: int = 3, show_progress: bool = True) -> Occlusion:
-    from .common import progress
     input_name = net.inputs[0]
     shape = net.graph.inputs[input_name]
     h, w = shape[2:]
@@ -42,7 +43,7 @@ def run(net, image: str, pre, layer_key: str, label: int | None = None, size: in
     net.set_batch(1)
     net.forward(**{input_name: x0[None]})
     act0 = net.layer_outputs[layer_key][0]
-    fmap = int(act0.reshape(act0.shape[0], -1).max(axis=1).argmax())
+    fmap = strongest_units(act0, 1)[0][0]
     probs0 = probabilities(net, net.layer_outputs[pkey], pkey)[0]
     label = int(probs0.argmax()) if label is None else int(label)
     ys = np.arange(0, h - size + 1, stride)

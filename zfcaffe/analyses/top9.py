@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from ..atomic import atomic_savez
 from ..imaging import cut, signed_to_rgb
 from .common import batches, progress
 
@@ -92,12 +93,10 @@ def scan(net, paths: list[str], keys: list[str], pre, k: int = 9, batch: int = 1
 
 
 def _save(path: str, tops: dict[str, TopK], done: int, fingerprint: str) -> None:
-    from ..atomic import atomic_file
     arrays = {"fingerprint": np.array(fingerprint), "done": np.array(done)}
     for key, t in tops.items():
         arrays.update({f"{key}/{f}": getattr(t, f) for f in ("values", "image", "y", "x")})
-    with atomic_file(path) as f:
-        np.savez(f, **arrays)
+    atomic_savez(path, arrays)
 
 
 def project_top(net, paths: list[str], key: str, top: TopK, maps: list[int], pre, mode: str = "deconvnet"):

@@ -1,9 +1,9 @@
 """Eltwise: PROD, SUM (with per-bottom coefficients) and MAX of same-shaped bottoms."""
 from __future__ import annotations
 
-from .. import caffe_pb2
 import numpy as np
 
+from .. import caffe_pb2
 from .base import Layer, count, register
 
 E = caffe_pb2.EltwiseParameter

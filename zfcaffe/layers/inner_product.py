@@ -1,7 +1,6 @@
 """InnerProduct (fully connected) and Embed (a lookup table)."""
 from __future__ import annotations
 
-
 from .base import WHOLE, Layer, canonical_axis, count, register
 
 

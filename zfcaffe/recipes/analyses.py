@@ -10,10 +10,10 @@ import numpy as np
 from ..analyses import correspondence, evolution, invariance, occlusion, top9
 from ..analyses.classifier import prob_key
 from ..analyses.common import default_layers, list_images, safe_name, shown_key
+from ..errors import ZfcaffeError
 from ..viz import analysis_figures as figures
 from .output import write_output
-from ..errors import ZfcaffeError
-from .visualize import _read_labels
+from .visualize import read_labels
 
 
 def _title(net, what: str) -> str:
@@ -59,7 +59,7 @@ def run_occlusion(net, image: str, out: str, pre, layer: str | None = None, labe
     layer = layer or default_layers(net)[-1]
     key = shown_key(net, layer)
     r = occlusion.run(net, image, pre, key, label, size, stride, show_progress=show_progress)
-    figs = figures.occlusion_figures(r, _stem(image), _read_labels(labels_path))
+    figs = figures.occlusion_figures(r, _stem(image), read_labels(labels_path))
     arrays = {"activation": r.activation, "probability": r.probability, "best_class": r.best_class,
               "positions_y": r.positions_y, "positions_x": r.positions_x}
     text = _intro(net, pre) + [f"occluder {r.size}px, stride {r.positions_y[1] - r.positions_y[0] if len(r.positions_y) > 1 else 0}px; "
@@ -87,7 +87,7 @@ def invariance_layers(net) -> list[str]:
     """The first convolution and the input of the classifier's last layer."""
     first = shown_key(net, default_layers(net)[0])
     head = net.graph.producer(prob_key(net))
-    while head.type in ("Softmax",) and head.bottoms:
+    while head.type == "Softmax" and head.bottoms:
         head = net.graph.producer(head.bottoms[0])
     return [first, head.bottoms[0]] if head.bottoms and head.bottoms[0] != first else [first]
 
@@ -103,7 +103,7 @@ def run_invariance(net, image: str, out: str, pre, layers=None, label: int | Non
     text = _intro(net, pre) + [f"layers {', '.join(r.layers)}; class {r.label}"]
     return write_output(out, _title(net, "invariance"),
                         [(os.path.basename(image),
-                          figures.invariance_figures(r, _stem(image), _read_labels(labels_path)), text)], arrays)
+                          figures.invariance_figures(r, _stem(image), read_labels(labels_path)), text)], arrays)
 
 
 def load_parts(parts_path: str | None, paths: list[str], pre) -> dict[str, list]:
@@ -137,8 +137,7 @@ def run_correspondence(net, images: str, out: str, pre, parts_path: str | None =
     paths = [p for p, _ in list_images(images)]
     if len(paths) < 2:
         raise ZfcaffeError(f"{images}: correspondence needs at least 2 images")
-    keys = [shown_key(net, n) for n in layers] if layers else \
-        [shown_key(net, n) for n in default_layers(net)[-2:]]
+    keys = [shown_key(net, n) for n in (layers or default_layers(net)[-2:])]
     parts = load_parts(parts_path, paths, pre)
     r = correspondence.run(net, paths, pre, keys, parts)
     text = _intro(net, pre) + [

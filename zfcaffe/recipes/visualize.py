@@ -13,20 +13,20 @@ import os
 
 import numpy as np
 
+from ..analyses.classifier import class_score_outputs
+from ..analyses.common import default_layers, progress as progress_bar, safe_name, shown_key, strongest_units
 from ..atomic import atomic_dir
 from ..errors import ZfcaffeError
+from ..imaging import cut, effective_box, signed_to_rgb
 from ..inspect import summarize
 from ..preprocess import Preprocess, for_net
 from ..viz import activation_tiles, filter_tiles
-from ..analyses.common import default_layers, progress as progress_bar, safe_name, shown_key, strongest_units
-from ..imaging import signed_to_rgb
 from ..viz.figures import png_bytes_of_array, predictions_figure, projection_grid
-from ..imaging import cut, effective_box
 from ..viz.report import Report
 
 
 def top5(net, labels: list[str] | None) -> list[tuple[str, float]]:
-    outs = [k for k in net.outputs if len(net.graph.shapes[k]) == 2 and net.graph.shapes[k][1] >= 2]
+    outs = class_score_outputs(net)
     if not outs:
         return []
     scores = net.layer_outputs[outs[0]][0]
@@ -45,7 +45,7 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
     for name in layers:
         shown_key(net, name)  # validates early, before any work
     pre = preprocess or for_net(net)
-    labels = _read_labels(labels_path)
+    labels = read_labels(labels_path)
     input_name = net.inputs[0]
     shape = net.graph.inputs[input_name]
     if images:
@@ -135,7 +135,7 @@ def _fmt_pair(v) -> str:
     return f"{v[0]:g}" if v[0] == v[1] else f"{v[0]:g}x{v[1]:g}"
 
 
-def _read_labels(path: str | None) -> list[str] | None:
+def read_labels(path: str | None) -> list[str] | None:
     if not path:
         return None
     try:
