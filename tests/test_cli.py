@@ -2,21 +2,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import matplotlib.cbook
 import numpy as np
 import onnx
 
-from conftest import rel_err
-
-
-def zfcaffe(*args, check=True):
-    r = subprocess.run([sys.executable, "-m", "zfcaffe", *map(str, args)], capture_output=True, text=True)
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
+from conftest import rel_err, run_cli as zfcaffe
 
 
 def test_inspect_caffenet_receptive_field(shared):

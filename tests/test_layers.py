@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import caffe_reference as ref
-from conftest import rel_err
+from conftest import layer_text as layer, rel_err
 
 RNG = np.random.default_rng(0)
 
@@ -20,13 +20,6 @@ def run(build, text, inputs: dict, blobs=None, key=None):
     net = build(text, {k: v.shape for k, v in inputs.items()}, blobs)
     net.forward(**inputs)
     return net.layer_outputs[key] if key else net.layer_outputs
-
-
-def layer(name, typ, bottoms, params="", tops=None):
-    bottoms = [bottoms] if isinstance(bottoms, str) else bottoms
-    tops = tops or [name]
-    return (f'layer {{ name: "{name}" type: "{typ}" ' + " ".join(f'bottom: "{b}"' for b in bottoms) + " "
-            + " ".join(f'top: "{t}"' for t in tops) + f" {params} }}\n")
 
 
 # -- convolution family ------------------------------------------------------------------------

@@ -5,7 +5,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 
 import matplotlib.cbook
 import numpy as np
@@ -13,19 +12,12 @@ import pytest
 from PIL import Image
 
 import zfcaffe
-from conftest import REQUIRE_SHARED, ROOT
+from conftest import ROOT, run_cli as cli, unavailable
 from zfcaffe.preprocess import Preprocess, for_net, load_image
 from zfcaffe.recipes.visualize import cut, strongest_units, visualize
 from zfcaffe.viz import filter_tiles, vis_square
 
 PHOTO = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-
-
-def cli(*args, check=True):
-    r = subprocess.run([sys.executable, "-m", "zfcaffe", *map(str, args)], capture_output=True, text=True)
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
 
 
 @pytest.fixture
@@ -193,9 +185,7 @@ def chromium() -> str | None:
 def test_report_renders_in_headless_chromium(shared, image_folder, tmp_path):
     browser = chromium()
     if browser is None:
-        if REQUIRE_SHARED:
-            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
-        pytest.skip("chromium not installed")
+        unavailable("chromium is not installed (.ci/run installs Debian's chromium)")
     m = shared / "models/cifar10_quick"
     out = tmp_path / "report"
     cli("visualize", m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel",
