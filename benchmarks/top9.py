@@ -15,12 +15,12 @@ import time
 
 import numpy as np
 
-from common import make_caffenet, table, workdir
+from common import make_caffenet, race, table, workdir
 
 import zfcaffe
 from zfcaffe.analyses.top9 import scan
 from zfcaffe.preprocess import for_net
-from zfcaffe.recipes.visualize import default_layers, shown_key
+from zfcaffe.analyses.common import default_layers, shown_key
 
 
 def photo_files(n: int) -> list[str]:
@@ -54,8 +54,7 @@ def main():
     decode_rate = len(paths) / (time.perf_counter() - t)
     keys = [shown_key(net, n) for n in default_layers(net)]
     cached = decoded.__getitem__          # the "preprocessing" of both runs: already decoded
-    shape = net.graph.inputs["data"]
-    net.reshape(data=(args.batch,) + tuple(shape[1:]))
+    net.set_batch(args.batch)
 
     def forward_only():
         for s in range(0, len(paths), args.batch):
@@ -67,15 +66,8 @@ def main():
     def top9_scan():
         scan(net, paths, keys, cached, k=9, batch=args.batch, workers=1, show_progress=False)
 
-    best = {"forward": np.inf, "scan": np.inf}
-    forward_only()
-    top9_scan()
-    for _ in range(args.rounds):            # alternate, keep each one's best
-        for name, fn in (("forward", forward_only), ("scan", top9_scan)):
-            t = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-    rf, rs = len(paths) / best["forward"], len(paths) / best["scan"]
+    rates = race({"forward": forward_only, "scan": top9_scan}, len(paths), min_time=0, min_rounds=args.rounds)
+    rf, rs = rates["forward"], rates["scan"]
     print(f"CaffeNet (generated weights), {len(paths)} photo crops, batch {args.batch}, {os.cpu_count()} CPU threads; "
           f"layers {', '.join(keys)}")
     print(table(["run", "images/s", "cost vs forward"],

@@ -14,7 +14,9 @@ from PIL import Image
 import zfcaffe
 from conftest import ROOT, run_cli as cli, unavailable
 from zfcaffe.preprocess import Preprocess, for_net, load_image
-from zfcaffe.recipes.visualize import cut, strongest_units, visualize
+from zfcaffe.analyses.common import strongest_units
+from zfcaffe.imaging import cut
+from zfcaffe.recipes.visualize import visualize
 from zfcaffe.viz import filter_tiles, vis_square
 
 PHOTO = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
