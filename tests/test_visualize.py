@@ -131,7 +131,8 @@ def test_visualize_cifar10_quick(shared, image_folder, tmp_path):
             assert f"{stem}_{layer}_projections.png" in files and f"{stem}_{layer}_activations.png" in files
     assert "filters_conv1.png" in files
     html = (out / "index.html").read_text()
-    assert html.count("<img") == 3 * 7 + 3 and "Preprocessing" in html and "top-5" in html
+    assert html.count("<img") == 3 * 7 + 3 and "Preprocessing" in html and "5 most probable classes" in html
+    assert "CIFAR-10 names, chosen because the class output has 10 classes" in html
     assert "http" not in html.replace("http-equiv", "")    # no outside assets
 
     # rerunning into the same folder replaces it cleanly

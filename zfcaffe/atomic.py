@@ -9,6 +9,20 @@ import tempfile
 
 import numpy as np
 
+from .errors import ZfcaffeError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _normal_mode(path: str, directory: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700 entries; outputs get what open() and mkdir()
+    would give them under the user's umask."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
 
 @contextlib.contextmanager
 def atomic_file(path: str, mode: str = "wb"):
@@ -18,6 +32,7 @@ def atomic_file(path: str, mode: str = "wb"):
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+        _normal_mode(tmp, directory=False)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -36,11 +51,14 @@ def atomic_dir(path: str):
     """Yield a fresh temporary folder beside `path`; on success it becomes `path`
     (an older `path` is removed only after the new one is in place)."""
     path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ZfcaffeError(f"{path}: exists and is not a folder; expected an output folder (nothing was written)")
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}-", dir=parent)
     try:
         yield tmp
+        _normal_mode(tmp, directory=True)
         old = None
         if os.path.exists(path):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}-old-", dir=parent)

@@ -52,9 +52,25 @@ def resolve_path(path: str | None) -> str | None:
 
 def _open(args):
     from .net import Net
+    if getattr(args, "quiet", False):
+        os.environ["ZFCAFFE_QUIET"] = "1"      # not even the one line on the device
     args.prototxt, args.weights = resolve_path(args.prototxt), resolve_path(args.weights)
+    args.prototxt = _net_of_solver(args.prototxt)
     return Net(args.prototxt, args.weights, input_shapes=dict(args.input_shape) or None, phase=args.phase,
                stop_before=args.stop_before, allow_missing_weights=args.allow_missing_weights)
+
+
+def _net_of_solver(path: str) -> str:
+    """A solver.prototxt given where a net goes: the net it trains (said on stderr)."""
+    from .io.solver import is_solver_text, read_solver
+    if not is_solver_text(path):
+        return path
+    solver = read_solver(path)
+    if not solver.net_path or not os.path.exists(solver.net_path):
+        raise ZfcaffeError(f"{path}: is a solver.prototxt whose net "
+                           f"({solver.net_path or 'none named'}) is not there; expected a net prototxt")
+    print(f"zfcaffe: {path} is a solver; using the net it trains, {solver.net_path}", file=sys.stderr)
+    return solver.net_path
 
 
 def cmd_inspect(args) -> int:
@@ -67,9 +83,11 @@ def cmd_inspect(args) -> int:
 
 def cmd_convert(args) -> int:
     net = _open(args)
-    net.to_onnx(args.output, all_blobs=args.all_blobs)
+    axes = net.to_onnx(args.output, all_blobs=args.all_blobs, dynamic=args.dynamic)
     size = os.path.getsize(args.output)
-    print(f"wrote {args.output} ({size / 1e6:.1f} MB, {len(net.layers)} layers"
+    free = {("batch",): "batch size open (the image size is fixed by the net)",
+            ("batch", "spatial"): "batch and image size open"}.get(tuple(axes), "fixed shapes")
+    print(f"wrote {args.output} ({size / 1e6:.1f} MB, {len(net.layers)} layers, {free}"
           f"{', every layer output exposed' if args.all_blobs else ''})")
     return 0
 
@@ -77,21 +95,29 @@ def cmd_convert(args) -> int:
 def _load_input(net, path: str, args) -> np.ndarray:
     if path.endswith(".npy"):
         try:
-            return np.load(path, allow_pickle=False)
+            x = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise ZfcaffeError(f"{path}: cannot read input array: {e}") from None
+        return x if x.ndim == 4 else x[None]
     return _pre(net, args)(path)[None]
 
 
 def cmd_run(args) -> int:
+    from .analyses.heads import class_head, summarize_outputs, top_classes
+    from .labels import resolve_labels
     net = _open(args)
     x = _load_input(net, args.input, args)
-    out = net.forward(**{net.inputs[0]: x})
-    for name, value in out.items():
-        flat = value.reshape(value.shape[0], -1)
-        top = np.argsort(-flat[0])[:5]
-        print(f"{name} {list(value.shape)}: top-5 of item 0: " +
-              ", ".join(f"{i}={flat[0, i]:.4g}" for i in top))
+    net.forward(**{net.inputs[0]: x})
+    head = class_head(net, args.class_output)
+    for o in summarize_outputs(net, net.layer_outputs, head):
+        line = f"{o.blob} {list(o.shape)}: " + ", ".join(f"{k} {v:.4g}" for k, v in o.stats.items())
+        if o.kind == "class scores":
+            names = resolve_labels(args.labels, head.classes, net.graph.inputs[net.inputs[0]][1])
+            top = top_classes(head, net.layer_outputs[o.key], names)
+            line = (f"{o.blob} {list(o.shape)}: top-{len(top)} of item 0"
+                    f"{' (softmaxed here)' if head.softmaxed else ''}: "
+                    + ", ".join(f"{n} {p:.4g}" for n, p in top))
+        print(line)
     if args.save:
         arrays = dict(net.layer_outputs)
         arrays.update({f"{k}/switches": v for k, v in net.switches.items()})
@@ -105,33 +131,36 @@ def cmd_visualize(args) -> int:
     from .recipes.visualize import visualize
     net = _open(args)
     index = visualize(net, args.image, args.output, layers=_layers(args), top=args.top, mode=args.mode,
-                      preprocess=_pre(net, args), labels_path=args.labels, progress=not args.quiet)
+                      preprocess=_pre(net, args), labels=args.labels, class_output=args.class_output,
+                      progress=not args.quiet)
     print(f"wrote {index}")
     return 0
 
 
 def cmd_filters(args) -> int:
     from .atomic import atomic_file
+    from .io.weights import layer_filters
     from .viz import filter_tiles
     from .viz.figures import png_bytes_of_array
-    net = _open(args)
-    layer = net.layer(args.layer)
-    if layer.type not in ("Convolution", "Deconvolution") or not layer.blobs:
-        raise ZfcaffeError(f"layer '{args.layer}' ({layer.type}) has no convolution filters")
+    # Filters do not depend on the input shape: read them from the files, no net is built.
+    prototxt = _net_of_solver(resolve_path(args.prototxt))
+    weights = layer_filters(prototxt, resolve_path(args.weights), args.layer)
     try:
-        png = png_bytes_of_array(filter_tiles(layer.blobs[0], args.mode, per_filter=args.per_filter))
+        png = png_bytes_of_array(filter_tiles(weights, args.mode, per_filter=args.per_filter))
     except ValueError as e:
         raise ZfcaffeError(f"layer '{args.layer}': {e}") from None
     with atomic_file(args.output) as f:
         f.write(png)
-    print(f"wrote {args.output} ({layer.blobs[0].shape[0]} filters of {args.layer})")
+    print(f"wrote {args.output} ({weights.shape[0]} filters of {args.layer})")
     return 0
 
 
 def _pre(net, args, announce: bool = True):
     """The image preprocessing the command-line options ask for (printed once)."""
     from .preprocess import for_net
-    pre = for_net(net, args.mean, args.raw_scale, args.input_scale, args.resize, train_val=args.train_val)
+    pre = for_net(net, args.mean, args.raw_scale, args.input_scale, args.resize, train_val=args.train_val,
+                  no_mean=args.no_mean, channel_order=args.channel_order,
+                  keep_size=getattr(args, "keep_size", False))
     if announce and not getattr(args, "quiet", False):
         print(f"preprocessing: {pre.describe()}", file=sys.stderr)
     return pre
@@ -154,7 +183,7 @@ def cmd_occlusion(args) -> int:
     from .recipes.analyses import run_occlusion
     net = _open(args)
     index = run_occlusion(net, args.image, args.output, _pre(net, args), args.layer, args.label, args.size,
-                          args.stride, args.labels, show_progress=not args.quiet)
+                          args.stride, args.labels, show_progress=not args.quiet, class_output=args.class_output)
     print(f"wrote {index}")
     return 0
 
@@ -176,7 +205,8 @@ def cmd_evolution(args) -> int:
 def cmd_invariance(args) -> int:
     from .recipes.analyses import run_invariance
     net = _open(args)
-    index = run_invariance(net, args.image, args.output, _pre(net, args), _layers(args), args.label, args.labels)
+    index = run_invariance(net, args.image, args.output, _pre(net, args), _layers(args), args.label, args.labels,
+                           args.class_output)
     print(f"wrote {index}")
     return 0
 
@@ -203,24 +233,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="write the net as ONNX")
     _net_args(p, weights_required=True)
     p.add_argument("-o", "--output", required=True, help="output .onnx file")
-    p.add_argument("--all-blobs", action="store_true", help="expose every layer output (and pool switches)")
+    p.add_argument("--all-blobs", action="store_true",
+                   help="expose every layer output, and each max-pool's switches as int32 y*W+x per plane")
+    p.add_argument("--dynamic", action="store_true",
+                   help="leave the batch size (and the image size where the net allows) open, as measured")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("run", help="forward one input; print outputs; optionally save every blob")
     _net_args(p, weights_required=True)
     p.add_argument("--input", required=True, help="input .npy (N,C,H,W) or an image")
-    _preprocess_args(p)
+    _preprocess_args(p, keep_size=True)
+    _head_args(p)
     p.add_argument("--save", metavar="OUT.npz", help="save every layer output and max-pool switches")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("visualize", help="Zeiler & Fergus figures and an HTML report (index.html)")
     _net_args(p, weights_required=True)
-    p.add_argument("--image", action="append", default=[], help="an image (repeatable)")
+    p.add_argument("--image", action="append", default=[], help="an image, or a .npy input (repeatable)")
     p.add_argument("--layers", help="comma-separated layer names (default: four convolutions across the depth)")
     p.add_argument("--top", type=int, default=8, help="strongest feature maps per layer (default 8)")
-    p.add_argument("--mode", default="deconvnet", choices=["deconvnet", "guided", "backprop"])
-    p.add_argument("--labels", help="class names, one per line (e.g. synset_words.txt)")
-    _preprocess_args(p)
+    _mode_arg(p, "deconvnet,guided")
+    _head_args(p)
+    _preprocess_args(p, keep_size=True)
     p.add_argument("-o", "--output", default="zfcaffe-report", help="output folder (default zfcaffe-report)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_visualize)
@@ -248,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="comma-separated layers (default: four convolutions across the depth)")
     p.add_argument("--maps", type=int, default=16, help="feature maps shown per layer (default 16, the strongest)")
     p.add_argument("-k", type=int, default=9, help="activations kept per map (default 9)")
-    p.add_argument("--mode", default="deconvnet", choices=["deconvnet", "guided", "backprop"])
+    _mode_arg(p, "deconvnet,guided")
     p.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
 
@@ -258,14 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", help="layer whose strongest feature map is followed (default: the last conv)")
     p.add_argument("--size", type=int, default=0, help="occluder side in input pixels (default: input/5)")
     p.add_argument("--stride", type=int, default=0, help="occluder step (default: size/2)")
-    p.add_argument("--labels", help="class names, one per line")
+    _head_args(p)
 
     p = analysis("invariance", "translation, scale and rotation sweeps of one image (Fig. 5)", cmd_invariance,
                  "invariance")
     p.add_argument("--image", required=True)
     p.add_argument("--label", type=int, help="the true class (default: top-1 of the original)")
     p.add_argument("--layers", help="two comma-separated layers (default: first conv and the classifier's input)")
-    p.add_argument("--labels", help="class names, one per line")
+    _head_args(p)
 
     p = analysis("correspondence", "consistency of masking the same part across images (Table 7)",
                  cmd_correspondence, "correspondence")
@@ -287,13 +321,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _preprocess_args(p) -> None:
-    p.add_argument("--mean", help="mean: .binaryproto, .npy or per-channel values like 104,117,123")
-    p.add_argument("--train-val", help="take mean and scale defaults from this train_val's TEST data layer")
-    p.add_argument("--raw-scale", type=float, help="scale of [0, 1] pixels before the mean (default 255)")
-    p.add_argument("--input-scale", type=float, help="scale after the mean (default 1, or the train_val's)")
-    p.add_argument("--resize", default="crop", choices=["crop", "warp"],
-                   help="short side then centre crop (default), or stretch to the input")
+def _preprocess_args(p, keep_size: bool = False) -> None:
+    g = p.add_argument_group("preprocessing (pycaffe's Transformer steps; every default is said in the output)")
+    g.add_argument("--mean", help="mean: .binaryproto, .npy or per-channel values like 104,117,123")
+    g.add_argument("--no-mean", action="store_true", help="subtract no mean (say so rather than forget --mean)")
+    g.add_argument("--train-val", help="take mean and scale defaults from this train_val's TEST data layer")
+    g.add_argument("--raw-scale", type=float, help="scale of [0, 1] pixels before the mean (default 255)")
+    g.add_argument("--input-scale", type=float, help="scale after the mean (default 1, or the train_val's)")
+    g.add_argument("--channel-order", choices=["bgr", "rgb"],
+                   help="channel order the net was trained on (default bgr, Caffe's; rgb keeps the image's)")
+    g.add_argument("--resize", choices=["warp", "crop"],
+                   help="warp: stretch to the input, as pycaffe's caffe.io.resize_image (default); "
+                        "crop: scale the short side, then cut the centre")
+    if keep_size:
+        g.add_argument("--keep-size", action="store_true",
+                       help="no resize: the net's input takes each image's size (fully convolutional nets)")
+
+
+def _head_args(p) -> None:
+    g = p.add_argument_group("class output")
+    g.add_argument("--labels", help="class names: a file (synset_words.txt or one name a line), imagenet, "
+                                    "cifar10, none, or names like sfw,nsfw (default: imagenet for 1000 "
+                                    "classes, cifar10 for 10 colour classes)")
+    g.add_argument("--class-output", metavar="BLOB",
+                   help="the blob holding class scores (default: the Softmax, else the last 1-D output; "
+                        "none: no class output)")
+
+
+def _mode_arg(p, default: str) -> None:
+    p.add_argument("--mode", default=default,
+                   help=f"projection modes, comma-separated, shown side by side: deconvnet, guided, backprop "
+                        f"(default {default})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,12 +67,25 @@ def tile_blocks(images: list[np.ndarray], pad: int = 2) -> np.ndarray:
     return np.clip(_square_grid(np.stack(images), pad, 1.0), 0, 1)
 
 
+#: the percentile of |value| that a projection tile shows at full contrast (the
+#: SmoothGrad convention): one hot pixel cannot grey out the rest of the tile
+CONTRAST_PERCENTILE = 99.0
+
+
+def contrast_scale(values: np.ndarray) -> float:
+    """The |value| shown at full contrast: a high percentile, else the maximum."""
+    mag = np.abs(values)
+    scale = float(np.percentile(mag, CONTRAST_PERCENTILE)) if mag.size else 0.0
+    return scale if scale > 0 else float(mag.max(initial=0.0))
+
+
 def signed_to_rgb(p: np.ndarray) -> np.ndarray:
-    """A projection (3, h, w) in BGR input order -> RGB in [0, 1], zero at grey."""
+    """A projection (C, h, w) in the net's channel order (BGR for 3 channels) -> RGB in
+    [0, 1]: zero at grey, the contrast_scale at black/white (beyond it clipped)."""
     p = np.asarray(p, np.float64)
-    rgb = p[::-1].transpose(1, 2, 0) if p.shape[0] == 3 else np.repeat(p[0][..., None], 3, axis=2)
-    m = np.abs(rgb).max()
-    return rgb / (2 * m) + 0.5 if m > 0 else np.full_like(rgb, 0.5)
+    rgb = p[::-1].transpose(1, 2, 0) if p.shape[0] == 3 else np.repeat(p.mean(0)[..., None], 3, axis=2)
+    m = contrast_scale(rgb)
+    return np.clip(rgb / (2 * m) + 0.5, 0, 1) if m > 0 else np.full_like(rgb, 0.5)
 
 
 def cut(img: np.ndarray, box: tuple[int, int, int, int], fill: float) -> np.ndarray:
@@ -86,19 +99,64 @@ def cut(img: np.ndarray, box: tuple[int, int, int, int], fill: float) -> np.ndar
     return out
 
 
-def effective_box(p: np.ndarray, box: tuple[int, int, int, int], floor: float = 0.02) -> tuple[int, int, int, int]:
-    """The part of the receptive-field box where the projection is not negligible
-    (|p| >= floor * max), made square: deep units' theoretical fields are far wider
-    than what they respond to, and the paper shows what they respond to."""
-    mag = np.abs(p).max(axis=0)
+def _interval(mass: np.ndarray, share: float) -> tuple[int, int]:
+    """The central interval of a 1-D mass holding `share` of it."""
+    cum = np.cumsum(mass)
+    total = cum[-1]
+    lo = int(np.searchsorted(cum, total * (1 - share) / 2, side="right"))
+    hi = int(np.searchsorted(cum, total * (1 + share) / 2, side="left")) + 1
+    return lo, max(hi, lo + 1)
+
+
+def energy_box(projections, height: int, width: int, share: float = 0.95,
+               min_side: int = 8) -> tuple[int, int, int, int]:
+    """The square box (y0, y1, x0, x1), inside the image, where the projections have
+    their energy: the central `share` of the energy along each axis (every projection
+    weighted equally), widened to a square of at least `min_side` pixels and moved
+    into the image. Deep units' theoretical fields are far wider than what they
+    respond to (and often wider than the image): the paper shows what they respond to."""
+    energy = np.zeros((height, width), np.float64)
+    for p in projections:
+        e = np.square(np.asarray(p, np.float64)).sum(axis=0)
+        if e.sum() > 0:
+            energy += e / e.sum()
+    side_cap = min(height, width)
+    if energy.sum() == 0:
+        y0, y1, x0, x1 = 0, side_cap, 0, side_cap
+    else:
+        y0, y1 = _interval(energy.sum(axis=1), share)
+        x0, x1 = _interval(energy.sum(axis=0), share)
+    side = min(max(y1 - y0, x1 - x0, min_side), side_cap)
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    top = int(min(max(round(cy - side / 2), 0), height - side))
+    left = int(min(max(round(cx - side / 2), 0), width - side))
+    return top, top + side, left, left + side
+
+
+def resample(img: np.ndarray, size: int) -> np.ndarray:
+    """(h, w, c) float -> (size, size, c): whole pixels repeated when enlarging (no
+    smoothing invents detail), area-averaged when shrinking."""
+    from PIL import Image
+    h, w = img.shape[:2]
+    method = Image.NEAREST if size >= max(h, w) else Image.BOX
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(img[:, :, c], np.float32), "F")
+                                .resize((size, size), method)) for c in range(img.shape[2])], axis=2)
+
+
+def projection_tile(p: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """One projection (C, H, W) in the box, as a (size, size, 3) uint8 tile: grey is
+    zero, contrast from the tile's own high percentile of |value|."""
     y0, y1, x0, x1 = box
-    h, w = mag.shape
-    sub = mag[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
-    if sub.size == 0 or sub.max() == 0:
-        return box
-    ys, xs = np.nonzero(sub >= floor * sub.max())
-    ey0, ey1 = ys.min() + max(y0, 0), ys.max() + 1 + max(y0, 0)
-    ex0, ex1 = xs.min() + max(x0, 0), xs.max() + 1 + max(x0, 0)
-    side = max(ey1 - ey0, ex1 - ex0, 8)
-    cy, cx = (ey0 + ey1) // 2, (ex0 + ex1) // 2
-    return cy - side // 2, cy - side // 2 + side, cx - side // 2, cx - side // 2 + side
+    crop = np.asarray(p[:, y0:y1, x0:x1], np.float32).transpose(1, 2, 0)
+    return to_uint8(signed_to_rgb(resample(crop, size).transpose(2, 0, 1)))
+
+
+def patch_tile(rgb: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """The image (H, W, 1|3) in [0, 1] under the box, as a (size, size, 3) uint8 tile."""
+    y0, y1, x0, x1 = box
+    crop = resample(np.asarray(rgb[y0:y1, x0:x1], np.float32), size)
+    return to_uint8(crop if crop.shape[2] == 3 else np.repeat(crop, 3, axis=2))
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(np.asarray(img) * 255), 0, 255).astype(np.uint8)

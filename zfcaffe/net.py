@@ -98,6 +98,11 @@ class Net:
                  input_shapes: dict | None = None, phase: str = "TEST", level: int = 0,
                  stages=(), stop_before: str | None = None, allow_missing_weights: bool = False,
                  seed: int = 0):
+        for what, value in (("prototxt", prototxt), ("weights", weights)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise ZfcaffeError(f"Net({what}={value!r}): expected a file path, not {type(value).__name__}"
+                                   + ("; pycaffe's phase goes in phase=" if what == "weights" else ""))
+        prototxt, weights = os.fspath(prototxt), None if weights is None else os.fspath(weights)
         if not os.path.exists(prototxt):
             raise ZfcaffeError(f"{prototxt}: no such file; expected a net prototxt")
         if weights is not None and not os.path.exists(weights):
@@ -124,7 +129,9 @@ class Net:
 
     @property
     def outputs(self) -> list[str]:
-        return self.graph.outputs()
+        """The net's outputs by Caffe blob name, as pycaffe's net.outputs, forward() and
+        the exported ONNX file name them (an in-place ReLU's output is its blob's name)."""
+        return [self.graph.name_of(k) for k in self.graph.outputs()]
 
     @property
     def layer_shapes(self) -> dict[str, tuple]:
@@ -209,18 +216,17 @@ class Net:
         the returned outputs.
         """
         feeds = self._feeds(inputs)
-        wanted = list(self.outputs) + [self.graph.blob_of.get(b, b) for b in (blobs or [])]
+        wanted = self.graph.outputs() + [self.graph.blob_of.get(b, b) for b in (blobs or [])]
         if record:
             sess = self.session(True)
             values = sess.run({k: v for k, v in feeds.items() if k in sess.input_names})
             self._input_data = dict(feeds)
             switch_outputs = set(sess.switches.values())
             self.layer_outputs = {k: v for k, v in values.items() if k not in switch_outputs}
-            self.switches = {name: self._plane_switches(name, values[out]) for name, out in sess.switches.items()}
+            self.switches = {name: values[out] for name, out in sess.switches.items()}
         else:
             values = self._run_lean(wanted, feeds)
-        names = {v: k for k, v in self.graph.blob_of.items()}
-        return {names.get(k, k): values[k] for k in wanted}
+        return {self.graph.name_of(k): values[k] for k in wanted}
 
     def evaluate(self, keys: list[str], **inputs) -> dict[str, np.ndarray]:
         """Only the given blob keys (and nothing recorded), through a lean graph with
@@ -230,18 +236,6 @@ class Net:
     def _run_lean(self, keys: list[str], feeds: dict) -> dict[str, np.ndarray]:
         sess = self.session(False, tuple(keys))
         return sess.run({k: v for k, v in feeds.items() if k in sess.input_names})
-
-    def _plane_switches(self, layer_name: str, raw: np.ndarray) -> np.ndarray:
-        """ONNX MaxPool indices count over the whole (N, C, H, W) tensor; Caffe's mask
-        counts within one H x W plane. Convert to Caffe's h * W + w."""
-        layer = self.graph.layer(layer_name)
-        n, c, h, w = layer.in_shapes[0]
-        uh, uw = layer.used_hw
-        planes = (np.arange(n * c, dtype=np.int64) * (uh * uw)).reshape(n, c, 1, 1)
-        local = raw - planes
-        if uw != w:
-            local = (local // uw) * w + local % uw
-        return local.astype(np.int32)
 
     # -- backward passes -----------------------------------------------------------------
     def project(self, layer: str, unit, mode: str = "deconvnet", value: float | None = None) -> np.ndarray:
@@ -266,7 +260,15 @@ class Net:
         return project_units(self, layer, units, mode, values)
 
     # -- export ------------------------------------------------------------------------------
-    def to_onnx(self, path: str, all_blobs: bool = False) -> None:
-        """Write the net as one self-contained .onnx file (written atomically)."""
+    def to_onnx(self, path: str, all_blobs: bool = False, dynamic: bool = False) -> tuple[str, ...]:
+        """Write the net as one self-contained .onnx file (written atomically). The net's
+        outputs carry their Caffe blob names; all_blobs adds every layer output by key
+        and each max-pool's switches (`POOL/switches`, int32 y * W + x within each plane,
+        as net.switches). dynamic: leave open the axes that really are free (measured:
+        the batch, and the image size where the net allows); returns them."""
+        if dynamic:
+            from .runtime.dynamic import write_dynamic_onnx
+            return write_dynamic_onnx(self, path, all_blobs=all_blobs)
         from .runtime.onnx_file import write_onnx
         write_onnx(self.graph, path, all_blobs=all_blobs)
+        return ()

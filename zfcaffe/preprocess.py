@@ -1,8 +1,9 @@
 """Images to input blobs, as pycaffe's Transformer does it.
 
-Pipeline: read (gray and RGBA handled) -> float in [0, 1] -> resize the short side
-and centre-crop to the net's input (or warp when asked) -> HWC to CHW -> RGB to BGR
--> x raw_scale (255) -> minus mean -> x input_scale.
+Pipeline: read (gray and RGBA handled) -> float in [0, 1] -> warp to the net's input
+(pycaffe's caffe.io.resize_image; or resize the short side and centre-crop) -> HWC to
+CHW -> RGB to BGR (unless the net was trained on RGB) -> x raw_scale (255) -> minus
+mean -> x input_scale.
 """
 from __future__ import annotations
 
@@ -25,12 +26,22 @@ class Preprocess:
     raw_scale: float = 255.0
     input_scale: float = 1.0
     bgr: bool = True
-    resize: str = "crop"                 # "crop": short side then centre crop; "warp": stretch
+    resize: str = "warp"                 # "warp": stretch (pycaffe's resize_image); "crop": short side, centre
+    keep_size: bool = False              # no resize: the net's input takes the image's size
+    defaults: frozenset = frozenset()    # the steps whose setting nobody chose (said in describe())
 
     def describe(self) -> str:
-        order = "RGB->BGR" if self.bgr and self.channels == 3 else "channel order kept"
-        return (f"resize ({self.resize}) to {self.height}x{self.width}, {order}, x{self.raw_scale:g}, "
-                f"minus mean ({self.mean_source}), x{self.input_scale:g}")
+        """The exact pipeline, every default taken marked as such."""
+        d = lambda step: " [default]" if step in self.defaults else ""  # noqa: E731
+        size = ("no resize (--keep-size: the net takes the image's size)" if self.keep_size else
+                f"resize ({self.resize}) to {self.height}x{self.width}{d('resize')}")
+        if self.channels != 3:
+            order = f"{self.channels} channel(s)"
+        else:
+            order = ("RGB->BGR" if self.bgr else "RGB kept") + d("channel_order")
+        mean = f"minus mean ({self.mean_source})" if self.mean is not None else f"no mean ({self.mean_source})"
+        return (f"{size}, {order}, x{self.raw_scale:g}{d('raw_scale')}, {mean}, "
+                f"x{self.input_scale:g}{d('input_scale')}")
 
     def __call__(self, path: str) -> np.ndarray:
         return self.prepare(path)[0]
@@ -41,16 +52,43 @@ class Preprocess:
         from PIL import Image
         with Image.open(path) as im:
             iw, ih = im.size
+        if self.keep_size:
+            return tuple(box)
         sy, sx, nh, nw = _resize_plan(ih, iw, self.height, self.width, self.resize)
         oy, ox = (nh - self.height) // 2, (nw - self.width) // 2
         x0, y0, x1, y1 = box
         return (round(x0 * sx) - ox, round(y0 * sy) - oy, round(x1 * sx) - ox, round(y1 * sy) - oy)
 
     def prepare(self, path: str) -> tuple[np.ndarray, np.ndarray]:
-        """(the net's input (C, H, W), the same pixels as RGB in [0, 1] for display)."""
+        """(the net's input (C, H, W), the same pixels as RGB in [0, 1] for display).
+        A .npy file is taken as the net's input as it is (nets whose input is no image)."""
+        if str(path).lower().endswith(".npy"):
+            return self._array_input(path)
+        if self.channels not in (1, 3):
+            raise ZfcaffeError(f"{path}: the net's input takes {self.channels} channels, an image has 3 (RGB) "
+                               f"or 1 (grey); expected a .npy input of shape ({self.channels}, H, W)")
         img = load_image(path, gray=self.channels == 1)
-        img = _fit(img, self.height, self.width, self.resize)
+        if not self.keep_size:
+            img = _fit(img, self.height, self.width, self.resize)
         return self.transform(img), img
+
+    def _array_input(self, path: str) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            x = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ZfcaffeError(f"{path}: cannot read the input array ({e}); expected a .npy of numbers") from None
+        if x.ndim == 4 and x.shape[0] == 1:
+            x = x[0]
+        if x.ndim != 3 or x.shape[0] != self.channels or not np.issubdtype(x.dtype, np.number):
+            raise ZfcaffeError(f"{path}: input array of shape {list(x.shape)} ({x.dtype}); expected "
+                               f"({self.channels}, H, W) numbers, already preprocessed for the net")
+        if not self.keep_size and x.shape[1:] != (self.height, self.width):
+            raise ZfcaffeError(f"{path}: input array is {x.shape[1]}x{x.shape[2]}; the net takes "
+                               f"{self.height}x{self.width} (--keep-size lets the net take the array's size)")
+        x = np.ascontiguousarray(x, np.float32)
+        shown = x[::-1] if self.channels == 3 and self.bgr else x if self.channels == 3 else x.mean(0, keepdims=True)
+        lo, hi = float(shown.min()), float(shown.max())
+        return x, ((shown - lo) / max(hi - lo, 1e-12)).transpose(1, 2, 0)
 
     def transform(self, img: np.ndarray) -> np.ndarray:
         """An (H, W, C) RGB image in [0, 1], already of the input size, to the input."""
@@ -128,32 +166,50 @@ def mean_from_arg(arg: str | None) -> tuple[np.ndarray | None, str]:
 
 
 def for_net(net, mean: str | None = None, raw_scale: float | None = None, input_scale: float | None = None,
-            resize: str = "crop", input_name: str | None = None, train_val: str | None = None) -> Preprocess:
+            resize: str | None = None, input_name: str | None = None, train_val: str | None = None,
+            no_mean: bool = False, channel_order: str | None = None, keep_size: bool = False) -> Preprocess:
     """The preprocessing for a net's image input. Defaults come from the TEST-phase
     data layer's transform_param of `train_val` when given (mean_file or mean_value,
-    scale); explicit arguments win."""
+    scale); explicit arguments win; nothing is dropped silently (a missing mean file
+    is an error)."""
     name = input_name or net.inputs[0]
     shape = net.graph.inputs[name]
     if len(shape) != 4:
         raise ZfcaffeError(f"input '{name}' has shape {list(shape)}; images need N x C x H x W")
+    if no_mean and mean:
+        raise ZfcaffeError("--mean and --no-mean contradict each other; expected one of them")
     m, src = mean_from_arg(mean)
-    scale_default = 1.0
+    if no_mean:
+        src = "--no-mean"
+    scale_default = None
     if train_val:
         tp = _test_transform_param(train_val)
         if tp is not None:
-            if m is None and tp.mean_file:
+            if m is None and not no_mean and tp.mean_file:
                 path = tp.mean_file if os.path.exists(tp.mean_file) else \
                     os.path.join(os.path.dirname(train_val), os.path.basename(tp.mean_file))
-                if os.path.exists(path):
-                    m, src = read_mean(path), f"{path} (from {train_val})"
-            if m is None and len(tp.mean_value):
+                if not os.path.exists(path):
+                    raise ZfcaffeError(
+                        f"{train_val}: the TEST data layer's mean_file '{tp.mean_file}' does not exist (nor "
+                        f"{path}); expected it there, or --mean FILE|B,G,R, or --no-mean to use no mean")
+                m, src = read_mean(path), f"{path} (from {train_val})"
+            if m is None and not no_mean and len(tp.mean_value):
                 m, src = np.asarray(tp.mean_value, np.float32), f"values {list(tp.mean_value)} (from {train_val})"
             if tp.HasField("scale"):
                 scale_default = tp.scale
     if m is not None:
         _fit_mean(m, tuple(shape[1:]), src)  # a mean that cannot fit fails here, before any work
-    return Preprocess(shape[2], shape[3], shape[1], m, src, 255.0 if raw_scale is None else raw_scale,
-                      scale_default if input_scale is None else input_scale, True, resize)
+    if channel_order not in (None, "bgr", "rgb"):
+        raise ZfcaffeError(f"channel order '{channel_order}'; expected rgb or bgr")
+    if resize not in (None, "warp", "crop"):
+        raise ZfcaffeError(f"resize '{resize}'; expected warp or crop")
+    chosen = {"resize": resize, "channel_order": channel_order, "raw_scale": raw_scale,
+              "input_scale": input_scale if input_scale is not None else scale_default}
+    return Preprocess(shape[2], shape[3], shape[1], m, src if m is not None or no_mean else "none given",
+                      255.0 if raw_scale is None else raw_scale,
+                      chosen["input_scale"] if chosen["input_scale"] is not None else 1.0,
+                      channel_order != "rgb", resize or "warp", keep_size,
+                      frozenset(k for k, v in chosen.items() if v is None))
 
 
 def _test_transform_param(train_val: str):

@@ -51,7 +51,7 @@ class Evolution:
     snapshots: list[str]
     values: np.ndarray          # (maps, snapshots) strongest activation over the dataset
     images: np.ndarray          # (maps, snapshots) which image
-    projections: list           # [map][snapshot] RGB array
+    projections: list           # [map][snapshot] uint8 RGB tile
 
 
 def run(prototxt: str, snapshots: list[str], paths: list[str], pre_for, layer: str, maps: list[int] | None,
@@ -69,8 +69,7 @@ def run(prototxt: str, snapshots: list[str], paths: list[str], pre_for, layer: s
             maps = [int(m) for m in np.argsort(-top.values[:, 0], kind="stable")[:n_maps]]
         values.append(top.values[maps, 0])
         images.append(top.image[maps, 0])
-        proj, _ = project_top(net, paths, key, top, maps, pre)
-        col = [proj[(m, 0)] for m in maps]
-        projections.append(col)
+        tiles = project_top(net, paths, key, top, maps, pre)
+        projections.append([tiles.projections["deconvnet"][i, 0] for i in range(len(maps))])
     return Evolution(layer, maps, snapshots, np.array(values).T, np.array(images).T,
                      [[projections[j][i] for j in range(len(snapshots))] for i in range(len(maps))])

@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from .classifier import prob_key, probabilities
+from .heads import require_class_head
 
 
 def default_sweeps(height: int) -> dict:
@@ -55,11 +55,13 @@ class Invariance:
     probability: dict       # kind -> (n,)
 
 
-def run(net, image: str, pre, layer_keys: list[str], label: int | None = None, sweeps=None) -> Invariance:
+def run(net, image: str, pre, layer_keys: list[str], label: int | None = None, sweeps=None,
+        class_output: str | None = None) -> Invariance:
     input_name = net.inputs[0]
     shape = net.graph.inputs[input_name]
     sweeps = sweeps or default_sweeps(shape[2])
-    pkey = prob_key(net)
+    head = require_class_head(net, class_output)
+    pkey = head.key
     _, rgb = pre.prepare(image)
     keys = list(layer_keys) + [pkey]
 
@@ -69,12 +71,13 @@ def run(net, image: str, pre, layer_keys: list[str], label: int | None = None, s
         return net.evaluate(keys, **{input_name: xb})
 
     base = features([rgb])
-    p0 = probabilities(net, base[pkey], pkey)[0]
+    p0 = head.probabilities(base[pkey])[0]
     label = int(p0.argmax()) if label is None else int(label)
+    head.check_label(label)
     distances, probability = {}, {}
     for kind, amounts in sweeps.items():
         out = features([transform(rgb, kind, float(a)) for a in amounts])
         distances[kind] = np.array([np.linalg.norm((out[k] - base[k]).reshape(len(amounts), -1), axis=1)
                                     for k in layer_keys])
-        probability[kind] = probabilities(net, out[pkey], pkey)[:, label]
+        probability[kind] = head.probabilities(out[pkey])[:, label]
     return Invariance(list(layer_keys), label, dict(sweeps), distances, probability)

@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 from ..imaging import signed_to_rgb
-from .classifier import prob_key, probabilities
+from .heads import require_class_head
 from .common import progress, strongest_units
 
 
@@ -32,20 +32,23 @@ class Occlusion:
 
 
 def run(net, image: str, pre, layer_key: str, label: int | None = None, size: int = 0, stride: int = 0,
-        batch: int = 16, n_projections: int = 3, show_progress: bool = True) -> Occlusion:
+        batch: int = 16, n_projections: int = 3, show_progress: bool = True,
+        class_output: str | None = None) -> Occlusion:
     input_name = net.inputs[0]
     shape = net.graph.inputs[input_name]
     h, w = shape[2:]
     size = size or max(4, h // 5)
     stride = stride or max(1, size // 2)
-    pkey = prob_key(net)
+    head = require_class_head(net, class_output)
+    pkey = head.key
     x0, rgb = pre.prepare(image)
     net.set_batch(1)
     net.forward(**{input_name: x0[None]})
     act0 = net.layer_outputs[layer_key][0]
     fmap = strongest_units(act0, 1)[0][0]
-    probs0 = probabilities(net, net.layer_outputs[pkey], pkey)[0]
+    probs0 = head.probabilities(net.layer_outputs[pkey])[0]
     label = int(probs0.argmax()) if label is None else int(label)
+    head.check_label(label)
     ys = np.arange(0, h - size + 1, stride)
     xs = np.arange(0, w - size + 1, stride)
     grid = [(y, x) for y in ys for x in xs]
@@ -59,7 +62,7 @@ def run(net, image: str, pre, layer_key: str, label: int | None = None, size: in
             xb[i, :, y:y + size, x:x + size] = 0
         out = net.evaluate([layer_key, pkey], **{input_name: xb})
         a = out[layer_key][:len(chunk), fmap]
-        p = probabilities(net, out[pkey][:len(chunk)], pkey)
+        p = head.probabilities(out[pkey][:len(chunk)])
         acts.append(a.reshape(len(chunk), -1).sum(axis=1))
         probs.append(p[:, label])
         best.append(p.argmax(axis=1))

@@ -17,7 +17,6 @@ import os
 import numpy as np
 
 from ..atomic import atomic_savez
-from ..imaging import cut, signed_to_rgb
 from .common import batches, progress
 
 
@@ -99,28 +98,42 @@ def _save(path: str, tops: dict[str, TopK], done: int, fingerprint: str) -> None
     atomic_savez(path, arrays)
 
 
-def project_top(net, paths: list[str], key: str, top: TopK, maps: list[int], pre, mode: str = "deconvnet"):
-    """Projections and receptive-field patches of the top-k units of the given maps.
+@dataclasses.dataclass
+class TopTiles:
+    """Display-ready tiles of the top-k units of some maps (uint8, grey = zero)."""
+    maps: list[int]
+    projections: dict[str, np.ndarray]     # mode -> (maps, k, S, S, 3)
+    patches: np.ndarray                    # (maps, k, S, S, 3)
+    valid: np.ndarray                      # (maps, k) bool: fewer than k images leave gaps
+    near_ties: dict[str, set]
+
+
+def project_top(net, paths: list[str], key: str, top: TopK, maps: list[int], pre,
+                modes=("deconvnet",), size: int = 96) -> TopTiles:
+    """Projections and image patches of the top-k units of the given maps, as tiles.
     Each image is run once; all its units of this layer are projected in one pass."""
+    from .projection import project_tiles
     input_name = net.inputs[0]
-    shape = net.graph.inputs[input_name]
     net.set_batch(1)
-    geom = net.graph.geometry[key]
-    h, w = shape[2:]
+    k = top.values.shape[1]
     wanted: dict[int, list[tuple[int, int]]] = {}
-    for m in maps:
-        for j in range(top.values.shape[1]):
+    for i, m in enumerate(maps):
+        for j in range(k):
             if top.image[m, j] >= 0:
-                wanted.setdefault(int(top.image[m, j]), []).append((m, j))
-    proj: dict[tuple[int, int], np.ndarray] = {}
-    patch: dict[tuple[int, int], np.ndarray] = {}
+                wanted.setdefault(int(top.image[m, j]), []).append((i, j))
+    shape = (len(maps), k, size, size, 3)
+    result = TopTiles(list(maps), {m: np.zeros(shape, np.uint8) for m in modes}, np.zeros(shape, np.uint8),
+                      np.zeros((len(maps), k), bool), {})
     for img_index, entries in sorted(wanted.items()):
         x, rgb = pre.prepare(paths[img_index])
         net.forward(**{input_name: x[None]})
-        units = [(0, m, int(top.y[m, j]), int(top.x[m, j])) for m, j in entries]
-        p = net.project_many(key, units, mode=mode)
-        for (m, j), unit, pj in zip(entries, units, p):
-            box = geom.box(unit[2], unit[3], h, w)
-            proj[(m, j)] = cut(signed_to_rgb(pj), box, 0.5)
-            patch[(m, j)] = cut(rgb if rgb.shape[2] == 3 else np.repeat(rgb, 3, axis=2), box, 1.0)
-    return proj, patch
+        units = [(0, maps[i], int(top.y[maps[i], j]), int(top.x[maps[i], j])) for i, j in entries]
+        t = project_tiles(net, key, units, list(modes), rgb, size)
+        for n, (i, j) in enumerate(entries):
+            for m in modes:
+                result.projections[m][i, j] = t.projections[m][n]
+            result.patches[i, j] = t.patches[n]
+            result.valid[i, j] = True
+        for layer, windows in t.near_ties.items():
+            result.near_ties.setdefault(layer, set()).update(windows)
+    return result

@@ -23,6 +23,15 @@ from ..layers.base import count
 from ..layers.data import PythonData
 from .fillers import fill
 
+def did_you_mean(name: str, candidates: list[str]) -> str:
+    """'; did you mean 'conv5'?' for the closest names, or the list when short."""
+    import difflib
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    if close:
+        return "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+    return f"; layers: {', '.join(candidates)}" if len(candidates) <= 12 else ""
+
+
 #: Caffe's own limit on one blob (its count is an int).
 MAX_BLOB_ELEMENTS = 2**31 - 1
 
@@ -39,6 +48,9 @@ class Graph:
     geometry: dict[str, Geometry | None] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
     weights_path: str | None = None
+    #: key -> type of the training-only loss layer that read it (dropped): the
+    #: input of a SoftmaxWithLoss is the net's class scores
+    loss_inputs: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def compute_layers(self) -> list[Layer]:
@@ -48,13 +60,19 @@ class Graph:
         for l in self.layers:
             if l.name == name:
                 return l
-        raise ZfcaffeError(f"{self.path}: no layer named '{name}'")
+        raise ZfcaffeError(f"{self.path}: no layer named '{name}'"
+                           + did_you_mean(name, [l.name for l in self.layers]))
 
     def producer(self, key: str) -> Layer:
         for l in self.layers:
             if key in l.tops:
                 return l
         raise ZfcaffeError(f"{self.path}: no blob value '{key}'")
+
+    def name_of(self, key: str) -> str:
+        """The Caffe blob name of a key that holds a blob's final value (what pycaffe
+        calls it); any other key as it is."""
+        return next((name for name, k in self.blob_of.items() if k == key), key)
 
     def outputs(self) -> list[str]:
         """Keys nobody reads: the net's outputs, as pycaffe's net.outputs."""
@@ -230,21 +248,29 @@ def load_graph(path: str, phase: str = "TEST", level: int = 0, stages=(),
     state.level = level
     state.stage.extend(stages)
 
+    if stop_before is not None and stop_before not in [lp.name for lp in net.layer]:
+        raise ZfcaffeError(f"{path}: stop_before='{stop_before}' names no layer of the net"
+                           + did_you_mean(stop_before, [lp.name for lp in net.layer]))
     layers: list[Layer] = []
     current: dict[str, str] = {}     # Caffe blob name -> latest key
     keys: set[str] = set()
     dropped = []
+    loss_inputs: dict[str, str] = {}
+    unsupported: list[UnsupportedLayerError] = []   # every layer that cannot be built, in order
     for lp, line in zip(net.layer, lines):
         if stop_before is not None and lp.name == stop_before:
             notes.append(f"loaded up to the layer before '{stop_before}'")
             break
         if line in parsed.rejected:
             typ, reason = parsed.rejected[line]
-            raise fork_layer_error(path, lp.name, typ, line, reason)
+            unsupported.append(fork_layer_error(path, lp.name, typ, line, reason))
+            continue
         if not _included(lp, state):
             continue
         if lp.type in TRAINING_ONLY:
             dropped.append(lp.name)
+            if len(lp.bottom) and lp.bottom[0] in current:
+                loss_inputs.setdefault(current[lp.bottom[0]], lp.type)
             continue
         cls = REGISTRY.get(lp.type)
         if lp.type == "Python" and not len(lp.bottom):
@@ -253,10 +279,13 @@ def load_graph(path: str, phase: str = "TEST", level: int = 0, stages=(),
         if cls is None:
             what = ("a Python layer runs user code that zfcaffe cannot load"
                     if lp.type == "Python" else "this layer type is not in BVLC Caffe's inference set")
-            raise UnsupportedLayerError(
+            unsupported.append(UnsupportedLayerError(
                 f"{path}:{line}: layer '{lp.name}' has type '{lp.type}': {what}; load the net up to "
                 f"the layer before it with stop_before='{lp.name}' (CLI: --stop-before {lp.name})",
-                lp.name, lp.type)
+                lp.name, lp.type))
+            continue
+        if unsupported:
+            continue    # layers after an unsupported one are only checked for support
         layer = cls(lp, line, path)
         for b in lp.bottom:
             if b not in current:
@@ -274,16 +303,21 @@ def load_graph(path: str, phase: str = "TEST", level: int = 0, stages=(),
         for b, k in zip(lp.top, tops):
             current[b] = k
         layers.append(layer)
-    else:
-        if stop_before is not None:
-            raise ZfcaffeError(f"{path}: stop_before='{stop_before}' names no layer of the net")
+    if unsupported:
+        first = unsupported[0]
+        if len(unsupported) > 1:
+            others = ", ".join(f"'{e.layer_name}' ({e.layer_type}, line {str(e).split(': ', 1)[0].rsplit(':', 1)[-1]})"
+                               for e in unsupported[1:])
+            first = UnsupportedLayerError(f"{first} [{len(unsupported)} unsupported layers in all; the others: "
+                                          f"{others}]", first.layer_name, first.layer_type)
+        raise first
     if dropped:
         notes.append(f"dropped training-only layers: {', '.join(dropped)}")
     if not layers:
         raise ZfcaffeError(f"{path}: no layers for phase {phase}; expected a Caffe net")
 
     _drop_unread_inputs(layers, notes)
-    graph = Graph(path, net.name, fmt, layers, {}, current, notes=notes)
+    graph = Graph(path, net.name, fmt, layers, {}, current, notes=notes, loss_inputs=loss_inputs)
     graph.infer(input_shapes)
     return graph
 

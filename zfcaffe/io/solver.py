@@ -31,6 +31,21 @@ def _resolve(path: str, solver_dir: str) -> str:
     return os.path.join(solver_dir, os.path.basename(path))
 
 
+_SOLVER_FIELD = re.compile(r"^\s*(base_lr|lr_policy|max_iter|train_net|test_net|solver_mode|snapshot_prefix|"
+                           r"solver_type|type|net)\s*:", re.M)
+_LAYER_BLOCK = re.compile(r"^\s*(layers?|input)\s*[:{]", re.M)
+
+
+def is_solver_text(path: str) -> bool:
+    """Whether a prototxt is a solver (fields like base_lr, net:) rather than a net."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(1 << 20)
+    except OSError:
+        return False
+    return bool(_SOLVER_FIELD.search(text)) and not _LAYER_BLOCK.search(text) and "base_lr" in text
+
+
 def read_solver(path: str) -> Solver:
     param = caffe_pb2.SolverParameter()
     parse_message_text(path, param)

@@ -261,3 +261,31 @@ def write_caffemodel(path: str, layers: list[tuple[str, str, list[np.ndarray]]],
             for h, a, n in zip(blob_heads, arrays, blob_lens):
                 f.write(len_field(blob_field, n) + h)
                 f.write(memoryview(a).cast("B"))
+
+
+def layer_filters(prototxt: str, weights: str, layer_name: str) -> np.ndarray:
+    """A convolution's filters (O, C, kh, kw) straight from the files: filters do not
+    depend on the input shape, so no net is built (a train_val whose data shape only
+    its database knows works too)."""
+    import difflib
+
+    from .prototxt import parse_net_text
+    from .upgrade import upgrade_net
+    parsed = parse_net_text(prototxt)
+    net, _ = upgrade_net(parsed.param, list(parsed.layer_lines), where=prototxt)
+    types = {lp.name: lp.type for lp in net.layer}
+    if layer_name not in types:
+        close = difflib.get_close_matches(layer_name, list(types), n=3, cutoff=0.5)
+        raise ZfcaffeError(f"{prototxt}: no layer named '{layer_name}'"
+                           + (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""))
+    if types[layer_name] not in ("Convolution", "Deconvolution"):
+        raise ZfcaffeError(f"{prototxt}: layer '{layer_name}' ({types[layer_name]}) has no convolution filters; "
+                           "expected a Convolution or Deconvolution layer")
+    for lw in read_weights(weights):
+        if lw.name == layer_name and lw.blobs:
+            w = lw.blobs[0].data
+            if w.ndim != 4:
+                raise ZfcaffeError(f"{weights}: layer '{layer_name}' filters have shape {list(w.shape)}; "
+                                   "expected 4 axes (outputs, inputs, height, width)")
+            return w
+    raise ZfcaffeError(f"{weights}: no weights for layer '{layer_name}'; expected the caffemodel of {prototxt}")

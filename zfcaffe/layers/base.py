@@ -101,8 +101,9 @@ WHOLE = Geometry((math.inf, math.inf), (0, 0), (0.0, 0.0), whole=True)
 class Emitter:
     """Collects ONNX nodes and initializers while layers emit themselves."""
 
-    def __init__(self, record: bool):
+    def __init__(self, record: bool, dynamic: bool = False):
         self.record = record            # expose max-pool switches and keep every blob
+        self.dynamic = dynamic          # no constant that holds only for one input size
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.weights: dict[str, np.ndarray] = {}   # name -> array, kept outside the graph
@@ -149,6 +150,7 @@ class Emitter:
         self.extra_outputs.append((name, elem_type, shape))
 
 
+INT32 = TensorProto.INT32
 INT64 = TensorProto.INT64
 FLOAT = TensorProto.FLOAT
 

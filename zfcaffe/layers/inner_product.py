@@ -47,7 +47,8 @@ class InnerProduct(Layer):
         in_shape = self.in_shapes[0]
         rows = count(in_shape[:self.axis])
         if len(in_shape) != 2 or self.axis != 1:
-            x = e.op("Reshape", [x, e.ints([rows, self.k])])
+            # -1 rows when the rows are the batch: the graph stays valid for other batch sizes
+            x = e.op("Reshape", [x, e.ints([-1 if self.axis == 1 else rows, self.k])])
         inputs = [x, e.weight(self, 0)]
         if self.bias_term:
             inputs.append(e.weight(self, 1))

@@ -100,12 +100,13 @@ class LRN(Layer):
         if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
             # The window sum over channels as an average pool over a (C, H*W) plane:
             # ONNX Runtime's own LRN kernel is several times slower than these ops.
-            sq = e.op("Reshape", [e.op("Mul", [x, x]), e.ints([n, 1, c, h * w])])
+            # (0 and -1 and Shape(x) keep the graph valid for other batch and image sizes)
+            sq = e.op("Reshape", [e.op("Mul", [x, x]), e.ints([0, 1, c, -1])])
             pre = (self.size - 1) // 2
             avg = e.op("AveragePool", [sq], kernel_shape=[self.size, 1], strides=[1, 1],
                        pads=[pre, 0, self.size - 1 - pre, 0], count_include_pad=1)
             base = e.op("Add", [e.op("Mul", [avg, e.const(self.alpha)]), e.const(self.k)])
-            base = e.op("Reshape", [base, e.ints([n, c, h, w])])
+            base = e.op("Reshape", [base, e.op("Shape", [x])])
             e.op("Mul", [x, _negative_power(e, base, self.beta)], outs[0])
             return
         pad = (self.size - 1) // 2

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from .. import caffe_pb2
-from .base import INT64, WHOLE, Layer, count, register
+from .base import INT32, WHOLE, Layer, count, register
 
 P = caffe_pb2.PoolingParameter
 #: a window whose runner-up is this close (relative) to its maximum is a near-tie
@@ -126,6 +126,9 @@ class Pooling(Layer):
     def emit(self, e, ins, outs):
         x = ins[0]
         _, _, h, w = self.in_shapes[0]
+        if e.dynamic and not self.global_pooling and self.method != P.STOCHASTIC:
+            self._emit_ceil_mode(e, x, outs[0])
+            return
         end = self.end_pads()
         if any(pe >= k for pe, k in zip(end, self.kernel)):
             raise self.error("a pooling window starts beyond the input (kernel < stride without pad); unsupported")
@@ -142,13 +145,44 @@ class Pooling(Layer):
         else:
             self._emit_stochastic(e, x, outs[0], end)
 
+    def _emit_ceil_mode(self, e, x, out):
+        """For graphs whose image size is left open (convert --dynamic): ONNX's ceil_mode
+        instead of pads computed for one size. AVE pads explicitly and counts only the
+        padded tensor's own cells, which is Caffe's divisor (the window clipped to
+        [-pad, size + pad)). export_dynamic checks the result against Caffe's rules."""
+        ph, pw = self.pad
+        attrs = dict(kernel_shape=list(self.kernel), strides=list(self.stride), ceil_mode=1)
+        if self.method == P.MAX:
+            outputs = [out, f"{self.name}/indices"] if e.record else [out]
+            names = e.node("MaxPool", [x], outputs, pads=[ph, pw, ph, pw], **attrs)
+            if e.record:
+                plane = e.op("ReduceProd", [e.op("Shape", [x], start=2)], keepdims=0)
+                self._emit_switches(e, e.op("Mod", [names[1], plane]))
+            return
+        if ph or pw:
+            x = e.op("Pad", [x, e.ints([0, 0, ph, pw, 0, 0, ph, pw])])
+        e.op("AveragePool", [x], out, count_include_pad=0, **attrs)
+
+    def _emit_switches(self, e, plane_index: str) -> None:
+        self.switch_output = f"{self.name}/switches"
+        e.op("Cast", [plane_index], self.switch_output, to=INT32)
+        e.output(self.switch_output, INT32, self.out_shapes[0])
+
     def _emit_max(self, e, x, out, pads):
         attrs = dict(kernel_shape=list(self.kernel), strides=list(self.stride), pads=pads)
         if e.record:
-            # MaxPool's Indices are Caffe's switches (first maximum in row-major order).
-            self.switch_output = f"{self.name}/switches"
-            e.node("MaxPool", [x], [out, self.switch_output], **attrs)
-            e.output(self.switch_output, INT64, self.out_shapes[0])
+            # MaxPool's Indices are Caffe's switches (first maximum in row-major order),
+            # but counted over the whole (N, C, h, w) tensor that was pooled; Caffe's mask
+            # counts within one plane of the unsliced input: y * W + x. Converted here,
+            # so the ONNX file and net.switches hold the same numbers.
+            raw = e.node("MaxPool", [x], [out, f"{self.name}/indices"], **attrs)[1]
+            _, _, _, w = self.in_shapes[0]
+            uh, uw = self.used_hw
+            local = e.op("Mod", [raw, e.ints(uh * uw)])
+            if uw != w:
+                row = e.op("Div", [local, e.ints(uw)])
+                local = e.op("Add", [e.op("Mul", [row, e.ints(w)]), e.op("Mod", [local, e.ints(uw)])])
+            self._emit_switches(e, local)
         elif self.global_pooling:
             e.op("GlobalMaxPool", [x], out)
         else:

@@ -8,12 +8,13 @@ import os
 import numpy as np
 
 from ..analyses import correspondence, evolution, invariance, occlusion, top9
-from ..analyses.classifier import prob_key
+from ..analyses.heads import require_class_head
+from ..analyses.projection import near_tie_note, parse_modes
 from ..analyses.common import default_layers, list_images, safe_name, shown_key
 from ..errors import ZfcaffeError
 from ..viz import analysis_figures as figures
 from .output import write_output
-from .visualize import read_labels
+from ..labels import resolve_labels
 
 
 def _title(net, what: str) -> str:
@@ -30,6 +31,7 @@ def _intro(net, pre) -> list[str]:
 
 def run_top9(net, images: str, out: str, pre, layers=None, k: int = 9, maps: int = 16, batch: int = 16,
              workers: int = 2, mode: str = "deconvnet", show_progress: bool = True) -> str:
+    modes = parse_modes(mode)
     entries = list_images(images)
     paths = [p for p, _ in entries]
     layers = layers or default_layers(net)
@@ -38,32 +40,48 @@ def run_top9(net, images: str, out: str, pre, layers=None, k: int = 9, maps: int
     cache = os.path.join(out, ".top9-scan.npz")   # survives reruns: the scan resumes
     tops = top9.scan(net, paths, keys, pre, k=k, batch=batch, workers=workers, cache=cache,
                      show_progress=show_progress)
-    sections, arrays = [], {}
+    sections, arrays, ties = [], {}, {}
     for name, key in zip(layers, keys):
         t = tops[key]
         chosen = [int(m) for m in np.argsort(-t.values[:, 0], kind="stable")[:maps]]
-        proj, patch = top9.project_top(net, paths, key, t, chosen, pre, mode)
+        tiles = top9.project_top(net, paths, key, t, chosen, pre, modes)
+        for layer, windows in tiles.near_ties.items():
+            ties.setdefault(layer, set()).update(windows)
         g = net.graph.geometry[key]
         rf = "whole image" if g.whole else f"receptive field {g.rf[0]:g} px"
-        sections.append((f"{name} ({rf})", [figures.top9_grid(name, chosen, t, proj, patch)],
+        sections.append((f"{name} ({rf})", [figures.top9_grid(name, tiles)],
                          [f"{len(chosen)} of {t.values.shape[0]} maps (the strongest)"]))
         arrays.update({f"{key}/{f}": getattr(t, f) for f in ("values", "image", "y", "x")})
+        arrays.update({f"{key}/shown_maps": np.array(chosen, np.int64), f"{key}/patch": tiles.patches,
+                       f"{key}/valid": tiles.valid})
+        arrays.update({f"{key}/projection/{m}": tiles.projections[m] for m in modes})
     arrays["images"] = np.array(paths)
-    intro = _intro(net, pre) + [f"{len(paths)} images from {images}; top-{k} per feature map; {mode}"]
-    return write_output(out, _title(net, "top-9"), [("Dataset", [], intro)] + sections, arrays,
-                        keep=[".top9-scan.npz"])
+    intro = _intro(net, pre) + [
+        f"{len(paths)} images from {images}; top-{k} per feature map; {', '.join(modes)}; each tile is cut to "
+        "where its projections have 95% of their energy, with its own contrast (grey is zero)"]
+    note = near_tie_note(ties)
+    return write_output(out, _title(net, "top-9"), [("Dataset", [], intro)] + sections +
+                        ([("Notes", [], [note])] if note else []), arrays, keep=[".top9-scan.npz"])
+
+
+def _labels(net, labels: str | None, class_output: str | None, pre):
+    head = require_class_head(net, class_output)
+    return head, resolve_labels(labels, head.classes, pre.channels)
 
 
 def run_occlusion(net, image: str, out: str, pre, layer: str | None = None, label: int | None = None,
-                  size: int = 0, stride: int = 0, labels_path: str | None = None, show_progress: bool = True) -> str:
+                  size: int = 0, stride: int = 0, labels: str | None = None, show_progress: bool = True,
+                  class_output: str | None = None) -> str:
     layer = layer or default_layers(net)[-1]
     key = shown_key(net, layer)
-    r = occlusion.run(net, image, pre, key, label, size, stride, show_progress=show_progress)
-    figs = figures.occlusion_figures(r, _stem(image), read_labels(labels_path))
+    head, names = _labels(net, labels, class_output, pre)
+    r = occlusion.run(net, image, pre, key, label, size, stride, show_progress=show_progress,
+                      class_output=class_output)
+    figs = figures.occlusion_figures(r, _stem(image), names)
     arrays = {"activation": r.activation, "probability": r.probability, "best_class": r.best_class,
               "positions_y": r.positions_y, "positions_x": r.positions_x}
-    text = _intro(net, pre) + [f"occluder {r.size}px, stride {r.positions_y[1] - r.positions_y[0] if len(r.positions_y) > 1 else 0}px; "
-                               f"layer {layer} map {r.feature_map}; class {r.label}"]
+    text = _intro(net, pre) + [head.describe(), f"class names: {names.source}", f"occluder {r.size}px, stride {r.positions_y[1] - r.positions_y[0] if len(r.positions_y) > 1 else 0}px; "
+                               f"layer {layer} map {r.feature_map}; class {r.label} ({names(r.label)})"]
     return write_output(out, _title(net, "occlusion"), [(os.path.basename(image), figs, text)], arrays)
 
 
@@ -83,27 +101,29 @@ def run_evolution(prototxt: str, snapshots: list[str], images: str, out: str, pr
                         {"values": r.values, "images": r.images, "maps": np.array(r.maps)})
 
 
-def invariance_layers(net) -> list[str]:
+def invariance_layers(net, class_output: str | None = None) -> list[str]:
     """The first convolution and the input of the classifier's last layer."""
     first = shown_key(net, default_layers(net)[0])
-    head = net.graph.producer(prob_key(net))
+    head = net.graph.producer(require_class_head(net, class_output).key)
     while head.type == "Softmax" and head.bottoms:
         head = net.graph.producer(head.bottoms[0])
     return [first, head.bottoms[0]] if head.bottoms and head.bottoms[0] != first else [first]
 
 
 def run_invariance(net, image: str, out: str, pre, layers=None, label: int | None = None,
-                   labels_path: str | None = None) -> str:
-    keys = [shown_key(net, n) for n in layers] if layers else invariance_layers(net)
-    r = invariance.run(net, image, pre, keys, label)
+                   labels: str | None = None, class_output: str | None = None) -> str:
+    keys = [shown_key(net, n) for n in layers] if layers else invariance_layers(net, class_output)
+    head, names = _labels(net, labels, class_output, pre)
+    r = invariance.run(net, image, pre, keys, label, class_output=class_output)
     arrays = {f"{k}/distance/{kind.split()[0]}": r.distances[kind][i]
               for i, k in enumerate(r.layers) for kind in r.sweeps}
     arrays.update({f"probability/{kind.split()[0]}": v for kind, v in r.probability.items()})
     arrays.update({f"amounts/{kind.split()[0]}": np.asarray(v) for kind, v in r.sweeps.items()})
-    text = _intro(net, pre) + [f"layers {', '.join(r.layers)}; class {r.label}"]
+    text = _intro(net, pre) + [head.describe(), f"class names: {names.source}",
+                               f"layers {', '.join(r.layers)}; class {r.label} ({names(r.label)})"]
     return write_output(out, _title(net, "invariance"),
-                        [(os.path.basename(image),
-                          figures.invariance_figures(r, _stem(image), read_labels(labels_path)), text)], arrays)
+                        [(os.path.basename(image), figures.invariance_figures(r, _stem(image), names), text)],
+                        arrays)
 
 
 def load_parts(parts_path: str | None, paths: list[str], pre) -> dict[str, list]:

@@ -1,10 +1,12 @@
 """`zfcaffe visualize`: Zeiler & Fergus's pictures of a net for the given images.
 
 For every image and chosen layer: the N strongest feature maps, each projected back
-to pixels (deconvnet by default) beside the image patch of its receptive field
-(the paper's Fig. 2, for these images), and the layer's activations as tiles; the
-filters of the conv layers; the top-5 classes when the net ends in a classifier.
-PNG files plus one self-contained index.html, written atomically.
+to pixels in one or more modes (deconvnet and guided backprop side by side by
+default) above the image patch under it (the paper's Fig. 2, for these images), and
+the layer's activations as tiles; the filters of the conv layers; the most probable
+classes when the net has a class output, and a picture of every other output.
+PNG files, their arrays (results.npz) and one self-contained index.html, written
+atomically.
 """
 from __future__ import annotations
 
@@ -13,41 +15,41 @@ import os
 
 import numpy as np
 
-from ..analyses.classifier import class_score_outputs
 from ..analyses.common import default_layers, progress as progress_bar, safe_name, shown_key, strongest_units
+from ..analyses.heads import class_head, summarize_outputs, top_classes
+from ..analyses.projection import near_tie_note, parse_modes, project_tiles
 from ..atomic import atomic_dir
-from ..errors import ZfcaffeError
-from ..imaging import cut, effective_box, signed_to_rgb
 from ..inspect import summarize
+from ..labels import resolve_labels
 from ..preprocess import Preprocess, for_net
 from ..viz import activation_tiles, filter_tiles
-from ..viz.figures import png_bytes_of_array, predictions_figure, projection_grid
+from ..viz.figures import image_grid, output_figure, png_bytes_of_array, predictions_figure, vector_figure
 from ..viz.report import Report
 
 
-def top5(net, labels: list[str] | None) -> list[tuple[str, float]]:
-    outs = class_score_outputs(net)
-    if not outs:
-        return []
-    scores = net.layer_outputs[outs[0]][0]
-    order = np.argsort(-scores)[:5]
-    name = lambda i: labels[i] if labels and i < len(labels) else f"class {i}"  # noqa: E731
-    return [(name(int(i)), float(scores[i])) for i in order]
+def strongest(act: np.ndarray, n: int) -> list[tuple[tuple, float]]:
+    """The n strongest units of one item's activation: ((0, c, y, x) or (0, c), value)."""
+    if act.ndim == 3:
+        return [((0, c, y, x), v) for c, y, x, v in strongest_units(act, n)]
+    flat = act.reshape(-1)
+    order = np.argsort(-flat, kind="stable")[:n]
+    return [((0, int(i)), float(flat[i])) for i in order]
 
 
 def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = None, top: int = 8,
-              mode: str = "deconvnet", preprocess: Preprocess | None = None, labels_path: str | None = None,
-              progress: bool = True) -> str:
-    """Write the figures and index.html into out_dir; returns the index path."""
+              mode: str | list = "deconvnet,guided", preprocess: Preprocess | None = None,
+              labels: str | None = None, class_output: str | None = None, progress: bool = True) -> str:
+    """Write the figures, results.npz and index.html into out_dir; returns the index path.
+    `labels`: a file, 'imagenet', 'cifar10', 'a,b,c' or None (automatic, see zfcaffe.labels)."""
     from ..runtime.session import device_line
 
+    modes = parse_modes(mode)
     layers = layers or default_layers(net)
-    for name in layers:
-        shown_key(net, name)  # validates early, before any work
+    keys = [shown_key(net, name) for name in layers]   # validates early, before any work
     pre = preprocess or for_net(net)
-    labels = read_labels(labels_path)
+    head = class_head(net, class_output)
+    names = resolve_labels(labels, head.classes, pre.channels) if head else None
     input_name = net.inputs[0]
-    shape = net.graph.inputs[input_name]
     if images:
         net.set_batch(1)
     # read every image first: a bad file fails before anything is written
@@ -56,8 +58,17 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
     report = Report(f"zfcaffe: {net.graph.name or os.path.basename(net.graph.path)}")
     report.text(f"net {net.graph.path}; weights {net.graph.weights_path or '(none: fillers)'}; "
                 f"{device_line().removeprefix('zfcaffe: ')}; made {datetime.datetime.now():%Y-%m-%d %H:%M}")
-    report.heading("Preprocessing")
+    report.heading("Preprocessing and outputs")
     report.pre(pre.describe())
+    report.text(head.describe() if head else
+                f"no class output (outputs: {', '.join(net.outputs)}): no class ranking is shown")
+    if names:
+        report.text(f"class names: {names.source}")
+    report.text(f"projections: {', '.join(modes)}; each tile is cut to where the projections of its unit "
+                "have 95% of their energy, with its own contrast (the 99th percentile of |value| is "
+                "black/white, grey is zero)")
+    arrays: dict[str, np.ndarray] = {}
+    ties: dict[str, set] = {}
     with atomic_dir(out_dir) as tmp:
         def figure(name: str, png: bytes, caption: str) -> None:
             """A PNG file in the folder, and the same picture embedded in the page."""
@@ -70,43 +81,53 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
             report.text("No images given: add some with --image photo.jpg (repeatable) to see, for each "
                         "chosen layer, its strongest feature maps projected back to pixels.")
         steps = progress_bar(len(prepared) * (1 + len(layers)), "visualize", progress)
-        for path, x, rgb in prepared:
+        for path, x, shown in prepared:
             stem = safe_name(os.path.splitext(os.path.basename(path))[0])
-            shown = rgb if rgb.shape[2] == 3 else np.repeat(rgb, 3, axis=2)  # grey inputs shown grey
             net.forward(**{input_name: x[None]})
             steps.update()
             report.heading(os.path.basename(path), 3)
-            preds = top5(net, labels)
-            figure(f"{stem}_input.png", predictions_figure(rgb, preds, os.path.basename(path)),
-                   "the input as the net sees it" + (", and its top-5 classes" if preds else ""))
-            for name in layers:
-                key = shown_key(net, name)
+            preds = top_classes(head, net.layer_outputs[head.key], names) if head else []
+            figure(f"{stem}_input.png",
+                   predictions_figure(shown, preds, os.path.basename(path), head and f"top-{len(preds)} of "
+                                      f"'{head.blob}'" + (" (softmaxed here)" if head.softmaxed else "")),
+                   "the input as the net sees it" + (f", and its {len(preds)} most probable classes" if preds else ""))
+            _outputs_section(report, figure, net, head, names, stem)
+            for name, key in zip(layers, keys):
                 act = net.layer_outputs[key][0]
-                units = strongest_units(act, min(top, act.shape[0]))
-                proj = net.project_many(key, [(0, c, y, x_) for c, y, x_, _ in units], mode=mode)
-                ties = sum(map(len, net.last_near_ties.values()))
-                geom = net.graph.geometry[key]
-                items = []
-                for (c, y, x_, v), p in zip(units, proj):
-                    box = effective_box(p, geom.box(y, x_, *shape[2:]))
-                    rgb_p = signed_to_rgb(p)
-                    items.append({"projection": cut(rgb_p, box, 0.5), "patch": cut(shown, box, 1.0),
-                                  "label": f"map {c}\n{v:.3g}"})
-                rf = "whole image" if geom.whole else f"receptive field {geom.rf[0]:g} px, stride {geom.jump[0]:g}"
-                title = f"{name}: {len(units)} strongest feature maps, {mode} ({rf})"
-                if ties:
-                    title += f"; crosses {ties} max-pool near-tie window(s), routed by float rounding"
+                units = strongest(act, top)
+                t = project_tiles(net, key, [u for u, _ in units], modes, shown)
+                for layer, windows in t.near_ties.items():
+                    ties.setdefault(layer, set()).update(windows)
+                labels_ = [f"map {u[1]}: {v:.3g}" if len(u) == 4 else f"unit {u[1]}: {v:.3g}" for u, v in units]
+                cells = [list(t.projections[m]) for m in modes] + [list(t.patches)]
+                title = f"{name}: the {len(units)} strongest {'feature maps' if act.ndim == 3 else 'units'}"
                 report.heading(f"{name} ({key})", 4)
-                figure(f"{stem}_{safe_name(name)}_projections.png", projection_grid(items, title), title)
-                figure(f"{stem}_{safe_name(name)}_activations.png", png_bytes_of_array(activation_tiles(act)),
-                       f"{name}: all {act.shape[0]} feature maps, each normalised")
+                figure(f"{stem}_{safe_name(name)}_projections.png",
+                       image_grid(cells, modes + ["image patch"], labels_, title),
+                       f"{title}, projected to pixels ({', '.join(modes)}) above the image under them")
+                if act.ndim == 3:
+                    figure(f"{stem}_{safe_name(name)}_activations.png", png_bytes_of_array(activation_tiles(act)),
+                           f"{name}: all {act.shape[0]} feature maps, each normalised")
+                else:
+                    figure(f"{stem}_{safe_name(name)}_activations.png", vector_figure(name, act),
+                           f"{name}: all {act.size} units")
+                prefix = f"{stem}/{name}"
+                arrays[f"{prefix}/units"] = np.array([list(u) + [0] * (4 - len(u)) for u, _ in units], np.int64)
+                arrays[f"{prefix}/values"] = np.array([v for _, v in units], np.float32)
+                arrays[f"{prefix}/boxes"] = np.array(t.boxes, np.int64)
+                arrays[f"{prefix}/patch"] = t.patches
+                arrays.update({f"{prefix}/projection/{m}": t.projections[m] for m in modes})
                 steps.update()
         steps.close()
+        note = near_tie_note(ties)
+        if note:
+            report.heading("Notes")
+            report.text(note)
 
         report.heading("Filters")
         conv_layers = [l for l in net.layers if l.type == "Convolution" and l.blobs]
-        shown = [l for l in conv_layers if l.name in layers or l is conv_layers[0]] if conv_layers else []
-        for layer in shown:
+        shown_layers = [l for l in conv_layers if l.name in layers or l is conv_layers[0]] if conv_layers else []
+        for layer in shown_layers:
             w = layer.blobs[0]
             mode_f = "color" if w.shape[1] == 3 else "sum"
             what = "in colour" if mode_f == "color" else "summed over input channels"
@@ -122,9 +143,27 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
         report.text(f"total {summary['total_params']:,} parameters, {summary['total_macs']:,} multiply-adds")
         for note in summary["notes"]:
             report.text(f"note: {note}")
+        if arrays:
+            np.savez(os.path.join(tmp, "results.npz"), **arrays)
         with open(os.path.join(tmp, "index.html"), "w", encoding="utf-8") as f:
             f.write(report.render())
     return os.path.join(out_dir, "index.html")
+
+
+def _outputs_section(report, figure, net, head, names, stem: str) -> None:
+    """Every output of the net: its statistics, and a picture of those that are not
+    the class scores (an image, maps, a segmentation, a vector)."""
+    summaries = summarize_outputs(net, net.layer_outputs, head)
+    report.table(["output", "shape", "what", "min", "max", "mean", "std"],
+                 [[o.blob, "x".join(map(str, o.shape)), o.kind] + [f"{o.stats.get(s, 0):.4g}" for s in
+                                                                  ("min", "max", "mean", "std")]
+                  for o in summaries])
+    for o in summaries:
+        if o.kind == "class scores":
+            continue
+        seg_names = names if names and o.shape[1] == len(names.names) else None
+        png = output_figure(o.blob, o.kind, net.layer_outputs[o.key][0], seg_names)
+        figure(f"{stem}_output_{safe_name(o.blob)}.png", png, f"output {o.blob} ({o.kind})")
 
 
 def _fmt_pair(v) -> str:
@@ -133,13 +172,3 @@ def _fmt_pair(v) -> str:
     if v == "all":
         return "all"
     return f"{v[0]:g}" if v[0] == v[1] else f"{v[0]:g}x{v[1]:g}"
-
-
-def read_labels(path: str | None) -> list[str] | None:
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
-    except OSError as e:
-        raise ZfcaffeError(f"{path}: cannot read labels: {e.strerror}") from None

@@ -1,8 +1,10 @@
 """Turn a shape-inferred Graph into an ONNX model.
 
 Value names are the graph's blob keys, so the file reads like the prototxt in
-Netron; each node's doc_string names its Caffe layer, and the model's metadata
-maps every key to its layer. Static shapes: a new input shape is a new model.
+Netron, except the net's outputs, which carry their Caffe blob names (onnx_names);
+each node's doc_string names its Caffe layer, and the model's metadata maps every
+key to its layer. Static shapes (a new input shape is a new model) unless asked
+for symbolic axes (convert --dynamic).
 """
 from __future__ import annotations
 
@@ -25,17 +27,40 @@ IR_VERSION = 10
 class OnnxNet:
     model: onnx.ModelProto                 # without the weights when external
     weights: dict[str, np.ndarray]         # parameter initializers kept outside the model
-    outputs: list[str]
-    switches: dict[str, str]               # pooling layer name -> its Indices output
+    outputs: list[str]                     # the model's output names
+    keys: list[str]                        # the graph key of each output (switches: their own name)
+    switches: dict[str, str]               # pooling layer name -> its switches output
+
+
+def onnx_names(graph: Graph) -> dict[str, str]:
+    """Graph key -> value name in the ONNX file, where they differ. The net's outputs
+    carry their Caffe blob names (as pycaffe's net.outputs and forward() say them:
+    `conv6_3` after an in-place ReLU); a value that already had that name (the
+    convolution's own output) becomes `conv6_3/before_relu6_3`."""
+    rename = {}
+    for key in graph.outputs():
+        name = graph.name_of(key)
+        if name != key and name not in graph.inputs:
+            rename[key] = name
+            if name in graph.shapes:
+                rename[name] = f"{name}/before_{key}"
+    return rename
+
+
+def _symbolic(info: onnx.ValueInfoProto, axes: dict[int, str]) -> None:
+    for i, dim in enumerate(info.type.tensor_type.shape.dim):
+        if i in axes:
+            dim.dim_param = axes[i]
 
 
 def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = None,
-               embed_weights: bool = False) -> OnnxNet:
+               embed_weights: bool = False, dynamic: tuple[str, ...] = ()) -> OnnxNet:
     """record: every layer output and every max-pool's switches become outputs.
     Without embed_weights the model names the weights but holds none of them: they
     come back in OnnxNet.weights for the caller to supply (streamed to a file, or
-    handed to ONNX Runtime from memory)."""
-    e = Emitter(record)
+    handed to ONNX Runtime from memory). dynamic: "batch" and/or "spatial" axes are
+    left symbolic (see runtime.dynamic for the check that they really are free)."""
+    e = Emitter(record, dynamic="spatial" in dynamic)
     for layer in graph.compute_layers:
         e.layer = layer
         layer.emit(e, layer.bottoms, layer.tops)
@@ -61,14 +86,26 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
     inits = list(e.initializers)
     if embed_weights:
         inits += [numpy_helper.from_array(a, n) for n, a in e.weights.items()]
+    rename = onnx_names(graph)
+    for node in e.nodes:
+        node.input[:] = [rename.get(n, n) for n in node.input]
+        node.output[:] = [rename.get(n, n) for n in node.output]
+    for info in inputs + value_outs:
+        info.name = rename.get(info.name, info.name)
+        if dynamic:
+            rank = len(info.type.tensor_type.shape.dim)
+            axes = {0: "batch"} if "batch" in dynamic else {}
+            if "spatial" in dynamic and rank == 4:
+                axes.update({2: f"height_{info.name}", 3: f"width_{info.name}"})
+            _symbolic(info, axes)
     g = helper.make_graph(e.nodes, graph.name or "caffe_net", inputs, value_outs, initializer=inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="zfcaffe", ir_version=IR_VERSION)
-    layer_of = {k: l.name for l in graph.layers for k in l.tops}
+    layer_of = {rename.get(k, k): l.name for l in graph.layers for k in l.tops}
     helper.set_model_props(model, {
         "caffe_source": graph.path,
         "caffe_layers": json.dumps(layer_of),
     })
-    return OnnxNet(model, {} if embed_weights else e.weights, final + [n for n, _, _ in e.extra_outputs],
-                   switches)
+    keys = final + [n for n, _, _ in e.extra_outputs]
+    return OnnxNet(model, {} if embed_weights else e.weights, [rename.get(k, k) for k in keys], keys, switches)
 

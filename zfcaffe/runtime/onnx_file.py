@@ -23,8 +23,8 @@ def _tensor_header(name: str, arr: np.ndarray) -> bytes:
     return t.SerializeToString() + len_field(_RAW_DATA_FIELD, arr.nbytes)
 
 
-def write_onnx(graph: Graph, path: str, all_blobs: bool = False) -> None:
-    onnx_net = build_onnx(graph, record=all_blobs, embed_weights=False)
+def write_onnx(graph: Graph, path: str, all_blobs: bool = False, dynamic: tuple[str, ...] = ()) -> None:
+    onnx_net = build_onnx(graph, record=all_blobs, embed_weights=False, dynamic=dynamic)
     model = onnx_net.model
     graph_bytes = model.graph.SerializeToString()
     model.ClearField("graph")

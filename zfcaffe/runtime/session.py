@@ -109,14 +109,15 @@ class Session:
             onnx_net.model.graph.initializer.extend(_external_placeholder(n, onnx_net.weights[n]) for n in names)
             values = [ort.OrtValue.ortvalue_from_numpy(onnx_net.weights[n]) for n in names]
             opts.add_external_initializers(names, values)
-        self.outputs = onnx_net.outputs
+        self.outputs, self.keys = onnx_net.outputs, onnx_net.keys
         self.switches = onnx_net.switches
         self.session = ort.InferenceSession(onnx_net.model.SerializeToString(), opts, providers=providers())
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The outputs by graph key (the ONNX file may name the net's outputs otherwise)."""
         values = self.session.run(self.outputs, feeds)
-        return dict(zip(self.outputs, values))
+        return dict(zip(self.keys, values))
 
 
 def _external_placeholder(name: str, arr: np.ndarray) -> TensorProto:

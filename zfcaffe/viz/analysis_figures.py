@@ -10,36 +10,30 @@ from ..analyses.common import safe_name
 from ..analyses.evolution import iteration
 from .figures import Figure, figure_png
 
-def top9_grid(name: str, maps: list[int], top, proj, patch) -> Figure:
-    """The paper's layout: per map, a 3x3 block of projections beside a 3x3 block of patches."""
-    import matplotlib.pyplot as plt
-
+def top9_grid(name: str, tiles) -> Figure:
+    """The paper's layout: per map (a row), a 3x3 block of its top activations
+    projected to pixels for each mode, beside the 3x3 block of image patches."""
     from ..imaging import tile_blocks
-    k = top.values.shape[1]
-    cols = 2
-    rows = math.ceil(len(maps) / cols)
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(4.4 * cols, 2.3 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for i, m in enumerate(maps):
-        r, c = divmod(i, cols)
-        items = [(proj.get((m, j)), patch.get((m, j))) for j in range(k)]
-        items = [it for it in items if it[0] is not None]
-        if not items:
-            continue
-        axes[r, 2 * c].imshow(tile_blocks([p for p, _ in items]))
-        axes[r, 2 * c + 1].imshow(tile_blocks([q for _, q in items]))
-        axes[r, 2 * c].set_title(f"map {m}: top {len(items)}", fontsize=8)
-    fig.suptitle(f"{name}: top-{k} activations over the dataset (projections | patches)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    return Figure(f"top9_{safe_name(name)}.png", figure_png(fig),
+    from .figures import image_grid
+
+    def block(images: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        white = np.full_like(images[0], 255)
+        return tile_blocks([(img if ok else white).astype(np.float32) / 255 for img, ok in zip(images, valid)])
+
+    modes = list(tiles.projections)
+    k = tiles.valid.shape[1]
+    cells = [[block(tiles.projections[m][i], tiles.valid[i]) for m in modes] +
+             [block(tiles.patches[i], tiles.valid[i])] for i in range(len(tiles.maps))]
+    png = image_grid(cells, [f"map {m}" for m in tiles.maps], modes + ["image patches"],
+                     f"{name}: each map's top-{k} activations over the dataset")
+    return Figure(f"top9_{safe_name(name)}.png", png,
                   f"{name}: for each feature map, its {k} strongest activations over the dataset projected "
-                  "to pixels (left) and the receptive-field patches (right)")
+                  f"to pixels ({', '.join(modes)}) beside the image patches under them")
 
 
 def occlusion_figures(r, stem: str, labels=None) -> list[Figure]:
     import matplotlib.pyplot as plt
-    name = lambda i: labels[i] if labels and i < len(labels) else f"class {i}"  # noqa: E731
+    name = labels or (lambda i: f"class {i}")  # zfcaffe.labels.Labels
     fig, ax = plt.subplots(1, 4, figsize=(16, 3.8))
     ax[0].imshow(r.image)
     y, x = r.projections[0][:2] if r.projections else (0, 0)
@@ -81,21 +75,14 @@ def occlusion_figures(r, stem: str, labels=None) -> list[Figure]:
 
 
 def evolution_figures(r) -> list[Figure]:
-    import matplotlib.pyplot as plt
-    rows, cols = len(r.maps), len(r.snapshots)
-    fig, ax = plt.subplots(rows, cols, figsize=(1.5 * cols + 1, 1.5 * rows + 0.6), squeeze=False)
-    for i in range(rows):
-        for j in range(cols):
-            ax[i, j].imshow(r.projections[i][j])
-            ax[i, j].set_xticks([])
-            ax[i, j].set_yticks([])
-            if i == 0:
-                it = iteration(r.snapshots[j])[0]
-                ax[i, j].set_title(f"iter {it}" if it >= 0 else os.path.basename(r.snapshots[j]), fontsize=7)
-            ax[i, j].set_xlabel(f"{r.values[i, j]:.3g}", fontsize=6)
-        ax[i, 0].set_ylabel(f"map {r.maps[i]}", fontsize=7)
-    fig.suptitle(f"{r.layer}: strongest activation over the dataset, per snapshot", fontsize=9)
-    return [Figure(f"evolution_{safe_name(r.layer)}.png", figure_png(fig),
+    from .figures import image_grid
+    cols = []
+    for snap in r.snapshots:
+        it = iteration(snap)[0]
+        cols.append(f"iter {it}" if it >= 0 else os.path.basename(snap))
+    png = image_grid(r.projections, [f"map {m}" for m in r.maps], cols,
+                     f"{r.layer}: strongest activation over the dataset, per snapshot (deconvnet)")
+    return [Figure(f"evolution_{safe_name(r.layer)}.png", png,
                    f"{r.layer}: each row a feature map, each column a training snapshot")]
 
 
@@ -103,7 +90,7 @@ def invariance_figures(r, stem: str, labels=None) -> list[Figure]:
     import matplotlib.pyplot as plt
     kinds = list(r.sweeps)
     fig, ax = plt.subplots(3, len(kinds), figsize=(4.2 * len(kinds), 8.5), squeeze=False)
-    name = labels[r.label] if labels and r.label < len(labels) else f"class {r.label}"
+    name = labels(r.label) if labels else f"class {r.label}"
     for j, kind in enumerate(kinds):
         for i, layer in enumerate(r.layers):
             ax[i, j].plot(r.sweeps[kind], r.distances[kind][i], "o-", ms=3)

@@ -31,39 +31,52 @@ class Figure:
     caption: str
 
 
-def figure_png(fig) -> bytes:
+def figure_png(fig, tight: bool = True) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return buf.getvalue()
 
 
-def projection_grid(items: list[dict], title: str) -> bytes:
-    """Zeiler & Fergus Fig. 2 for one image and layer: for each strongest feature map,
-    its projection to pixels (top) above the image patch of its receptive field (bottom)."""
-    n = len(items)
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 0.4, 3.6), squeeze=False)
-    for i, it in enumerate(items):
-        axes[0, i].imshow(it["projection"])
-        axes[0, i].set_title(it["label"], fontsize=8)
-        axes[1, i].imshow(it["patch"])
-        for ax in axes[:, i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_ylabel("projection", fontsize=8)
-    axes[1, 0].set_ylabel("image patch", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    return figure_png(fig)
+def image_grid(cells: list[list[np.ndarray]], row_labels: list[str], col_labels: list[str], title: str,
+               gap: int = 6) -> bytes:
+    """Equal-sized images (uint8 or [0, 1]) on a grid, shown pixel for pixel (never
+    smoothed), with a label left of each row and above each column."""
+    h, w = cells[0][0].shape[:2]
+    rows, cols = len(cells), max(len(r) for r in cells)
+    left, head, col_head = 96, 28, 30
+    width = left + cols * (w + gap)
+    height = head + col_head + rows * (h + gap)
+    dpi = 100
+    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    fig.text(0.5, 1 - 6 / height, title, ha="center", va="top", fontsize=10)
+    for r, row in enumerate(cells):
+        y = height - head - col_head - r * (h + gap) - h
+        fig.text((left - 8) / width, (y + h / 2) / height, row_labels[r], ha="right", va="center", fontsize=8)
+        for c, img in enumerate(row):
+            x = left + c * (w + gap)
+            ax = fig.add_axes((x / width, y / height, w / width, h / height))
+            ax.imshow(img, interpolation="nearest", aspect="auto")
+            ax.set_axis_off()
+            if r == 0:
+                fig.text((x + w / 2) / width, (y + h + 4) / height, col_labels[c], ha="center", va="bottom",
+                         fontsize=8)
+    return figure_png(fig, tight=False)
 
 
-def predictions_figure(image: np.ndarray, top: list[tuple[str, float]], title: str) -> bytes:
-    """The input as the net saw it, beside its top-5 classes."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2), gridspec_kw={"width_ratios": [1, 1.4]})
-    a.imshow(np.clip(image, 0, 1) if image.shape[-1] == 3 else image[..., 0], cmap="gray")
+def predictions_figure(image: np.ndarray, top: list[tuple[str, float]], title: str,
+                       chart_title: str = "") -> bytes:
+    """The input as the net saw it, beside its most probable classes (when the net
+    has a class output; else the input alone)."""
+    fig, axes = plt.subplots(1, 2 if top else 1, figsize=(8, 3.2) if top else (3.4, 3.4), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.4]} if top else None)
+    a = axes[0, 0]
+    a.imshow(np.clip(image, 0, 1) if image.shape[-1] == 3 else image[..., 0], cmap="gray", vmin=0, vmax=1)
     a.set_xticks([])
     a.set_yticks([])
     a.set_title(title, fontsize=9)
     if top:
+        b = axes[0, 1]
         names = [t[0] for t in top][::-1]
         vals = [t[1] for t in top][::-1]
         b.barh(range(len(vals)), vals, color="#4c72b0")
@@ -71,8 +84,55 @@ def predictions_figure(image: np.ndarray, top: list[tuple[str, float]], title: s
             b.text(v, i, f" {v:.3g}", va="center", fontsize=8)
         b.set_yticks(range(len(vals)))
         b.set_yticklabels(names, fontsize=8)
-        b.set_xlim(0, max(1.0, max(vals)))
-        b.set_title("top-5", fontsize=9)
+        b.set_xlim(0, 1.15)
+        b.set_title(chart_title or f"top-{len(top)}", fontsize=9)
+    return figure_png(fig)
+
+
+def vector_figure(name: str, values: np.ndarray) -> bytes:
+    """All units of a non-spatial layer (an InnerProduct), by index."""
+    fig, ax = plt.subplots(figsize=(8, 2.4))
+    v = np.asarray(values).ravel()
+    ax.plot(v, lw=0.6, color="#4c72b0")
+    ax.set_xlim(0, max(v.size - 1, 1))
+    ax.set_xlabel("unit", fontsize=8)
+    ax.set_title(f"{name}: {v.size} units", fontsize=9)
+    ax.tick_params(labelsize=7)
+    return figure_png(fig)
+
+
+def output_figure(name: str, kind: str, value: np.ndarray, labels=None) -> bytes | None:
+    """A picture of one output of one item that is not class scores: an image, its
+    feature maps, a segmentation (most probable class per position) or its values."""
+    from ..imaging import activation_tiles
+    v = np.asarray(value, np.float64)
+    if kind == "maps":
+        return png_bytes_of_array(activation_tiles(v[:64]), min_side=256)
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    if kind == "image":
+        img = v[::-1].transpose(1, 2, 0) if v.shape[0] == 3 else v[0]
+        lo, hi = img.min(), img.max()
+        ax.imshow((img - lo) / max(hi - lo, 1e-12), cmap="gray", interpolation="nearest")
+        ax.set_title(f"{name} as an image (range {lo:.3g} to {hi:.3g} shown as black to white)", fontsize=8)
+        ax.set_axis_off()
+    elif kind == "segmentation":
+        best = v.argmax(axis=0)
+        classes = np.unique(best)
+        ax.imshow(best, cmap="tab20", vmin=0, vmax=max(19, v.shape[0] - 1), interpolation="nearest")
+        ax.set_axis_off()
+        name_of = labels or (lambda i: f"class {i}")
+        handles = [plt.Rectangle((0, 0), 1, 1, color=plt.cm.tab20(int(c) / max(19, v.shape[0] - 1)))
+                   for c in classes[:12]]
+        ax.legend(handles, [name_of(int(c)) for c in classes[:12]], fontsize=7, loc="center left",
+                  bbox_to_anchor=(1, 0.5))
+        ax.set_title(f"{name}: most probable class per position", fontsize=8)
+    elif kind == "vector":
+        flat = v.ravel()
+        ax.bar(range(flat.size), flat, color="#4c72b0")
+        ax.set_xlabel("index", fontsize=8)
+        ax.set_title(f"{name}: its {flat.size} values", fontsize=8)
     else:
-        b.axis("off")
+        ax.hist(v.ravel(), bins=50, color="#4c72b0")
+        ax.set_title(f"{name}: histogram of its {v.size} values", fontsize=8)
+    ax.tick_params(labelsize=7)
     return figure_png(fig)
