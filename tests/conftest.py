@@ -92,6 +92,40 @@ def layer_text(name: str, typ: str, bottoms, params: str = "", tops=None) -> str
             + " ".join(f'top: "{t}"' for t in tops) + f" {params} }}\n")
 
 
+CHECK_IMAGES = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.title = `images ${ok}/${imgs.length} text ${document.body.innerText.length}`;
+});
+</script>"""
+
+
+def render_in_chromium(page: pathlib.Path, shot_name: str, tmp: pathlib.Path, height: int = 2400):
+    """Load a page in headless Chromium: returns (title 'images LOADED/TOTAL text CHARS',
+    the path of a screenshot kept in artifacts/ for CI)."""
+    import shutil
+    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+                   None)
+    if browser is None:
+        unavailable("chromium is not installed (.ci/run installs Debian's chromium)")
+    probe = page.parent / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", CHECK_IMAGES + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=5000"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    probe.unlink()
+    title = dom.stdout.split("<title>")[1].split("</title>")[0]
+    artifacts = ROOT / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shot = artifacts / shot_name
+    subprocess.run([browser, *flags, f"--window-size=1280,{height}", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120)
+    return title, shot
+
+
 def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
     """The oracle's measure: max|got - ref| / max|ref|."""
     return float(np.abs(got.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30))

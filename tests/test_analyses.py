@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import zfcaffe
-from conftest import run_cli
+from conftest import render_in_chromium, run_cli
 from zfcaffe.analyses import correspondence, invariance, occlusion
 from zfcaffe.analyses.common import list_images
 from zfcaffe.analyses.top9 import TopK, scan
@@ -196,3 +196,7 @@ def test_every_verb_on_nsfw_resnet50(nsfw, photos, tmp_path):
         "--maps", "2", "-o", tmp_path / "evo")
     for sub in ("t9", "occ", "inv", "corr", "evo"):
         assert (tmp_path / sub / "index.html").stat().st_size > 1000
+        # every page is looked at in a real browser; the screenshots are CI artifacts
+        title, _ = render_in_chromium(tmp_path / sub / "index.html", f"{sub}_nsfw.png", tmp_path, height=1600)
+        loaded, total = map(int, title.split()[1].split("/"))
+        assert loaded == total > 0, (sub, title)

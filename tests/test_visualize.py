@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
-import subprocess
 
 import matplotlib.cbook
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 from PIL import Image
 
 import zfcaffe
-from conftest import ROOT, run_cli as cli, unavailable
+from conftest import render_in_chromium, run_cli as cli
 from zfcaffe.preprocess import Preprocess, for_net, load_image
 from zfcaffe.analyses.common import strongest_units
 from zfcaffe.imaging import cut
@@ -168,46 +166,15 @@ def test_filters_command(shared, tmp_path):
 
 
 # -- the report in a real browser ---------------------------------------------------------------------------
-CHECK_IMAGES = """<script>
-window.addEventListener('load', () => {
-  const imgs = [...document.images];
-  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
-  document.title = `images ${ok}/${imgs.length} text ${document.body.innerText.length}`;
-});
-</script>"""
-
-
-def chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 def test_report_renders_in_headless_chromium(shared, image_folder, tmp_path):
-    browser = chromium()
-    if browser is None:
-        unavailable("chromium is not installed (.ci/run installs Debian's chromium)")
     m = shared / "models/cifar10_quick"
     out = tmp_path / "report"
     cli("visualize", m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel",
         "--image", image_folder / "a.jpg", "--mean", m / "mean.binaryproto", "--quiet", "-o", out)
-    probe = out / "probe.html"
-    probe.write_text((out / "index.html").read_text().replace("</body>", CHECK_IMAGES + "</body>"))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
-    dom = subprocess.run([browser, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
-    title = dom.stdout.split("<title>")[1].split("</title>")[0]
+    title, shot = render_in_chromium(out / "index.html", "visualize_report.png", tmp_path)
     loaded, total = map(int, title.split()[1].split("/"))
     assert total >= 8 and loaded == total, title
     assert int(title.split()[3]) > 500                     # the page has real text
-    artifacts = ROOT / "artifacts"
-    artifacts.mkdir(exist_ok=True)
-    shot = artifacts / "visualize_report.png"
-    subprocess.run([browser, *flags, "--window-size=1280,2400", f"--screenshot={shot}", (out / "index.html").as_uri()],
-                   capture_output=True, timeout=120)
     pixels = np.asarray(Image.open(shot).convert("L"), np.float32)
     assert pixels.std() > 10                               # not a blank page
 

@@ -35,6 +35,7 @@ def _net_options(p: argparse.ArgumentParser) -> None:
                    help="override an input's shape (repeatable)")
     p.add_argument("--phase", default="TEST", choices=["TEST", "TRAIN"], help="net phase (default TEST)")
     p.add_argument("--stop-before", metavar="LAYER", help="load the net only up to the layer before LAYER")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no notes on stderr")
 
 
 def resolve_path(path: str | None) -> str | None:
@@ -52,8 +53,6 @@ def resolve_path(path: str | None) -> str | None:
 
 def _open(args):
     from .net import Net
-    if getattr(args, "quiet", False):
-        os.environ["ZFCAFFE_QUIET"] = "1"      # not even the one line on the device
     args.prototxt, args.weights = resolve_path(args.prototxt), resolve_path(args.weights)
     args.prototxt = _net_of_solver(args.prototxt)
     return Net(args.prototxt, args.weights, input_shapes=dict(args.input_shape) or None, phase=args.phase,
@@ -256,7 +255,6 @@ def build_parser() -> argparse.ArgumentParser:
     _head_args(p)
     _preprocess_args(p, keep_size=True)
     p.add_argument("-o", "--output", default="zfcaffe-report", help="output folder (default zfcaffe-report)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_visualize)
 
     p = sub.add_parser("filters", help="tile a convolution's filters into one PNG")
@@ -273,7 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
         _net_args(q, weights_required=True)
         _preprocess_args(q)
         q.add_argument("-o", "--output", default=out_default, help=f"output folder (default {out_default})")
-        q.add_argument("--quiet", action="store_true", help="no progress bars")
         q.set_defaults(func=func)
         return q
 
@@ -316,7 +313,6 @@ def build_parser() -> argparse.ArgumentParser:
     _net_options(p)
     _preprocess_args(p)
     p.add_argument("-o", "--output", default="evolution")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evolution)
     return parser
 
@@ -356,6 +352,8 @@ def _mode_arg(p, default: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        os.environ["ZFCAFFE_QUIET"] = "1"      # not even the one line on the device
     try:
         return args.func(args)
     except ZfcaffeError as e:

@@ -105,6 +105,7 @@ class TopTiles:
     projections: dict[str, np.ndarray]     # mode -> (maps, k, S, S, 3)
     patches: np.ndarray                    # (maps, k, S, S, 3)
     valid: np.ndarray                      # (maps, k) bool: fewer than k images leave gaps
+    boxes: np.ndarray                      # (maps, k, 4) y0, y1, x0, x1 of each tile in the input
     near_ties: dict[str, set]
 
 
@@ -123,7 +124,7 @@ def project_top(net, paths: list[str], key: str, top: TopK, maps: list[int], pre
                 wanted.setdefault(int(top.image[m, j]), []).append((i, j))
     shape = (len(maps), k, size, size, 3)
     result = TopTiles(list(maps), {m: np.zeros(shape, np.uint8) for m in modes}, np.zeros(shape, np.uint8),
-                      np.zeros((len(maps), k), bool), {})
+                      np.zeros((len(maps), k), bool), np.zeros((len(maps), k, 4), np.int64), {})
     for img_index, entries in sorted(wanted.items()):
         x, rgb = pre.prepare(paths[img_index])
         net.forward(**{input_name: x[None]})
@@ -133,6 +134,7 @@ def project_top(net, paths: list[str], key: str, top: TopK, maps: list[int], pre
             for m in modes:
                 result.projections[m][i, j] = t.projections[m][n]
             result.patches[i, j] = t.patches[n]
+            result.boxes[i, j] = t.boxes[n]
             result.valid[i, j] = True
         for layer, windows in t.near_ties.items():
             result.near_ties.setdefault(layer, set()).update(windows)

@@ -53,7 +53,7 @@ def run_top9(net, images: str, out: str, pre, layers=None, k: int = 9, maps: int
                          [f"{len(chosen)} of {t.values.shape[0]} maps (the strongest)"]))
         arrays.update({f"{key}/{f}": getattr(t, f) for f in ("values", "image", "y", "x")})
         arrays.update({f"{key}/shown_maps": np.array(chosen, np.int64), f"{key}/patch": tiles.patches,
-                       f"{key}/valid": tiles.valid})
+                       f"{key}/valid": tiles.valid, f"{key}/boxes": tiles.boxes})
         arrays.update({f"{key}/projection/{m}": tiles.projections[m] for m in modes})
     arrays["images"] = np.array(paths)
     intro = _intro(net, pre) + [

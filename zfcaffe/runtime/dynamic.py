@@ -32,13 +32,16 @@ def _probe_shapes(shapes: dict[str, tuple], axes: tuple[str, ...]) -> dict[str, 
 def _agrees(net, axes: tuple[str, ...], all_blobs: bool) -> bool:
     from .session import Session
     original = dict(net.graph.inputs)
-    session = Session(build_onnx(net.graph, record=all_blobs, dynamic=axes))
+    try:   # ONNX Runtime refusing the graph or the size means "not free"
+        session = Session(build_onnx(net.graph, record=all_blobs, dynamic=axes))
+    except Exception:  # noqa: BLE001
+        return False
     probe = _probe_shapes(original, axes)
     try:
-        net.reshape(**probe)
-    except ZfcaffeError:
-        return False                       # zfcaffe itself refuses that size (an InnerProduct, say)
-    try:
+        try:
+            net.reshape(**probe)
+        except ZfcaffeError:
+            return False                   # zfcaffe itself refuses that size (an InnerProduct, say)
         rng = np.random.default_rng(0)
         feeds = {k: rng.standard_normal(s).astype(np.float32) for k, s in probe.items()}
         want = net.forward(**feeds)
@@ -49,7 +52,7 @@ def _agrees(net, axes: tuple[str, ...], all_blobs: bool) -> bool:
                     np.abs(got[key] - ref).max() > 1e-4 * max(np.abs(ref).max(), 1e-30):
                 return False
         return True
-    except Exception:  # noqa: BLE001 - ONNX Runtime refusing the size means "not free"
+    except Exception:  # noqa: BLE001
         return False
     finally:
         net.reshape(**original)

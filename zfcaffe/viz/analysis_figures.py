@@ -17,8 +17,8 @@ def top9_grid(name: str, tiles) -> Figure:
     from .figures import image_grid
 
     def block(images: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        white = np.full_like(images[0], 255)
-        return tile_blocks([(img if ok else white).astype(np.float32) / 255 for img, ok in zip(images, valid)])
+        empty = np.full_like(images[0], 235)      # fewer images than k: a light-grey slot
+        return tile_blocks([(img if ok else empty).astype(np.float32) / 255 for img, ok in zip(images, valid)])
 
     modes = list(tiles.projections)
     k = tiles.valid.shape[1]
