@@ -74,7 +74,7 @@ def resolve_labels(spec: str | None, classes: int, channels: int = 3) -> Labels:
     elif os.path.exists(spec) or "," not in spec:
         labels = Labels(_read(spec), spec)
     else:
-        labels = Labels([s.strip() for s in spec.split(",")], "--labels")
+        labels = Labels([s.strip() for s in spec.split(",")], f"given with --labels ({spec})")
     if len(labels.names) != classes:
         raise ZfcaffeError(f"{spec}: {len(labels.names)} class names, but the class output has {classes} "
                            "classes; expected one name per class")
