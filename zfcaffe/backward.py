@@ -80,6 +80,55 @@ def seed_diffs(net, key: str, units, values) -> tuple[np.ndarray, np.ndarray]:
     return diffs, items
 
 
+def backward(net, diffs: dict[str, np.ndarray], mode: str = "backprop", items=None,
+             stop_at: str | None = None, layers: tuple[int, int] | None = None,
+             needs_backward=None) -> dict[str, np.ndarray]:
+    """The general backward pass through the recorded forward pass.
+
+    diffs: blob key -> its top diff, one row per entry of `items` (default: every row
+    of the forward batch). The signal goes down from the last layer that produced a
+    seeded key, through every layer below it (or the index range `layers`, inclusive,
+    of net.graph.layers), down to the inputs or, with `stop_at`, to that key (the
+    layers below its producer are not run). Where a key feeds several layers, their
+    diffs are summed (Caffe's Split). `needs_backward(layer)` False skips a layer, as
+    Caffe skips layers whose bottoms need no diff. Returns the diff of every key the
+    signal reached, the seeds included.
+    """
+    if mode not in MODES:
+        raise ZfcaffeError(f"mode '{mode}' is not one of {', '.join(MODES)}")
+    g = net.graph
+    for key, d in diffs.items():
+        if key not in g.shapes:
+            raise ZfcaffeError(f"'{key}' is not a blob key of the net")
+    first = next(iter(diffs.values())) if diffs else None
+    rows = len(first) if first is not None else 0
+    items = np.arange(rows, dtype=np.int64) if items is None else np.asarray(items, np.int64)
+    ctx = BackwardContext(net, items, mode)
+    order = {k: i for i, l in enumerate(g.layers) for k in l.tops}
+    hi = max((order[k] for k in diffs if k in order), default=-1) if layers is None else layers[1]
+    lo = 0 if layers is None else layers[0]
+    if stop_at is not None:
+        if stop_at not in order and stop_at not in g.inputs:
+            raise ZfcaffeError(f"stop_at '{stop_at}' is not a blob key of the net")
+        lo = max(lo, order.get(stop_at, -1) + 1)
+    signal = {k: np.asarray(d, np.float32) for k, d in diffs.items()}
+    reached = dict(signal)
+    for layer in reversed(g.layers[lo:hi + 1]):
+        if layer.is_input or (needs_backward is not None and not needs_backward(layer)):
+            continue
+        tops = [signal.pop(t, None) for t in layer.tops]
+        if all(t is None for t in tops):
+            continue
+        for bottom, d in zip(layer.bottoms, layer.backward(ctx, tops)):
+            if d is None:
+                continue
+            d = np.asarray(d, dtype=np.float32)
+            signal[bottom] = signal[bottom] + d if bottom in signal else d
+            reached[bottom] = signal[bottom]
+    net.last_near_ties = {k: sorted(v) for k, v in ctx.near_ties.items()}
+    return reached
+
+
 def project_units(net, layer_or_key: str, units, mode: str = "deconvnet", values=None,
                   input_name: str | None = None) -> np.ndarray:
     """Project each unit to the input; returns (len(units), C, H, W)."""
@@ -90,24 +139,7 @@ def project_units(net, layer_or_key: str, units, mode: str = "deconvnet", values
         raise ZfcaffeError(f"no recorded forward value for '{key}'; run net.forward(...) first")
     target = input_name or net.inputs[0]
     diffs, items = seed_diffs(net, key, units, values)
-    ctx = BackwardContext(net, items, mode)
-
-    signal: dict[str, np.ndarray] = {key: diffs}
-    layers = net.graph.layers
-    start = next(i for i, l in enumerate(layers) if key in l.tops)
-    for layer in reversed(layers[:start + 1]):
-        if layer.is_input:
-            continue
-        tops = [signal.pop(t, None) for t in layer.tops]
-        if all(t is None for t in tops):
-            continue
-        for bottom, d in zip(layer.bottoms, layer.backward(ctx, tops)):
-            if d is None:
-                continue
-            d = np.asarray(d, dtype=np.float32)
-            signal[bottom] = signal[bottom] + d if bottom in signal else d
-    net.last_near_ties = {k: sorted(v) for k, v in ctx.near_ties.items()}
-    out = signal.get(target)
+    out = backward(net, {key: diffs}, mode, items).get(target)
     if out is None:
         return np.zeros((len(items),) + tuple(net.graph.inputs[target][1:]), np.float32)
     return out

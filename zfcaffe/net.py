@@ -181,14 +181,45 @@ class Net:
             self.reshape(**{name: (size,) + shape[1:]})
 
     # -- running ---------------------------------------------------------------------------
-    def session(self, record: bool = True, outputs: tuple = ()):
+    def session(self, record: bool = True, outputs: tuple = (), span: tuple[int, int] | None = None):
         shapes = tuple(sorted(self.graph.inputs.items()))
-        key = (shapes, record, tuple(outputs))
+        key = (shapes, record, tuple(outputs), span)
         if key not in self._sessions:
             from .runtime.session import Session  # onnxruntime loads only when a net runs
-            self._sessions[key] = Session(build_onnx(self.graph, record=record, outputs=list(outputs) or None),
-                                          faithful=record)
+            self._sessions[key] = Session(build_onnx(self.graph, record=record, outputs=list(outputs) or None,
+                                                     span=span), faithful=record)
         return self._sessions[key]
+
+    def forward_span(self, first: int, last: int, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run only the layers first..last (indices into net.graph.layers), recording,
+        on `values` of the keys they read from outside the span (pycaffe's
+        forward(start=, end=)). Updates layer_outputs and switches of those layers;
+        returns their new values by key."""
+        sess = self.session(True, span=(first, last))
+        missing = [k for k in sess.input_names if k not in values]
+        if missing:
+            raise ZfcaffeError(f"running layers {first}..{last} needs values of {', '.join(missing)}")
+        out = sess.run({k: np.ascontiguousarray(values[k], np.float32) for k in sess.input_names})
+        switch_outputs = set(sess.switches.values())
+        self.layer_outputs.update({k: v for k, v in out.items() if k not in switch_outputs})
+        self.switches.update({name: out[o] for name, o in sess.switches.items()})
+        return out
+
+    def backward(self, diffs: dict[str, np.ndarray], mode: str = "backprop", stop_at: str | None = None,
+                 items=None) -> dict[str, np.ndarray]:
+        """Backward from arbitrary diffs after a recorded forward pass.
+
+        diffs: blob key (or Caffe blob name) -> diff, shaped like that value (one row per
+        image of the forward batch, or per entry of `items`, the rows they belong to).
+        mode: "backprop" (true gradients, Caffe's Backward), "guided" or "deconvnet".
+        stop_at: a key (or blob name) at which to stop; the layers below it are not run.
+        Returns the diff of every key the signal reached, by key. `project` and
+        `project_many` are this with a one-unit seed."""
+        from .backward import backward
+        keyed = {self.graph.blob_of.get(k, k) if k not in self.graph.shapes else k: v for k, v in diffs.items()}
+        stop = None if stop_at is None else (stop_at if stop_at in self.graph.shapes
+                                             else self.graph.blob_of.get(stop_at, stop_at))
+        return backward(self, keyed, mode, items, stop_at=stop)
 
     def _feeds(self, kwargs) -> dict[str, np.ndarray]:
         feeds = {}

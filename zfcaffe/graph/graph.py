@@ -51,6 +51,7 @@ class Graph:
     #: key -> type of the training-only loss layer that read it (dropped): the
     #: input of a SoftmaxWithLoss is the net's class scores
     loss_inputs: dict[str, str] = dataclasses.field(default_factory=dict)
+    force_backward: bool = False                  # the prototxt's force_backward
 
     @property
     def compute_layers(self) -> list[Layer]:
@@ -317,7 +318,8 @@ def load_graph(path: str, phase: str = "TEST", level: int = 0, stages=(),
         raise ZfcaffeError(f"{path}: no layers for phase {phase}; expected a Caffe net")
 
     _drop_unread_inputs(layers, notes)
-    graph = Graph(path, net.name, fmt, layers, {}, current, notes=notes, loss_inputs=loss_inputs)
+    graph = Graph(path, net.name, fmt, layers, {}, current, notes=notes, loss_inputs=loss_inputs,
+                  force_backward=net.force_backward)
     graph.infer(input_shapes)
     return graph
 

@@ -54,39 +54,45 @@ def _symbolic(info: onnx.ValueInfoProto, axes: dict[int, str]) -> None:
 
 
 def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = None,
-               embed_weights: bool = False, dynamic: tuple[str, ...] = ()) -> OnnxNet:
+               embed_weights: bool = False, dynamic: tuple[str, ...] = (),
+               span: tuple[int, int] | None = None) -> OnnxNet:
     """record: every layer output and every max-pool's switches become outputs.
     Without embed_weights the model names the weights but holds none of them: they
     come back in OnnxNet.weights for the caller to supply (streamed to a file, or
     handed to ONNX Runtime from memory). dynamic: "batch" and/or "spatial" axes are
-    left symbolic (see runtime.dynamic for the check that they really are free)."""
+    left symbolic (see runtime.dynamic for the check that they really are free).
+    span: only the layers lo..hi (indices into graph.layers, inclusive), taking the
+    keys they read from outside as inputs (pycaffe's forward(start=, end=)); its
+    values keep their keys as names."""
     e = Emitter(record, dynamic="spatial" in dynamic)
-    for layer in graph.compute_layers:
+    layers = graph.compute_layers if span is None else \
+        [l for l in graph.layers[span[0]:span[1] + 1] if not l.is_input]
+    for layer in layers:
         e.layer = layer
         layer.emit(e, layer.bottoms, layer.tops)
     e.layer = None
 
+    produced = {k for l in layers for k in l.tops}
     if record:
-        outs = [k for l in graph.compute_layers for k in l.tops]
+        outs = [k for l in layers for k in l.tops]
     else:
         outs = list(outputs) if outputs else graph.outputs()
     # Keys that are also inputs or re-exported would be duplicate outputs: keep the first.
     seen, final = set(), []
     for k in outs:
-        if k not in seen and k not in graph.inputs:
+        if k not in seen and k not in graph.inputs and (span is None or k in produced):
             seen.add(k)
             final.append(k)
-    switches = {l.name: l.switch_output for l in graph.compute_layers
-                if record and getattr(l, "switch_output", None)}
+    switches = {l.name: l.switch_output for l in layers if record and getattr(l, "switch_output", None)}
 
-    inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(s)) for k, s in graph.inputs.items()
-              if any(k in l.bottoms for l in graph.layers)]
+    read = list(dict.fromkeys(b for l in layers for b in l.bottoms if b not in produced))
+    inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(graph.shapes[k])) for k in read]
     value_outs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(graph.shapes[k])) for k in final]
     value_outs += [helper.make_tensor_value_info(n, t, list(s)) for n, t, s in e.extra_outputs]
     inits = list(e.initializers)
     if embed_weights:
         inits += [numpy_helper.from_array(a, n) for n, a in e.weights.items()]
-    rename = onnx_names(graph)
+    rename = onnx_names(graph) if span is None else {}
     for node in e.nodes:
         node.input[:] = [rename.get(n, n) for n in node.input]
         node.output[:] = [rename.get(n, n) for n in node.output]
