@@ -237,8 +237,9 @@ def _included(lp: caffe_pb2.LayerParameter, state: caffe_pb2.NetState) -> bool:
 
 def load_graph(path: str, phase: str = "TEST", level: int = 0, stages=(),
                input_shapes: dict | None = None, stop_before: str | None = None,
-               text: str | None = None) -> Graph:
-    """Read a prototxt (any version) into a shape-inferred Graph (no weights yet)."""
+               text: str | None = None, infer: bool = True) -> Graph:
+    """Read a prototxt (any version) into a shape-inferred Graph (no weights yet;
+    infer=False: not even shapes)."""
     parsed = parse_net_text(path, text)
     net, lines = parsed.param, parsed.layer_lines
     fmt = net_format(net)
@@ -320,7 +321,8 @@ def load_graph(path: str, phase: str = "TEST", level: int = 0, stages=(),
     _drop_unread_inputs(layers, notes)
     graph = Graph(path, net.name, fmt, layers, {}, current, notes=notes, loss_inputs=loss_inputs,
                   force_backward=net.force_backward)
-    graph.infer(input_shapes)
+    if infer:
+        graph.infer(input_shapes)
     return graph
 
 

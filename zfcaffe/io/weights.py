@@ -236,15 +236,21 @@ def _blob_header(arr: np.ndarray, legacy: bool) -> bytes:
     return head + len_field(5, arr.size * 4)
 
 
-def write_caffemodel(path: str, layers: list[tuple[str, str, list[np.ndarray]]], legacy: bool = False) -> None:
-    """Write (name, type, blobs) layers as a binary caffemodel, streaming the data.
+def write_caffemodel(path: str, layers: list[tuple], legacy: bool = False, net_name: str = "") -> None:
+    """Write (name, type, blobs[, LayerParameter]) layers as a binary caffemodel,
+    streaming the data.
 
-    legacy=True writes a 2014 V1 file: `layers` with enum types and blobs shaped
-    by num/channels/height/width, as old snapshots are. Written atomically.
+    With a LayerParameter, the layer is written as Caffe's Net::ToProto writes it: the
+    layer's own definition (bottoms, tops, parameters) with its blobs. legacy=True
+    writes a 2014 V1 file: `layers` with enum types and blobs shaped by
+    num/channels/height/width, as old snapshots are. Written atomically.
     """
     v1_enum = {v: k for k, v in V1_TYPE_NAMES.items()}
     with atomic_file(path) as f:
-        for name, typ, blobs in layers:
+        if net_name:
+            name_b = net_name.encode()
+            f.write(len_field(1, len(name_b)) + name_b)
+        for name, typ, blobs, *definition in layers:
             arrays = [np.array(b, dtype="<f4", order="C", copy=None) for b in blobs]  # keeps 0-d shapes
             name_b = name.encode()
             if legacy:
@@ -253,6 +259,11 @@ def write_caffemodel(path: str, layers: list[tuple[str, str, list[np.ndarray]]],
             else:
                 typ_b = typ.encode()
                 head = len_field(1, len(name_b)) + name_b + len_field(2, len(typ_b)) + typ_b
+                if definition and definition[0] is not None:
+                    lp = type(definition[0])()
+                    lp.CopyFrom(definition[0])
+                    lp.ClearField("blobs")
+                    head = lp.SerializeToString()
                 blob_field, layer_field = 7, 100
             blob_heads = [_blob_header(a, legacy) for a in arrays]
             blob_lens = [len(h) + a.nbytes for h, a in zip(blob_heads, arrays)]
@@ -261,6 +272,19 @@ def write_caffemodel(path: str, layers: list[tuple[str, str, list[np.ndarray]]],
             for h, a, n in zip(blob_heads, arrays, blob_lens):
                 f.write(len_field(blob_field, n) + h)
                 f.write(memoryview(a).cast("B"))
+
+
+def write_hdf5_weights(path: str, layers: list[tuple[str, list[np.ndarray]]]) -> None:
+    """Write parameters as Caffe's Net::ToHDF5 does (a .caffemodel.h5): group `data`,
+    one group per layer in net order, datasets "0", "1", ... Written atomically."""
+    import h5py
+    with atomic_file(path) as f:
+        with h5py.File(f, "w", track_order=True) as h5:
+            data = h5.create_group("data", track_order=True)
+            for name, blobs in layers:
+                group = data.create_group(name, track_order=True)
+                for i, b in enumerate(blobs):
+                    group.create_dataset(str(i), data=np.asarray(b, np.float32))
 
 
 def layer_filters(prototxt: str, weights: str, layer_name: str) -> np.ndarray:

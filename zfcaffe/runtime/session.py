@@ -47,6 +47,15 @@ def _probe_model() -> bytes:
     return m.SerializeToString()
 
 
+def prefer(device: str) -> str:
+    """Ask for "cpu" or "gpu" (or "auto") for the sessions made from now on; returns
+    the device line of the new choice (the GPU only where the CUDA provider loads)."""
+    global _CHOICE
+    os.environ["ZFCAFFE_DEVICE"] = {"gpu": "auto"}.get(device, device)
+    _CHOICE = None
+    return device_line()
+
+
 def providers() -> list:
     """The execution providers to use, decided once per process."""
     global _CHOICE
