@@ -9,7 +9,8 @@ import pytest
 import caffe_reference as ref
 import zfcaffe
 from conftest import layer_text as L, load_case, oracle_cases, rel_err
-from zfcaffe.kernels import ave_unpool_add, col2im_add, im2col, mark_near_ties, max_unpool_add, nonzero_box
+from zfcaffe.kernels import (ave_unpool_add, col2im_add, im2col, lrn_across_backward, mark_near_ties,
+                             max_unpool_add, nonzero_box)
 
 RNG = np.random.default_rng(1)
 
@@ -52,6 +53,25 @@ def test_ave_unpool_is_the_adjoint_of_caffe_ave_pooling(k, s, p, hw):
     out = np.zeros((2, *hw), np.float32)
     ave_unpool_add(top[0], out, k, k, s, s, p, p)
     assert abs(float((y * top).sum()) - float((x[0] * out).sum())) < 1e-4 * float(np.abs(y * top).sum())
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.6])
+def test_lrn_across_backward_against_numpy(beta):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 7, 3, 4)).astype(np.float32) * 20
+    top = rng.standard_normal(x.shape).astype(np.float32)
+    size, alpha, k = 5, 1e-3, 2.0
+    pre = (size - 1) // 2
+
+    def window_sum(a):   # channels c - pre ... c + size - 1 - pre, zero beyond the ends
+        padded = np.zeros((a.shape[0], a.shape[1] + size - 1) + a.shape[2:])
+        padded[:, pre:pre + a.shape[1]] = a
+        return sum(padded[:, i:i + a.shape[1]] for i in range(size))
+    x64 = x.astype(np.float64)
+    scale = k + alpha / size * window_sum(x64 ** 2)
+    y = (x64 * scale ** -beta).astype(np.float32)
+    ref = top * scale ** -beta - 2 * alpha * beta / size * x64 * window_sum(top * y.astype(np.float64) / scale)
+    np.testing.assert_allclose(lrn_across_backward(x, y, top, size, alpha, beta, k), ref, rtol=1e-5, atol=1e-6)
 
 
 def test_mark_near_ties_against_numpy():

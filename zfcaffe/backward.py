@@ -28,6 +28,9 @@ class BackwardContext:
 
     def __init__(self, net, items: np.ndarray, mode: str):
         self.net, self.items, self.mode = net, items, mode
+        # every row of the batch, in order: the recorded arrays serve as they are
+        rows = next(iter(net.layer_outputs.values())).shape[0] if net.layer_outputs else -1
+        self._whole = len(items) == rows and bool(np.all(items == np.arange(rows)))
         self._cache: dict[str, np.ndarray] = {}
         self.near_ties: dict[str, set] = {}
 
@@ -44,13 +47,15 @@ class BackwardContext:
 
     def data(self, key: str) -> np.ndarray:
         if key not in self._cache:
-            self._cache[key] = self.full(key)[self.items]
+            full = self.full(key)
+            self._cache[key] = full if self._whole and len(full) == len(self.items) else full[self.items]
         return self._cache[key]
 
     def switches(self, layer_name: str) -> np.ndarray:
         if layer_name not in self.net.switches:
             raise ZfcaffeError(f"no recorded switches for '{layer_name}'; run net.forward(...) first")
-        return self.net.switches[layer_name][self.items]
+        full = self.net.switches[layer_name]
+        return full if self._whole and len(full) == len(self.items) else full[self.items]
 
 
 def resolve_key(net, layer_or_key: str) -> str:

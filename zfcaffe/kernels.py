@@ -121,27 +121,68 @@ def mark_near_ties(x, items, top, switches, KH, KW, stride_h, stride_w, pad_h, p
     top/switches/marks belongs to image items[r]."""
     R, C, OH, OW = top.shape
     H, W = x.shape[2], x.shape[3]
+    xf = x.reshape(-1)
+    tf, sf, mf = top.reshape(-1), switches.reshape(-1), marks.reshape(-1)
     n = 0
     for r in range(R):
         for c in range(C):
-            plane = x[items[r], c]
+            base = (items[r] * C + c) * H * W
+            o = (r * C + c) * OH * OW
             for oy in range(OH):
                 hs = oy * stride_h - pad_h
+                y0, y1 = max(hs, 0), min(hs + KH, H)
                 for ox in range(OW):
-                    if top[r, c, oy, ox] == 0:
-                        continue
-                    s = switches[r, c, oy, ox]
-                    m = plane[s // W, s % W]
-                    if m == 0:  # rel * |m| is 0: only an exact tie could be that close
-                        continue
-                    ws = ox * stride_w - pad_w
-                    second = -np.inf
-                    for iy in range(max(hs, 0), min(hs + KH, H)):
-                        for ix in range(max(ws, 0), min(ws + KW, W)):
-                            if iy * W + ix != s and plane[iy, ix] > second:
-                                second = plane[iy, ix]
-                    gap = m - second
-                    if gap > 0 and gap <= rel * abs(m):
-                        marks[r, c, oy, ox] = 1
-                        n += 1
+                    if tf[o] != 0:
+                        s = sf[o]
+                        m = xf[base + s]
+                        if m != 0:  # rel * |m| is 0: only an exact tie could be that close
+                            ws = ox * stride_w - pad_w
+                            x0, x1 = max(ws, 0), min(ws + KW, W)
+                            second = -np.inf
+                            for iy in range(y0, y1):
+                                row = base + iy * W
+                                for ix in range(x0, x1):
+                                    v = xf[row + ix]
+                                    if v > second and iy * W + ix != s:
+                                        second = v
+                            gap = m - second
+                            if gap > 0 and gap <= rel * abs(m):
+                                mf[o] = 1
+                                n += 1
+                    o += 1
     return n
+
+
+@njit(cache=True)
+def lrn_across_backward(x, y, top, size, alpha, beta, k):
+    """Caffe's cross-channel LRN backward (CrossChannelBackward), float64 inside:
+    bottom = top * scale^-beta - 2 alpha beta / size * x * sum_w(top * y / scale), where
+    scale = k + alpha / size * sum_w(x^2) and sum_w runs over channels
+    c - (size-1)/2 ... c + size/2 (zero beyond the ends)."""
+    N, C, H, W = x.shape
+    pre = (size - 1) // 2
+    out = np.empty(x.shape, np.float32)
+    scale = np.empty((C, H, W), np.float64)
+    ratio = np.empty((C, H, W), np.float64)
+    a = alpha / size
+    for n in range(N):
+        for c in range(C):
+            for i in range(H):
+                for j in range(W):
+                    s = 0.0
+                    for q in range(max(c - pre, 0), min(c - pre + size, C)):
+                        v = np.float64(x[n, q, i, j])
+                        s += v * v
+                    scale[c, i, j] = k + a * s
+                    ratio[c, i, j] = np.float64(top[n, c, i, j]) * y[n, c, i, j] / scale[c, i, j]
+        for c in range(C):
+            for i in range(H):
+                for j in range(W):
+                    r = 0.0
+                    for q in range(max(c - pre, 0), min(c - pre + size, C)):
+                        r += ratio[q, i, j]
+                    sc = scale[c, i, j]
+                    # the usual beta 0.75 as 1 / (sqrt(s) * sqrt(sqrt(s))): far cheaper than pow
+                    power = 1.0 / (np.sqrt(sc) * np.sqrt(np.sqrt(sc))) if beta == 0.75 else sc ** -beta
+                    out[n, c, i, j] = top[n, c, i, j] * power - 2.0 * a * beta * x[n, c, i, j] * r
+    return out

@@ -45,7 +45,7 @@ class ReLU(_Neuron):
             return [np.where((x > 0) & (top > 0), top, 0).astype(np.float32)]
         if self.negative_slope:
             return [np.where(x > 0, top, top * np.float32(self.negative_slope)).astype(np.float32)]
-        return [np.where(x > 0, top, 0).astype(np.float32)]
+        return [np.multiply(top, x > 0, dtype=np.float32)]
 
     def emit(self, e, ins, outs):
         if self.negative_slope:

@@ -13,16 +13,6 @@ def _per_channel(values: np.ndarray, rank: int) -> np.ndarray:
     return np.asarray(values, np.float32).reshape((-1,) + (1,) * (rank - 2))
 
 
-def _channel_window_sum(a: np.ndarray, size: int) -> np.ndarray:
-    """Sum over channels c - (size-1)/2 ... c + size/2 (zero beyond the ends)."""
-    pre = (size - 1) // 2
-    c = a.shape[1]
-    padded = np.zeros((a.shape[0], c + size) + a.shape[2:], np.float64)
-    padded[:, pre + 1:pre + 1 + c] = a
-    csum = np.cumsum(padded, axis=1)
-    return csum[:, size:size + c] - csum[:, :c]
-
-
 def _negative_power(e, base: str, beta: float) -> str:
     """base ** -beta; the usual beta 0.75 as 1 / (sqrt(b) * sqrt(sqrt(b))), which is
     vectorised where a general Pow is not."""
@@ -61,14 +51,12 @@ class LRN(Layer):
         top = top_diffs[0]
         if ctx.mode == "deconvnet":
             return [top]  # Zeiler & Fergus pass the signal through contrast normalisation
-        x = ctx.data(self.bottoms[0]).astype(np.float64)
-        y = ctx.data(self.tops[0]).astype(np.float64)
         if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
-            # Caffe: top * scale^-beta - 2 alpha beta / size * x * window_sum(top * y / scale)
-            scale = self.k + self.alpha / self.size * _channel_window_sum(x * x, self.size)
-            ratio = _channel_window_sum(top * y / scale, self.size)
-            bottom = top * scale ** -self.beta - 2 * self.alpha * self.beta / self.size * x * ratio
-            return [bottom.astype(np.float32)]
+            from ..kernels import lrn_across_backward  # Numba loads lazily
+            x, y = (np.ascontiguousarray(ctx.data(k), np.float32) for k in (self.bottoms[0], self.tops[0]))
+            return [lrn_across_backward(x, y, np.ascontiguousarray(top, np.float32), self.size,
+                                        float(self.alpha), float(self.beta), float(self.k))]
+        x = ctx.data(self.bottoms[0]).astype(np.float64)
         # WITHIN_CHANNEL: y = x * s^-beta with s = 1 + alpha * avgpool(x^2) (Caffe's divisor).
         from ..kernels import ave_unpool_add  # Numba loads lazily
         rows, c, h, w = x.shape
