@@ -69,3 +69,12 @@ SGDSolver = NesterovSolver = AdaGradSolver = RMSPropSolver = AdaDeltaSolver = Ad
 NetSpec = _unsupported("NetSpec", "writing prototxts from Python is not supported; write the prototxt text, "
                                   "or build the net in a maintained framework")
 set_multiprocess = _unsupported("set_multiprocess", _TRAINING)
+
+
+def __getattr__(name: str):
+    """Any other pycaffe name: one clear line instead of a bare AttributeError."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    raise AttributeError(f"caffe.{name}: zfcaffe.caffe does not provide this part of pycaffe (it covers Net, io, "
+                         "Classifier, Detector, proto and the mode functions); see the README's 'Coming from "
+                         "pycaffe'")

@@ -481,6 +481,10 @@ class Net:
         from ..io.weights import write_hdf5_weights
         write_hdf5_weights(os.fspath(filename), [(l.name, l.blobs) for l in self._engine.graph.layers])
 
+    def set_input_arrays(self, data, labels):
+        raise ZfcaffeError("Net.set_input_arrays feeds a MemoryData layer; zfcaffe treats data layers as inputs: "
+                           "write net.blobs[name].data[...] = data, or pass forward(**{name: data})")
+
     def __repr__(self):
         return f"<caffe.Net {self._engine.graph.name or self._engine.graph.path}: {len(self._blob_names)} blobs>"
 
