@@ -196,3 +196,21 @@ def test_io_images_and_transformer():
     np.testing.assert_allclose(t.deprocess("data", x), small, atol=1e-5)
     with pytest.raises(ValueError, match="Mean channels"):
         t.set_mean("data", np.zeros(4))
+
+
+def test_copy_from_share_with_and_modes(shared, cifar, capfd):
+    m = shared / "models/cifar10_quick"
+    x = np.random.default_rng(3).uniform(-50, 50, (1, 3, 32, 32)).astype(np.float32)
+    ref = cifar.forward(data=x)["prob"].copy()
+    cifar.params["conv1"][0].data[...] = 0
+    assert not np.allclose(cifar.forward(data=x)["prob"], ref)
+    cifar.copy_from(str(m / "cifar10_quick_iter_5000.caffemodel.h5"))        # another snapshot
+    other = caffe.Net(str(m / "cifar10_quick.prototxt"), caffe.TEST)
+    other.share_with(cifar)
+    np.testing.assert_array_equal(other.forward(data=x)["prob"], cifar.forward(data=x)["prob"])
+    cifar.copy_from(str(m / "cifar10_quick_iter_4000.caffemodel"))
+    np.testing.assert_allclose(cifar.forward(data=x)["prob"], ref, rtol=1e-6)
+    np.testing.assert_allclose(other.forward(data=x)["prob"], ref, rtol=1e-6)   # shared arrays
+    caffe.set_mode_gpu()
+    caffe.set_mode_cpu()
+    assert "set_mode_gpu" in capfd.readouterr().err                             # no GPU here: one line says so

@@ -218,6 +218,7 @@ class Net:
         self._data: dict[str, np.ndarray] = {}
         self._diff: dict[str, np.ndarray] = {}
         self._stale_params = False
+        self._sharing = [self]          # the nets that share these parameter arrays (share_with)
         self._warned_force_backward = False
         self._allocate()
 
@@ -285,7 +286,8 @@ class Net:
 
     # -- running -----------------------------------------------------------------------
     def _params_changed(self) -> None:
-        self._stale_params = True
+        for net in self._sharing:
+            net._stale_params = True
 
     def _refresh_params(self) -> None:
         if self._stale_params:
@@ -464,6 +466,8 @@ class Net:
                 if [b.shape for b in source] != [b.shape for b in layer.blobs]:
                     raise ZfcaffeError(f"share_with: layer '{layer.name}' has other parameter shapes")
                 layer.blobs = source
+        self._sharing = other._sharing
+        self._sharing.append(self)
         self._params_changed()
 
     def save(self, filename: str) -> None:
