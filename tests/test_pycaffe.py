@@ -214,3 +214,19 @@ def test_copy_from_share_with_and_modes(shared, cifar, capfd):
     caffe.set_mode_gpu()
     caffe.set_mode_cpu()
     assert "set_mode_gpu" in capfd.readouterr().err                             # no GPU here: one line says so
+
+
+def test_classifier_centre_crop_and_detector_windows(shared):
+    m = shared / "models/cifar10_quick"
+    args = (str(m / "cifar10_quick.prototxt"), str(m / "cifar10_quick_iter_4000.caffemodel"))
+    mean = np.array([125.0, 123.0, 114.0])
+    clf = caffe.Classifier(*args, image_dims=(40, 40), mean=mean, raw_scale=255, channel_swap=(2, 1, 0))
+    image = caffe.io.load_image(PHOTO)
+    p = clf.predict([image], oversample=False)
+    assert p.shape == (1, 10) and abs(p.sum() - 1) < 1e-5
+    det = caffe.Detector(*args, mean=mean, raw_scale=255, channel_swap=(2, 1, 0), context_pad=4)
+    windows = [(0, 0, 200, 200), (100, 150, 300, 400)]
+    found = det.detect_windows([(PHOTO, windows)])
+    assert [d["window"] for d in found] == windows and found[0]["prediction"].shape == (10,)
+    with pytest.raises(zfcaffe.ZfcaffeError, match="detect_windows"):
+        det.detect_selective_search([PHOTO])
