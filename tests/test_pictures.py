@@ -169,6 +169,12 @@ def test_channels_npy_inputs_and_keep_size(files, tmp_path):
     np.save(x, w(15, 16, 16))
     cli("visualize", proto, weights, "--image", x, "--quiet", "-o", tmp_path / "ok")
     assert (tmp_path / "ok/x15_conv1_projections.png").exists()
+    arrays = tmp_path / "arrays"                               # and for the analyses: a folder of .npy inputs
+    arrays.mkdir()
+    for i in range(3):
+        np.save(arrays / f"{i}.npy", w(15, 16, 16))
+    cli("top9", proto, weights, "--images", arrays, "--maps", "2", "-k", "2", "--quiet", "-o", tmp_path / "t9")
+    assert np.load(tmp_path / "t9/results.npz")["images"].shape == (3,)
 
     proto, weights = files(FCN, (1, 3, 12, 12), FCN_W, "pnet")
     small = tmp_path / "small.png"

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..errors import ZfcaffeError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".webp",
+                    ".npy")   # a .npy is an input taken as it is (nets whose input is no image)
 
 
 def list_images(source: str) -> list[tuple[str, int | None]]:

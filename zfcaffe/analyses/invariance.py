@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 
+from ..errors import ZfcaffeError
 from .heads import require_class_head
 
 
@@ -60,6 +61,9 @@ def run(net, image: str, pre, layer_keys: list[str], label: int | None = None, s
     input_name = net.inputs[0]
     shape = net.graph.inputs[input_name]
     sweeps = sweeps or default_sweeps(shape[2])
+    if str(image).lower().endswith(".npy"):
+        raise ZfcaffeError(f"{image}: invariance shifts, scales and rotates an image; expected an image file, "
+                           "not a .npy input")
     head = require_class_head(net, class_output)
     pkey = head.key
     _, rgb = pre.prepare(image)
