@@ -13,6 +13,7 @@ from ..analyses.projection import near_tie_note, parse_modes
 from ..analyses.common import default_layers, list_images, safe_name, shown_key
 from ..errors import ZfcaffeError
 from ..viz import analysis_figures as figures
+from ..verbs import verb
 from .output import write_output
 from ..labels import resolve_labels
 
@@ -169,3 +170,79 @@ def run_correspondence(net, images: str, out: str, pre, parts_path: str | None =
                         {"delta": r.table, "random_std": r.random_std})
 
 
+
+
+# -- the verbs ------------------------------------------------------------------------------------------------
+def _layers(args) -> list[str] | None:
+    return [s for s in args.layers.split(",") if s] if getattr(args, "layers", None) else None
+
+
+def _top9_arguments(p) -> None:
+    p.add_argument("--images", required=True, help="image folder, or a list file ('path [label]' per line)")
+    p.add_argument("--layers", help="comma-separated layers (default: four convolutions across the depth)")
+    p.add_argument("--maps", type=int, default=16, help="feature maps shown per layer (default 16, the strongest)")
+    p.add_argument("-k", type=int, default=9, help="activations kept per map (default 9)")
+    p.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
+
+
+@verb("top9", "the 9 strongest activations of each feature map over a dataset (Fig. 2)",
+      ("net", "preprocess", "mode:deconvnet,guided", "output:top9"), _top9_arguments)
+def top9_verb(ctx, args) -> str:
+    return run_top9(ctx.net, args.images, args.output, ctx.pre, _layers(args), k=args.k, maps=args.maps,
+                    batch=args.batch, workers=args.workers, mode=args.mode, show_progress=ctx.progress)
+
+
+def _occlusion_arguments(p) -> None:
+    p.add_argument("--image", required=True)
+    p.add_argument("--label", type=int, help="the correct class (default: top-1 of the unoccluded image)")
+    p.add_argument("--layer", help="layer whose strongest feature map is followed (default: the last conv)")
+    p.add_argument("--size", type=int, default=0, help="occluder side in input pixels (default: input/5)")
+    p.add_argument("--stride", type=int, default=0, help="occluder step (default: size/2)")
+
+
+@verb("occlusion", "occlusion sensitivity of one image (Fig. 7)", ("net", "preprocess", "head", "output:occlusion"),
+      _occlusion_arguments)
+def occlusion_verb(ctx, args) -> str:
+    return run_occlusion(ctx.net, args.image, args.output, ctx.pre, args.layer, args.label, args.size, args.stride,
+                         args.labels, show_progress=ctx.progress, class_output=args.class_output)
+
+
+def _invariance_arguments(p) -> None:
+    p.add_argument("--image", required=True)
+    p.add_argument("--label", type=int, help="the true class (default: top-1 of the original)")
+    p.add_argument("--layers", help="two comma-separated layers (default: first conv and the classifier's input)")
+
+
+@verb("invariance", "translation, scale and rotation sweeps of one image (Fig. 5)",
+      ("net", "preprocess", "head", "output:invariance"), _invariance_arguments)
+def invariance_verb(ctx, args) -> str:
+    return run_invariance(ctx.net, args.image, args.output, ctx.pre, _layers(args), args.label, args.labels,
+                          args.class_output)
+
+
+def _correspondence_arguments(p) -> None:
+    p.add_argument("--images", required=True, help="image folder, or a list file")
+    p.add_argument("--parts", help="JSON: image -> part -> [x0, y0, x1, y1] (default: a centred box)")
+    p.add_argument("--layers", help="comma-separated layers (default: the last two default layers)")
+
+
+@verb("correspondence", "consistency of masking the same part across images (Table 7)",
+      ("net", "preprocess", "output:correspondence"), _correspondence_arguments)
+def correspondence_verb(ctx, args) -> str:
+    return run_correspondence(ctx.net, args.images, args.output, ctx.pre, args.parts, _layers(args))
+
+
+def _evolution_arguments(p) -> None:
+    p.add_argument("snapshots", nargs="+", help="snapshot files, a glob, or a solver.prototxt")
+    p.add_argument("--images", required=True, help="image folder, or a list file")
+    p.add_argument("--layer", help="layer (default: the last conv)")
+    p.add_argument("--maps", type=int, default=8, help="feature maps followed (default 8)")
+
+
+@verb("evolution", "strongest activations across training snapshots (Fig. 4)",
+      ("net:none", "preprocess", "output:evolution"), _evolution_arguments)
+def evolution_verb(ctx, args) -> str:
+    snapshots = [ctx.path(s) for s in args.snapshots]
+    return run_evolution(ctx.path(args.prototxt), snapshots, args.images, args.output, ctx.pre_for, args.layer,
+                         args.maps, show_progress=ctx.progress, **ctx.net_options)

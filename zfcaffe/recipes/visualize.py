@@ -24,6 +24,7 @@ from ..labels import resolve_labels
 from ..preprocess import Preprocess, for_net
 from ..viz import activation_tiles, filter_tiles
 from ..viz.figures import image_grid, output_figure, png_bytes_of_array, predictions_figure, vector_figure
+from ..verbs import verb
 from ..viz.report import Report
 
 
@@ -172,3 +173,17 @@ def _fmt_pair(v) -> str:
     if v == "all":
         return "all"
     return f"{v[0]:g}" if v[0] == v[1] else f"{v[0]:g}x{v[1]:g}"
+
+
+def _arguments(p) -> None:
+    p.add_argument("--image", action="append", default=[], help="an image, or a .npy input (repeatable)")
+    p.add_argument("--layers", help="comma-separated layer names (default: four convolutions across the depth)")
+    p.add_argument("--top", type=int, default=8, help="strongest feature maps per layer (default 8)")
+
+
+@verb("visualize", "Zeiler & Fergus figures and an HTML report (index.html)",
+      ("net", "preprocess", "keep_size", "head", "mode:deconvnet,guided", "output:zfcaffe-report"), _arguments)
+def visualize_verb(ctx, args) -> str:
+    layers = [s for s in args.layers.split(",") if s] if args.layers else None
+    return visualize(ctx.net, args.image, args.output, layers=layers, top=args.top, mode=args.mode,
+                     preprocess=ctx.pre, labels=args.labels, class_output=args.class_output, progress=ctx.progress)

@@ -1,0 +1,1 @@
+"""The survey's methods as verbs (filled in by the methods' recipes)."""

@@ -1,0 +1,35 @@
+"""The command line's verbs, each declared next to the recipe it runs (not in one
+growing cli.py). A verb names the shared option groups it takes; the CLI defines
+those groups once and builds what they describe (the net, the preprocessing, the
+output folder) into a Context for the verb's function.
+
+Shared groups: "net" (prototxt, weights and the net options), "preprocess",
+"keep_size", "head" (--labels, --class-output), "mode:DEFAULT" (projection or
+gradient modes), "output:DEFAULT" (-o). Every verb has --quiet.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+
+@dataclasses.dataclass
+class Verb:
+    name: str
+    help: str
+    groups: tuple[str, ...]
+    arguments: Callable | None      # arguments(parser): the verb's own options
+    run: Callable                   # run(ctx, args) -> the written path, or an exit status
+
+
+VERBS: dict[str, Verb] = {}
+
+
+def verb(name: str, help: str, groups: tuple[str, ...] = (), arguments: Callable | None = None):
+    """Register `run(ctx, args)` as the verb `name`; a name is registered once."""
+    def register(run: Callable) -> Callable:
+        if name in VERBS:
+            raise ValueError(f"verb '{name}' is registered twice ({VERBS[name].run.__module__} and {run.__module__})")
+        VERBS[name] = Verb(name, help, tuple(groups), arguments, run)
+        return run
+    return register
