@@ -90,6 +90,26 @@ class Preprocess:
         lo, hi = float(shown.min()), float(shown.max())
         return x, ((shown - lo) / max(hi - lo, 1e-12)).transpose(1, 2, 0)
 
+    def input_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) of the net's input for pixels in [0, 1], each (C, H, W)."""
+        return self.transform(np.zeros((self.height, self.width, self.channels), np.float32)), \
+            self.transform(np.ones((self.height, self.width, self.channels), np.float32))
+
+    def to_image(self, x: np.ndarray) -> np.ndarray:
+        """The inverse of transform: the net's input (C, H, W) -> RGB (H, W, C) in [0, 1]
+        (clipped), for showing what an optimisation made."""
+        x = np.asarray(x, np.float64) / self.input_scale
+        if self.mean is not None:
+            x = x + _fit_mean(self.mean, x.shape, self.mean_source)
+        x = x / self.raw_scale
+        if self.bgr and self.channels == 3:
+            x = x[::-1]
+        return np.clip(x.transpose(1, 2, 0), 0, 1).astype(np.float32)
+
+    def pixel_units(self, dx: np.ndarray) -> np.ndarray:
+        """A change of the net's input in 0-255 pixel intensities."""
+        return np.asarray(dx, np.float64) / self.input_scale / self.raw_scale * 255
+
     def transform(self, img: np.ndarray) -> np.ndarray:
         """An (H, W, C) RGB image in [0, 1], already of the input size, to the input."""
         x = img.transpose(2, 0, 1).astype(np.float32)

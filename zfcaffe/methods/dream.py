@@ -1,0 +1,94 @@
+"""DeepDream (Mordvintsev et al. 2015), as the Caffe notebook does it: gradient
+ascent on half the squared activations of a layer, with normalised steps, random
+jitter, and octaves (the image is dreamt at growing scales, the detail carried up)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..errors import ZfcaffeError
+from ..optvis import objectives
+from ..optvis.render import NormalizedAscent, gradient
+from ..optvis.transforms import jitter
+
+
+@dataclasses.dataclass
+class Dream:
+    layer: str
+    image: np.ndarray            # the dreamt input (C, H, W)
+    values: list[float]          # the objective at every step (octave after octave)
+    octave_ends: list[int]       # index in values where each octave ended
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"image": self.image, "values": np.array(self.values), "octave_ends": np.array(self.octave_ends)}
+
+
+def _resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    from PIL import Image
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(c, np.float32), "F").resize((w, h),
+                                                                                                  Image.BILINEAR))
+                     for c in x])
+
+
+def _trunk(net, key: str, shape: tuple):
+    """The net itself if it takes other input sizes, else the net up to the layer
+    before the first InnerProduct above `key` (which fixes the size), loaded anew."""
+    name = net.inputs[0]
+    original = dict(net.graph.inputs)
+    try:
+        net.reshape(**{name: shape})
+        net.reshape(**original)
+        return net
+    except ZfcaffeError:
+        net.reshape(**original)
+    from ..net import Net
+    layers = net.graph.layers
+    start = next(i for i, l in enumerate(layers) if key in l.tops)
+    fixed = next((l.name for l in layers[start + 1:] if l.type == "InnerProduct"), None)
+    if fixed is None:
+        raise ZfcaffeError(f"{net.graph.path}: the net takes only one input size; dream with --octaves 1")
+    return Net(net.graph.path, net.graph.weights_path, input_shapes=original, stop_before=fixed,
+               allow_missing_weights=net.graph.weights_path is None)
+
+
+def deepdream(net, x: np.ndarray, layer: str, low: np.ndarray, high: np.ndarray, octaves: int = 3,
+              octave_scale: float = 1.4, steps: int = 10, step_size: float = 1.5, jitter_px: int = 4,
+              seed: int = 0) -> Dream:
+    """Dream x (C, H, W, in the net's input space) at `layer`. Octaves need a net that
+    takes other image sizes: it is reshaped per octave (a net with InnerProduct layers
+    above `layer` is loaded up to them for that)."""
+    from ..analyses.common import shown_key
+    key = shown_key(net, layer)
+    rng = np.random.default_rng(seed)
+    c, h, w = x.shape
+    name = net.inputs[0]
+    sizes = [(max(8, round(h / octave_scale ** i)), max(8, round(w / octave_scale ** i))) for i in range(octaves)]
+    if octaves > 1:
+        net = _trunk(net, key, (1, c) + sizes[-1])
+    original = dict(net.graph.inputs)
+    objective = objectives.layer_l2(key)
+    step = NormalizedAscent(step_size)
+    base = [_resize(x, *s) for s in sizes]
+    detail = np.zeros_like(base[-1])
+    values, ends = [], []
+    try:
+        for i in reversed(range(octaves)):
+            bh, bw = sizes[i]
+            if detail.shape[1:] != (bh, bw):
+                detail = _resize(detail, bh, bw)
+            net.reshape(**{name: (1, c, bh, bw)})
+            img = base[i] + detail
+            lo, hi = _resize(low, bh, bw), _resize(high, bh, bw)
+            for _ in range(steps):
+                t = jitter(jitter_px)
+                shifted, adjoint = t(img, rng)
+                value, grad = gradient(net, objective, np.ascontiguousarray(shifted, np.float32))
+                step.step(img, adjoint(grad))
+                np.clip(img, lo, hi, out=img)
+                values.append(value)
+            ends.append(len(values))
+            detail = img - base[i]
+        return Dream(key, img.astype(np.float32), values, ends)
+    finally:
+        net.reshape(**original)

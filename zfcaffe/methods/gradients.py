@@ -1,0 +1,51 @@
+"""The one gradient helper under every attribution method: seed diffs on any blobs
+of a recorded forward pass, take them back to the input (or any blob) in one of the
+engine's modes, optionally averaged over noisy copies of the input (SmoothGrad)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ZfcaffeError
+
+
+def score_key(net, head) -> str:
+    """The blob holding the class scores before the softmax: the Softmax's input when
+    the class output is a Softmax layer, else the class output itself."""
+    layer = net.graph.producer(head.key)
+    return layer.bottoms[0] if layer.type == "Softmax" else head.key
+
+
+def one_hot(shape, label: int) -> np.ndarray:
+    d = np.zeros(shape, np.float32)
+    d.reshape(shape[0], -1)[:, label] = 1
+    return d
+
+
+def gradients(net, x: np.ndarray, seeds, mode: str = "backprop", keys=None, smooth: int = 0,
+              noise: float = 0.15, seed: int = 0) -> dict[str, np.ndarray]:
+    """Run x (1, C, H, W) forward (recording), seed `seeds(net) -> {key: diff}` and go
+    backward in `mode`; returns the diffs of `keys` (default: the input).
+
+    smooth=n > 0: SmoothGrad (Smilkov et al.): the average over n copies of x with
+    Gaussian noise of standard deviation `noise` times the input's range."""
+    input_key = net.inputs[0]
+    keys = list(keys or [input_key])
+    net.set_batch(1)
+
+    def once(xi):
+        net.forward(**{input_key: xi})
+        diffs = net.backward(seeds(net), mode)
+        missing = [k for k in keys if k not in diffs]
+        if missing:
+            raise ZfcaffeError(f"the signal does not reach {', '.join(missing)} from the seeded blobs")
+        return {k: diffs[k] for k in keys}
+    if smooth <= 0:
+        return once(x)
+    rng = np.random.default_rng(seed)
+    sigma = noise * float(x.max() - x.min())
+    total = {k: 0 for k in keys}
+    for _ in range(smooth):
+        g = once((x + rng.normal(0, sigma, x.shape)).astype(np.float32))
+        total = {k: total[k] + g[k] for k in keys}
+    net.forward(**{input_key: x})          # leave the net recorded on x itself
+    return {k: v / smooth for k, v in total.items()}

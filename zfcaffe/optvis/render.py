@@ -1,0 +1,91 @@
+"""The one render loop: make the input from the parameters, transform it at random,
+run the recording forward pass, evaluate the objective, run the engine's backward
+(`backprop`) from the objective's diffs, take the gradient back through the
+transform and the parameterisation, and step (gradient ascent)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Render:
+    image: np.ndarray                 # the final input (C, H, W), untransformed
+    values: list[float]               # the objective at every step
+    snapshots: dict[int, np.ndarray]  # step -> input, at the requested thresholds
+
+
+class Adam:
+    """Adam for ascent (Kingma & Ba), on any array."""
+
+    def __init__(self, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+        self.lr, self.b1, self.b2, self.eps = lr, b1, b2, eps
+        self.m = self.v = None
+        self.t = 0
+
+    def step(self, theta: np.ndarray, grad: np.ndarray) -> None:
+        if self.m is None:
+            self.m, self.v = np.zeros_like(grad), np.zeros_like(grad)
+        self.t += 1
+        self.m = self.b1 * self.m + (1 - self.b1) * grad
+        self.v = self.b2 * self.v + (1 - self.b2) * grad * grad
+        m = self.m / (1 - self.b1 ** self.t)
+        v = self.v / (1 - self.b2 ** self.t)
+        theta += (self.lr * m / (np.sqrt(v) + self.eps)).astype(theta.dtype)
+
+
+class NormalizedAscent:
+    """DeepDream's step: the gradient divided by its mean magnitude, times lr."""
+
+    def __init__(self, lr: float):
+        self.lr = lr
+
+    def step(self, theta: np.ndarray, grad: np.ndarray) -> None:
+        theta += (self.lr / max(float(np.abs(grad).mean()), 1e-12) * grad).astype(theta.dtype)
+
+
+def gradient(net, objective, x: np.ndarray) -> tuple[float, np.ndarray]:
+    """The objective and its gradient with respect to the input x (C, H, W), through a
+    recording forward pass and the engine's backward (true gradients)."""
+    input_key = net.inputs[0]
+    net.forward(**{input_key: x[None]})
+    values = dict(net.layer_outputs)
+    values[input_key] = x[None]
+    value, diffs = objective(values)
+    direct = diffs.pop(input_key, None)
+    grad = np.zeros((1,) + x.shape, np.float32) if direct is None else np.asarray(direct, np.float32)
+    if diffs:
+        grad = grad + net.backward(diffs, "backprop").get(input_key, 0)
+    return value, grad[0]
+
+
+def render(net, objective, param, transforms=(), steps: int = 100, optimizer=None, regularize=None,
+           thresholds=(), seed: int = 0, progress: bool = False, desc: str = "render") -> Render:
+    """Maximise `objective` over `param` for `steps` steps. regularize(step, theta),
+    if given, runs after each step (DVT's blur, clipping of small values)."""
+    from ..analyses.common import progress as progress_bar
+    rng = np.random.default_rng(seed)
+    optimizer = optimizer or Adam(0.05)
+    net.set_batch(1)
+    values, snapshots = [], {}
+    bar = progress_bar(steps, desc, progress)
+    for step in range(1, steps + 1):
+        x = param.image()
+        adjoints = []
+        for t in transforms:
+            x, adjoint = t(x, rng)
+            adjoints.append(adjoint)
+        value, grad = gradient(net, objective, np.ascontiguousarray(x, np.float32))
+        for adjoint in reversed(adjoints):
+            grad = adjoint(grad)
+        optimizer.step(param.theta, param.adjoint(grad))
+        param.project()
+        if regularize is not None:
+            regularize(step, param.theta)
+        values.append(value)
+        if step in thresholds:
+            snapshots[step] = param.image().copy()
+        bar.update()
+    bar.close()
+    return Render(param.image().copy(), values, snapshots)
