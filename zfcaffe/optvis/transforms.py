@@ -64,7 +64,7 @@ def _warp(matrix_of):
             for lead in np.ndindex(gf.shape[:-1]):
                 for idx, wgt in taps:
                     back[lead] += np.bincount(idx, gf[lead] * wgt, minlength=h * w)
-            return back.reshape(g.shape).astype(np.float32)
+            return back.reshape(g.shape).astype(g.dtype)
         return out, adjoint
     return apply
 
