@@ -19,29 +19,37 @@ import zfcaffe
 from zfcaffe import caffe
 
 
-def torch_backward(net, x: np.ndarray, seed: np.ndarray):
-    """CaffeNet in PyTorch with zfcaffe's weights; returns a callable that runs the
-    backward pass from fc8 to the data (the forward graph is built once, kept)."""
+def torch_caffenet(net):
+    """CaffeNet in PyTorch with the net's weights (converted once): fc8 of an input tensor."""
     import torch
     import torch.nn.functional as F
     torch.set_num_threads(os.cpu_count())
     P = {k: [torch.from_numpy(np.array(b.data)) for b in v] for k, v in net.params.items()}
-    xt = torch.from_numpy(x.copy()).requires_grad_(True)
 
     def lrn(t):   # Caffe's ACROSS_CHANNELS LRN: alpha / size
         return F.local_response_norm(t, 5, alpha=1e-4, beta=0.75, k=1.0)
 
-    t = F.relu(F.conv2d(xt, *P["conv1"], stride=4))
-    t = lrn(F.max_pool2d(t, 3, 2, ceil_mode=True))
-    t = F.relu(F.conv2d(t, *P["conv2"], padding=2, groups=2))
-    t = lrn(F.max_pool2d(t, 3, 2, ceil_mode=True))
-    t = F.relu(F.conv2d(t, *P["conv3"], padding=1))
-    t = F.relu(F.conv2d(t, *P["conv4"], padding=1, groups=2))
-    t = F.relu(F.conv2d(t, *P["conv5"], padding=1, groups=2))
-    t = F.max_pool2d(t, 3, 2, ceil_mode=True).flatten(1)
-    t = F.relu(F.linear(t, *P["fc6"]))
-    t = F.relu(F.linear(t, *P["fc7"]))
-    fc8 = F.linear(t, *P["fc8"])
+    def fc8(xt):
+        t = F.relu(F.conv2d(xt, *P["conv1"], stride=4))
+        t = lrn(F.max_pool2d(t, 3, 2, ceil_mode=True))
+        t = F.relu(F.conv2d(t, *P["conv2"], padding=2, groups=2))
+        t = lrn(F.max_pool2d(t, 3, 2, ceil_mode=True))
+        t = F.relu(F.conv2d(t, *P["conv3"], padding=1))
+        t = F.relu(F.conv2d(t, *P["conv4"], padding=1, groups=2))
+        t = F.relu(F.conv2d(t, *P["conv5"], padding=1, groups=2))
+        t = F.max_pool2d(t, 3, 2, ceil_mode=True).flatten(1)
+        t = F.relu(F.linear(t, *P["fc6"]))
+        t = F.relu(F.linear(t, *P["fc7"]))
+        return F.linear(t, *P["fc8"])
+    return fc8
+
+
+def torch_backward(net, x: np.ndarray, seed: np.ndarray):
+    """A callable running PyTorch's backward pass from fc8 to the data (the forward
+    graph is built once and kept), and fc8's value."""
+    import torch
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    fc8 = torch_caffenet(net)(xt)
     g = torch.from_numpy(seed)
 
     def run():

@@ -91,7 +91,7 @@ def gradcam(net, x: np.ndarray, head, label: int | None = None, layer: str | Non
     if fixed is not None:
         weights, name = fixed[label].astype(np.float64), "CAM"
     else:
-        grad = gradients(net, x, seeds, "backprop", keys=[key], smooth=smooth, seed=seed)[key][0]
+        grad = gradients(net, x, seeds, "backprop", keys=[key], smooth=smooth, seed=seed, recorded=True)[key][0]
         weights, name = grad.astype(np.float64).mean(axis=(1, 2)), "Grad-CAM"
     cam = np.maximum(np.tensordot(weights, act, axes=1), 0)
     h, w = x.shape[2:]
@@ -99,6 +99,6 @@ def gradcam(net, x: np.ndarray, head, label: int | None = None, layer: str | Non
     heat = heat / heat.max() if heat.max() > 0 else heat
     guided_map = None
     if guided:
-        gb = gradients(net, x, seeds, "guided", smooth=smooth, seed=seed)[net.inputs[0]][0]
+        gb = gradients(net, x, seeds, "guided", smooth=smooth, seed=seed, recorded=True)[net.inputs[0]][0]
         guided_map = gb * heat[None]
     return GradCam(key, label, name, weights, cam, heat, guided_map)

@@ -22,25 +22,31 @@ def one_hot(shape, label: int) -> np.ndarray:
 
 
 def gradients(net, x: np.ndarray, seeds, mode: str = "backprop", keys=None, smooth: int = 0,
-              noise: float = 0.15, seed: int = 0) -> dict[str, np.ndarray]:
-    """Run x (1, C, H, W) forward (recording), seed `seeds(net) -> {key: diff}` and go
-    backward in `mode`; returns the diffs of `keys` (default: the input).
+              noise: float = 0.15, seed: int = 0, recorded: bool = False) -> dict[str, np.ndarray]:
+    """Run x (1, C, H, W) forward (recording; skipped when `recorded` says the net has
+    just run x), seed `seeds(net) -> {key: diff}` and go backward in `mode`, only as
+    far down as the lowest of `keys` needs; returns the diffs of `keys` (default: the
+    input).
 
     smooth=n > 0: SmoothGrad (Smilkov et al.): the average over n copies of x with
     Gaussian noise of standard deviation `noise` times the input's range."""
     input_key = net.inputs[0]
     keys = list(keys or [input_key])
+    order = {k: i for i, l in enumerate(net.graph.layers) for k in l.tops}
+    lowest = min(keys, key=lambda k: order.get(k, -1))
+    stop = lowest if lowest not in net.graph.inputs else None
     net.set_batch(1)
 
-    def once(xi):
-        net.forward(**{input_key: xi})
-        diffs = net.backward(seeds(net), mode)
+    def once(xi, run=True):
+        if run:
+            net.forward(**{input_key: xi})
+        diffs = net.backward(seeds(net), mode, stop_at=stop)
         missing = [k for k in keys if k not in diffs]
         if missing:
             raise ZfcaffeError(f"the signal does not reach {', '.join(missing)} from the seeded blobs")
         return {k: diffs[k] for k in keys}
     if smooth <= 0:
-        return once(x)
+        return once(x, not recorded)
     rng = np.random.default_rng(seed)
     sigma = noise * float(x.max() - x.min())
     total = {k: 0 for k in keys}

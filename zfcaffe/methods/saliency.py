@@ -31,5 +31,5 @@ def saliency(net, x: np.ndarray, head, label: int | None = None, mode: str = "ba
         label = int(net.layer_outputs[head.key].reshape(1, -1)[0].argmax())
     head.check_label(label)
     g = gradients(net, x, lambda n: {key: one_hot(n.layer_outputs[key].shape, label)}, mode, smooth=smooth,
-                  seed=seed)[net.inputs[0]][0]
+                  seed=seed, recorded=True)[net.inputs[0]][0]
     return Saliency(label, mode, g, np.abs(g).max(axis=0))
