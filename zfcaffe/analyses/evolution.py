@@ -53,6 +53,9 @@ class Evolution:
     images: np.ndarray          # (maps, snapshots) which image
     projections: list           # [map][snapshot] uint8 RGB tile
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"values": self.values, "images": self.images, "maps": np.array(self.maps)}
+
 
 def run(prototxt: str, snapshots: list[str], paths: list[str], pre_for, layer: str, maps: list[int] | None,
         n_maps: int = 8, batch: int = 16, workers: int = 2, show_progress: bool = True, **net_kw) -> Evolution:

@@ -55,6 +55,13 @@ class Invariance:
     distances: dict         # kind -> (len(layers), n) Euclidean distances
     probability: dict       # kind -> (n,)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {f"{k}/distance/{kind.split()[0]}": self.distances[kind][i]
+               for i, k in enumerate(self.layers) for kind in self.sweeps}
+        out.update({f"probability/{kind.split()[0]}": v for kind, v in self.probability.items()})
+        out.update({f"amounts/{kind.split()[0]}": np.asarray(v) for kind, v in self.sweeps.items()})
+        return out
+
 
 def run(net, image: str, pre, layer_keys: list[str], label: int | None = None, sweeps=None,
         class_output: str | None = None) -> Invariance:

@@ -30,6 +30,10 @@ class Occlusion:
     image: np.ndarray              # RGB (H, W, 3) as the net sees it
     projections: list              # [(y, x, projection RGB)]
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"activation": self.activation, "probability": self.probability, "best_class": self.best_class,
+                "positions_y": self.positions_y, "positions_x": self.positions_x}
+
 
 def run(net, image: str, pre, layer_key: str, label: int | None = None, size: int = 0, stride: int = 0,
         batch: int = 16, n_projections: int = 3, show_progress: bool = True,

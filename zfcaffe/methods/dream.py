@@ -7,7 +7,6 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import ZfcaffeError
 from ..optvis import objectives
 from ..optvis.render import NormalizedAscent, gradient
 from ..optvis.transforms import jitter
@@ -31,41 +30,31 @@ def _resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
                      for c in x])
 
 
-def _trunk(net, key: str, shape: tuple):
-    """The net itself if it takes other input sizes, else the net up to the layer
-    before the first InnerProduct above `key` (which fixes the size), loaded anew."""
-    name = net.inputs[0]
-    original = dict(net.graph.inputs)
-    try:
-        net.reshape(**{name: shape})
-        net.reshape(**original)
-        return net
-    except ZfcaffeError:
-        net.reshape(**original)
+def _trunk(net, key: str):
+    """The net up to the layer that makes `key` (loaded anew, the layers above it left
+    out): each step runs only what the objective needs, and the layers above (an
+    InnerProduct, a fixed-size pooling) no longer fix the input's size."""
     from ..net import Net
     layers = net.graph.layers
-    start = next(i for i, l in enumerate(layers) if key in l.tops)
-    fixed = next((l.name for l in layers[start + 1:] if l.type == "InnerProduct"), None)
-    if fixed is None:
-        raise ZfcaffeError(f"{net.graph.path}: the net takes only one input size; dream with --octaves 1")
-    return Net(net.graph.path, net.graph.weights_path, input_shapes=original, stop_before=fixed,
-               allow_missing_weights=net.graph.weights_path is None)
+    end = next(i for i, l in enumerate(layers) if key in l.tops)
+    if end == len(layers) - 1:
+        return net
+    return Net(net.graph.path, net.graph.weights_path, input_shapes=dict(net.graph.inputs),
+               stop_before=layers[end + 1].name, allow_missing_weights=net.graph.weights_path is None)
 
 
 def deepdream(net, x: np.ndarray, layer: str, low: np.ndarray, high: np.ndarray, octaves: int = 3,
               octave_scale: float = 1.4, steps: int = 10, step_size: float = 1.5, jitter_px: int = 4,
               seed: int = 0) -> Dream:
-    """Dream x (C, H, W, in the net's input space) at `layer`. Octaves need a net that
-    takes other image sizes: it is reshaped per octave (a net with InnerProduct layers
-    above `layer` is loaded up to them for that)."""
+    """Dream x (C, H, W, in the net's input space) at `layer`, on the net loaded up to
+    that layer, reshaped for each octave."""
     from ..analyses.common import shown_key
     key = shown_key(net, layer)
     rng = np.random.default_rng(seed)
     c, h, w = x.shape
     name = net.inputs[0]
     sizes = [(max(8, round(h / octave_scale ** i)), max(8, round(w / octave_scale ** i))) for i in range(octaves)]
-    if octaves > 1:
-        net = _trunk(net, key, (1, c) + sizes[-1])
+    net = _trunk(net, key)
     original = dict(net.graph.inputs)
     objective = objectives.layer_l2(key)
     step = NormalizedAscent(step_size)

@@ -79,11 +79,9 @@ def run_occlusion(net, image: str, out: str, pre, layer: str | None = None, labe
     r = occlusion.run(net, image, pre, key, label, size, stride, show_progress=show_progress,
                       class_output=class_output)
     figs = figures.occlusion_figures(r, _stem(image), names)
-    arrays = {"activation": r.activation, "probability": r.probability, "best_class": r.best_class,
-              "positions_y": r.positions_y, "positions_x": r.positions_x}
     text = _intro(net, pre) + [head.describe(), f"class names: {names.source}", f"occluder {r.size}px, stride {r.positions_y[1] - r.positions_y[0] if len(r.positions_y) > 1 else 0}px; "
                                f"layer {layer} map {r.feature_map}; class {r.label} ({names(r.label)})"]
-    return write_output(out, _title(net, "occlusion"), [(os.path.basename(image), figs, text)], arrays)
+    return write_output(out, _title(net, "occlusion"), [(os.path.basename(image), figs, text)], r.arrays())
 
 
 def run_evolution(prototxt: str, snapshots: list[str], images: str, out: str, pre_for, layer: str | None = None,
@@ -99,7 +97,7 @@ def run_evolution(prototxt: str, snapshots: list[str], images: str, out: str, pr
             f"{len(paths)} images from {images}"]
     return write_output(out, f"zfcaffe evolution: {os.path.basename(prototxt)}",
                         [(layer, figures.evolution_figures(r), text)],
-                        {"values": r.values, "images": r.images, "maps": np.array(r.maps)})
+                        r.arrays())
 
 
 def invariance_layers(net, class_output: str | None = None) -> list[str]:
@@ -116,15 +114,11 @@ def run_invariance(net, image: str, out: str, pre, layers=None, label: int | Non
     keys = [shown_key(net, n) for n in layers] if layers else invariance_layers(net, class_output)
     head, names = _labels(net, labels, class_output, pre)
     r = invariance.run(net, image, pre, keys, label, class_output=class_output)
-    arrays = {f"{k}/distance/{kind.split()[0]}": r.distances[kind][i]
-              for i, k in enumerate(r.layers) for kind in r.sweeps}
-    arrays.update({f"probability/{kind.split()[0]}": v for kind, v in r.probability.items()})
-    arrays.update({f"amounts/{kind.split()[0]}": np.asarray(v) for kind, v in r.sweeps.items()})
     text = _intro(net, pre) + [head.describe(), f"class names: {names.source}",
                                f"layers {', '.join(r.layers)}; class {r.label} ({names(r.label)})"]
     return write_output(out, _title(net, "invariance"),
                         [(os.path.basename(image), figures.invariance_figures(r, _stem(image), names), text)],
-                        arrays)
+                        r.arrays())
 
 
 def load_parts(parts_path: str | None, paths: list[str], pre) -> dict[str, list]:
@@ -167,7 +161,7 @@ def run_correspondence(net, images: str, out: str, pre, parts_path: str | None =
     table = (["mask"] + [f"Delta {k}" for k in r.layers], r.rows())
     return write_output(out, _title(net, "correspondence"),
                         [("Consistency", figures.correspondence_figures(r), text + [table])],
-                        {"delta": r.table, "random_std": r.random_std})
+                        r.arrays())
 
 
 
