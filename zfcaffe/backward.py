@@ -20,6 +20,9 @@ import numpy as np
 from .errors import ZfcaffeError
 
 MODES = ("deconvnet", "backprop", "guided")
+#: an elementwise decision whose input is this close (relative to its plane's largest
+#: magnitude; float32's epsilon is 6e-8) to the threshold was decided by float rounding
+NEAR_DECISION = 1e-7
 
 
 class BackwardContext:
@@ -36,6 +39,21 @@ class BackwardContext:
 
     def note_near_ties(self, layer_name: str, windows: list[tuple[int, int, int, int]]) -> None:
         self.near_ties.setdefault(layer_name, set()).update(windows)
+
+    def check_decision(self, layer_name: str, x: np.ndarray, threshold: float, signal: np.ndarray,
+                       magnitude: np.ndarray | None = None) -> None:
+        """Note the units where an elementwise rule compared x with a threshold (ReLU's
+        x > 0, Clip's bounds), the signal is not zero, and x is within rounding of the
+        threshold: 0 < |x - threshold| <= NEAR_DECISION x the largest |x| of its plane
+        (its row, for a vector; or of `magnitude`'s). There float rounding decided, as at
+        a max-pool near-tie."""
+        gap = np.abs(x - np.float32(threshold))
+        axes = tuple(range(2, x.ndim)) if x.ndim > 2 else tuple(range(1, x.ndim))
+        band = NEAR_DECISION * np.abs(x if magnitude is None else magnitude).max(axis=axes, keepdims=True)
+        marks = (gap <= band) & (gap > 0) & (signal != 0)
+        if marks.any():
+            self.note_near_ties(layer_name, [(int(self.items[u[0]]),) + tuple(int(i) for i in u[1:])
+                                             for u in zip(*np.nonzero(marks))])
 
     def full(self, key: str) -> np.ndarray:
         net = self.net

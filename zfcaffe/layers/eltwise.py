@@ -66,8 +66,12 @@ class Eltwise(Layer):
         # '>' (a tie goes to 1), later bottoms replace only when strictly greater.
         best = np.where(xs[0] > xs[1], 0, 1)
         value = np.maximum(xs[0], xs[1])
+        runner_up = np.minimum(xs[0], xs[1])
         for i in range(2, n):
             greater = xs[i] > value
             best = np.where(greater, i, best)
+            runner_up = np.where(greater, value, np.maximum(runner_up, xs[i]))
             value = np.where(greater, xs[i], value)
+        # the winner was decided by rounding where the runner-up is within rounding of it
+        ctx.check_decision(self.name, value - runner_up, 0.0, top, magnitude=value)
         return [np.where(best == i, top, 0).astype(np.float32) for i in range(n)]
