@@ -106,8 +106,8 @@ def main():
         fc8_err = np.abs(net.blobs["fc8"].data - torch_fc8).max() / np.abs(torch_fc8).max()
         ties = sum(map(len, net._engine.last_near_ties.values()))
         print(f"agreement: fc8 {fc8_err:.1e}, data diff {np.abs(ours - theirs).max() / np.abs(theirs).max():.1e} "
-              f"(max |diff| / max |value|; the backward crossed {ties} max-pool windows whose two largest inputs "
-              "are equal up to rounding, where two engines may route differently)")
+              f"(max |diff| / max |value|; the backward crossed {ties} decisions taken by float rounding, "
+              "max-pool near-ties and ReLU inputs within rounding of 0, where two engines may differ)")
     else:
         print("PyTorch not installed: pip install torch (benchmark-only) for the comparison")
 

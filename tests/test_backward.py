@@ -9,8 +9,8 @@ import pytest
 import caffe_reference as ref
 import zfcaffe
 from conftest import layer_text as L, load_case, oracle_cases, rel_err
-from zfcaffe.kernels import (ave_unpool_add, col2im_add, im2col, lrn_across_backward, mark_near_ties,
-                             max_unpool_add, nonzero_box)
+from zfcaffe.kernels import (ave_unpool_add, col2im_add, im2col, lrn_across_backward, mark_near_decisions,
+                             mark_near_ties, max_unpool_add, nonzero_box)
 
 RNG = np.random.default_rng(1)
 
@@ -72,6 +72,19 @@ def test_lrn_across_backward_against_numpy(beta):
     y = (x64 * scale ** -beta).astype(np.float32)
     ref = top * scale ** -beta - 2 * alpha * beta / size * x64 * window_sum(top * y.astype(np.float64) / scale)
     np.testing.assert_allclose(lrn_across_backward(x, y, top, size, alpha, beta, k), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_mark_near_decisions_against_numpy():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((6, 50)).astype(np.float32)
+    x[:, :5] = rng.standard_normal((6, 5)) * 1e-8         # within rounding of 0
+    x[0, 0] = 0                                           # an exact tie: not flagged
+    signal = (rng.random((6, 50)) > 0.3).astype(np.float32)
+    marks = np.zeros(x.shape, np.uint8)
+    n = mark_near_decisions(x, np.float32(0), signal, x, 1e-7, marks)
+    gap = np.abs(x)
+    expect = (gap > 0) & (gap <= 1e-7 * gap.max(axis=1, keepdims=True)) & (signal != 0)
+    assert n == expect.sum() > 0 and np.array_equal(marks.astype(bool), expect)
 
 
 def test_mark_near_ties_against_numpy():

@@ -47,11 +47,15 @@ class BackwardContext:
         threshold: 0 < |x - threshold| <= NEAR_DECISION x the largest |x| of its plane
         (its row, for a vector; or of `magnitude`'s). There float rounding decided, as at
         a max-pool near-tie."""
-        gap = np.abs(x - np.float32(threshold))
-        axes = tuple(range(2, x.ndim)) if x.ndim > 2 else tuple(range(1, x.ndim))
-        band = NEAR_DECISION * np.abs(x if magnitude is None else magnitude).max(axis=axes, keepdims=True)
-        marks = (gap <= band) & (gap > 0) & (signal != 0)
-        if marks.any():
+        from .kernels import mark_near_decisions  # Numba loads with the first backward pass
+        planes = x.shape[0] * (x.shape[1] if x.ndim > 2 else 1)
+
+        def flat(a):
+            return np.ascontiguousarray(a, np.float32).reshape(planes, -1)
+        marks = np.zeros(x.shape, np.uint8)
+        scale = flat(x if magnitude is None else magnitude)
+        if mark_near_decisions(flat(x), np.float32(threshold), flat(signal), scale, NEAR_DECISION,
+                               marks.reshape(planes, -1)):
             self.note_near_ties(layer_name, [(int(self.items[u[0]]),) + tuple(int(i) for i in u[1:])
                                              for u in zip(*np.nonzero(marks))])
 

@@ -186,3 +186,27 @@ def lrn_across_backward(x, y, top, size, alpha, beta, k):
                     power = 1.0 / (np.sqrt(sc) * np.sqrt(np.sqrt(sc))) if beta == 0.75 else sc ** -beta
                     out[n, c, i, j] = top[n, c, i, j] * power - 2.0 * a * beta * x[n, c, i, j] * r
     return out
+
+
+@njit(cache=True)
+def mark_near_decisions(x, threshold, signal, magnitude, rel, marks):
+    """Per plane p (a row of the (P, S) arrays): mark (marks[p, s] = 1) and count the
+    positions whose signal is not zero and whose x lies within rel * max_s |magnitude[p]|
+    of the threshold, exact equality excluded: an elementwise decision taken by float
+    rounding."""
+    P, S = x.shape
+    n = 0
+    for p in range(P):
+        big = 0.0
+        for s in range(S):
+            m = abs(magnitude[p, s])
+            if m > big:
+                big = m
+        band = rel * big
+        for s in range(S):
+            if signal[p, s] != 0:
+                gap = abs(x[p, s] - threshold)
+                if gap > 0 and gap <= band:
+                    marks[p, s] = 1
+                    n += 1
+    return n
