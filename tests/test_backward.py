@@ -10,7 +10,7 @@ import caffe_reference as ref
 import zfcaffe
 from conftest import layer_text as L, load_case, oracle_cases, rel_err
 from zfcaffe.kernels import (ave_unpool_add, col2im_add, im2col, lrn_across_backward, mark_near_decisions,
-                             mark_near_ties, max_unpool_add, nonzero_box)
+                             mark_near_ties, max_pool_switches, max_unpool_add, nonzero_box)
 
 RNG = np.random.default_rng(1)
 
@@ -72,6 +72,16 @@ def test_lrn_across_backward_against_numpy(beta):
     y = (x64 * scale ** -beta).astype(np.float32)
     ref = top * scale ** -beta - 2 * alpha * beta / size * x64 * window_sum(top * y.astype(np.float64) / scale)
     np.testing.assert_allclose(lrn_across_backward(x, y, top, size, alpha, beta, k), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k,s,p,hw", [(3, 2, 0, (13, 13)), (3, 2, 1, (8, 9)), (2, 3, 1, (5, 5)), (2, 2, 0, (7, 6))])
+def test_max_pool_switches_against_numpy(k, s, p, hw):
+    x = np.random.default_rng(9).standard_normal((2, 3) + hw).astype(np.float32)
+    x[0, 0, :2, :2] = 1.5                                  # a tie: the first maximum wins
+    top, mask = ref.pool(x.astype(np.float64), (k, k), (s, s), (p, p))
+    out = np.empty(top.shape, np.int32)
+    max_pool_switches(x.reshape(6, *hw), k, k, s, s, p, p, out.reshape(6, *top.shape[2:]))
+    np.testing.assert_array_equal(out, mask)
 
 
 def test_mark_near_decisions_against_numpy():

@@ -241,8 +241,8 @@ def cmd_run(ctx, args) -> int:
                     + ", ".join(f"{n} {p:.4g}" for n, p in top))
         print(line)
     if args.save:
-        arrays = dict(net.layer_outputs)
-        arrays.update({f"{k}/switches": v for k, v in net.switches.items()})
+        arrays = net.layer_outputs.complete()
+        arrays.update({f"{k}/switches": v for k, v in net.switches.complete().items()})
         from .atomic import atomic_savez
         atomic_savez(args.save, arrays)
         print(f"wrote {args.save} ({len(arrays)} arrays: every layer output and max-pool switches)")

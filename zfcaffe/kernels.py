@@ -210,3 +210,29 @@ def mark_near_decisions(x, threshold, signal, magnitude, rel, marks):
                     marks[p, s] = 1
                     n += 1
     return n
+
+
+@njit(cache=True)
+def max_pool_switches(x, KH, KW, stride_h, stride_w, pad_h, pad_w, out):
+    """Caffe's max-pool mask: out[p, oy, ox] = y * W + x of the first maximum, in
+    row-major order, of the window clipped to the plane x[p] (PoolingLayer's MAX)."""
+    P, H, W = x.shape
+    OH, OW = out.shape[1], out.shape[2]
+    for p in range(P):
+        for oy in range(OH):
+            hs = oy * stride_h - pad_h
+            he = min(hs + KH, H)
+            hs = max(hs, 0)
+            for ox in range(OW):
+                ws = ox * stride_w - pad_w
+                we = min(ws + KW, W)
+                ws = max(ws, 0)
+                best = -np.inf
+                arg = -1
+                for iy in range(hs, he):
+                    for ix in range(ws, we):
+                        v = x[p, iy, ix]
+                        if v > best:
+                            best = v
+                            arg = iy * W + ix
+                out[p, oy, ox] = arg

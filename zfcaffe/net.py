@@ -52,6 +52,70 @@ class Blob:
         return f"<Blob {self.key} {list(self.shape)}>"
 
 
+class RecordedValues(dict):
+    """Every layer output of the last recorded forward pass, by key. The pass keeps what
+    backward passes read (and the net's outputs); any other key is computed the first
+    time it is asked for, by running its producing layer alone on the values it reads
+    (which may in turn be computed). `key in values` is true for every layer output."""
+
+    def __init__(self, net: "Net", values: dict):
+        super().__init__(values)
+        self._net = net
+
+    def __contains__(self, key) -> bool:
+        g = self._net.graph
+        return dict.__contains__(self, key) or (key in g.shapes and key not in g.inputs)
+
+    def __missing__(self, key):
+        g = self._net.graph
+        if key not in g.shapes or key in g.inputs:
+            raise KeyError(key)
+        return self._net._compute(key)
+
+    def complete(self) -> dict[str, np.ndarray]:
+        """Every layer output, computed where needed."""
+        return {k: self[k] for l in self._net.graph.compute_layers for k in l.tops}
+
+
+class Switches(dict):
+    """Max-pool layer name -> its switches (Caffe's mask: int32 y * W + x of the first
+    maximum of each window within its plane), computed from the recorded pooling input
+    the first time a backward pass (or anyone) asks: the forward pass runs ONNX
+    Runtime's plain MaxPool, without the slower indices output."""
+
+    def __init__(self, net: "Net"):
+        super().__init__()
+        self._net = net
+
+    def _pools(self) -> dict:
+        return {l.name: l for l in self._net.graph.compute_layers if l.type == "Pooling" and l.method == 0}
+
+    def __contains__(self, name) -> bool:
+        return dict.__contains__(self, name) or (bool(self._net.layer_outputs) and name in self._pools())
+
+    def __missing__(self, name):
+        layer = self._pools().get(name)
+        if layer is None or not self._net.layer_outputs:
+            raise KeyError(name)
+        from .kernels import max_pool_switches  # Numba loads with the first backward pass
+        net, bottom = self._net, layer.bottoms[0]
+        x = np.ascontiguousarray(net._input_data[bottom] if bottom in net.graph.inputs else net.layer_outputs[bottom],
+                                 np.float32)
+        n, c, h, w = x.shape
+        out = np.empty(self._net.graph.shapes[layer.tops[0]], np.int32)
+        if layer.global_pooling:
+            kernel, stride, pad = (h, w), (1, 1), (0, 0)
+        else:
+            kernel, stride, pad = layer.kernel, layer.stride, layer.pad
+        max_pool_switches(x.reshape(n * c, h, w), kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1],
+                          out.reshape(n * c, *out.shape[2:]))
+        self[name] = out
+        return out
+
+    def complete(self) -> dict[str, np.ndarray]:
+        return {name: self[name] for name in self._pools()} if self._net.layer_outputs else {}
+
+
 class ParamBlob:
     """A parameter blob. `.data` is read-only (the sessions hold copies of it); assign
     a new array to change it (net surgery): `net.params["conv1"][0].data = w`."""
@@ -97,7 +161,7 @@ class Net:
     def __init__(self, prototxt: str, weights: str | None = None, *,
                  input_shapes: dict | None = None, phase: str = "TEST", level: int = 0,
                  stages=(), stop_before: str | None = None, allow_missing_weights: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, rounding: str = "caffe"):
         for what, value in (("prototxt", prototxt), ("weights", weights)):
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise ZfcaffeError(f"Net({what}={value!r}): expected a file path, not {type(value).__name__}"
@@ -110,8 +174,14 @@ class Net:
         self.graph = load_graph(prototxt, phase=phase, level=level, stages=stages,
                                 input_shapes=input_shapes, stop_before=stop_before)
         self.graph.attach_weights(weights, allow_missing=allow_missing_weights, seed=seed)
+        if rounding not in ("caffe", "fast"):
+            raise ZfcaffeError(f"rounding '{rounding}': expected caffe or fast")
+        #: "caffe": the recording pass keeps Caffe's order of operations (LRN, BatchNorm),
+        #: for values closest to Caffe's; "fast": ONNX Runtime's fused kernels (rounding
+        #: differs by ulps; every decision that rounding takes is flagged either way)
+        self.rounding = rounding
         self.layer_outputs: dict[str, np.ndarray] = {}
-        self.switches: dict[str, np.ndarray] = {}
+        self.switches: dict[str, np.ndarray] = Switches(self)
         self._sessions: dict = {}  # (input shapes, record, outputs) -> runtime Session
         #: after project(): max-pool layer -> the (n, c, y, x) output windows the projection
         #: crossed whose maximum was a near-tie (decided by float rounding; see README)
@@ -170,7 +240,7 @@ class Net:
                 if tuple(b.shape) != tuple(s):
                     raise layer.error(f"blob {i} has shape {list(b.shape)}, but the new input shapes "
                                       f"need {list(s)}")
-        self.layer_outputs, self.switches = {}, {}
+        self.layer_outputs, self.switches = {}, Switches(self)
         self._reset_inputs()
 
     def set_batch(self, size: int) -> None:
@@ -186,23 +256,27 @@ class Net:
         key = (shapes, record, tuple(outputs), span)
         if key not in self._sessions:
             from .runtime.session import Session  # onnxruntime loads only when a net runs
+            faithful = record and self.rounding == "caffe"
             self._sessions[key] = Session(build_onnx(self.graph, record=record, outputs=list(outputs) or None,
-                                                     span=span), faithful=record)
+                                                     span=span, every_blob=False, faithful=faithful,
+                                                     switches=False), faithful=faithful)
         return self._sessions[key]
 
     def forward_span(self, first: int, last: int, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run only the layers first..last (indices into net.graph.layers), recording,
         on `values` of the keys they read from outside the span (pycaffe's
-        forward(start=, end=)). Updates layer_outputs and switches of those layers;
-        returns their new values by key."""
+        forward(start=, end=)). Updates layer_outputs of those layers (their switches
+        follow); returns their new values by key."""
         sess = self.session(True, span=(first, last))
         missing = [k for k in sess.input_names if k not in values]
         if missing:
             raise ZfcaffeError(f"running layers {first}..{last} needs values of {', '.join(missing)}")
         out = sess.run({k: np.ascontiguousarray(values[k], np.float32) for k in sess.input_names})
-        switch_outputs = set(sess.switches.values())
-        self.layer_outputs.update({k: v for k, v in out.items() if k not in switch_outputs})
-        self.switches.update({name: out[o] for name, o in sess.switches.items()})
+        if not isinstance(self.layer_outputs, RecordedValues):
+            self.layer_outputs = RecordedValues(self, self.layer_outputs)
+        self.layer_outputs.update(out)
+        for layer in self.graph.layers[first:last + 1]:     # switches follow the new values
+            self.switches.pop(layer.name, None)
         return out
 
     def backward(self, diffs: dict[str, np.ndarray], mode: str = "backprop", stop_at: str | None = None,
@@ -242,8 +316,9 @@ class Net:
         """Run the net. Inputs by blob name (`data=x`); a new shape reshapes the net.
 
         Returns the net's outputs (plus `blobs`, by blob name or key), as pycaffe does.
-        With record=True (default) every layer output and max-pool switch is kept in
-        `layer_outputs` / `switches`; record=False runs a leaner graph that keeps only
+        With record=True (default) every layer output and max-pool switch is available
+        in `layer_outputs` / `switches` (what backward passes read is kept, the rest
+        computed when first asked for); record=False runs a leaner graph that keeps only
         the returned outputs.
         """
         feeds = self._feeds(inputs)
@@ -252,12 +327,20 @@ class Net:
             sess = self.session(True)
             values = sess.run({k: v for k, v in feeds.items() if k in sess.input_names})
             self._input_data = dict(feeds)
-            switch_outputs = set(sess.switches.values())
-            self.layer_outputs = {k: v for k, v in values.items() if k not in switch_outputs}
-            self.switches = {name: values[out] for name, out in sess.switches.items()}
+            self.layer_outputs = RecordedValues(self, values)
+            self.switches = Switches(self)
+            values = self.layer_outputs
         else:
             values = self._run_lean(wanted, feeds)
         return {self.graph.name_of(k): values[k] for k in wanted}
+
+    def _compute(self, key: str) -> np.ndarray:
+        """A layer output the recording pass did not keep: its producing layer run alone."""
+        g = self.graph
+        index = next(i for i, l in enumerate(g.layers) if key in l.tops)
+        layer = g.layers[index]
+        values = {b: self._input_data[b] if b in g.inputs else self.layer_outputs[b] for b in layer.bottoms}
+        return self.forward_span(index, index, values)[key]
 
     def evaluate(self, keys: list[str], **inputs) -> dict[str, np.ndarray]:
         """Only the given blob keys (and nothing recorded), through a lean graph with

@@ -56,6 +56,36 @@ class _Weights(np.ndarray):
         return out[0] if len(out) == 1 else out
 
 
+class _BlobValues(dict):
+    """Blob name -> its current array. After a forward pass a blob's value stays in the
+    engine (`latest`: name -> engine key) until it is first read, so a pass costs what
+    the engine's pass costs."""
+
+    def __init__(self, engine):
+        super().__init__()
+        self.engine = engine
+        self.latest: dict[str, str] = {}
+
+    def __contains__(self, name) -> bool:
+        return dict.__contains__(self, name) or name in self.latest
+
+    def __missing__(self, name):
+        if name not in self.latest:
+            raise KeyError(name)
+        value = self.engine.layer_outputs[self.latest.pop(name)]
+        self[name] = value
+        return value
+
+    def __setitem__(self, name, value):
+        self.latest.pop(name, None)
+        super().__setitem__(name, value)
+
+    def shape_of(self, name) -> tuple:
+        if name in self.latest:
+            return tuple(self.engine.graph.shapes[self.latest[name]])
+        return self[name].shape
+
+
 class Blob:
     """pycaffe's Blob: writable `.data` and `.diff`, `.shape`, `.count`, `.reshape()`."""
 
@@ -72,9 +102,9 @@ class Blob:
 
     @property
     def diff(self) -> np.ndarray:
-        diffs = self._net._diff
-        if self._name not in diffs or diffs[self._name].shape != self.data.shape:
-            diffs[self._name] = np.zeros(self.data.shape, np.float32)
+        diffs, shape = self._net._diff, self.shape
+        if self._name not in diffs or diffs[self._name].shape != shape:
+            diffs[self._name] = np.zeros(shape, np.float32)
         return diffs[self._name]
 
     @diff.setter
@@ -83,11 +113,11 @@ class Blob:
 
     @property
     def shape(self) -> tuple:
-        return tuple(self.data.shape)
+        return tuple(self._net._data.shape_of(self._name))
 
     @property
     def count(self) -> int:
-        return int(self.data.size)
+        return int(np.prod(self.shape))
 
     def _legacy(self, axis: int) -> int:
         return self.shape[axis] if axis < len(self.shape) else 1
@@ -215,7 +245,7 @@ class Net:
             self._top_names[layer.name] = names
             self._name_of.update(zip(layer.tops, names))
         self._blob_names = list(dict.fromkeys(n for names in self._top_names.values() for n in names))
-        self._data: dict[str, np.ndarray] = {}
+        self._data = _BlobValues(self._engine)
         self._diff: dict[str, np.ndarray] = {}
         self._stale_params = False
         self._sharing = [self]          # the nets that share these parameter arrays (share_with)
@@ -273,7 +303,7 @@ class Net:
         for layer in g.layers:
             for key, name in zip(layer.tops, self._top_names[layer.name]):
                 shape = tuple(g.shapes[key])
-                if name not in self._data or self._data[name].shape != shape:
+                if name not in self._data or self._data.shape_of(name) != shape:
                     self._data[name] = np.zeros(shape, np.float32)
 
     def reshape(self) -> None:
@@ -335,7 +365,6 @@ class Net:
         if first == 0 and last == len(g.layers) - 1:
             engine.forward(**values)
             produced = [k for l in g.layers for k in l.tops if not l.is_input]
-            out = engine.layer_outputs
         else:
             span = g.layers[first:last + 1]
             produced = [k for l in span if not l.is_input for k in l.tops]
@@ -346,9 +375,11 @@ class Net:
                 for b in l.bottoms:
                     if b not in inside:
                         values[b] = self._data[self._name_of[b]]
-            out = engine.forward_span(first, last, values)
+            engine.forward_span(first, last, values)
         for key in produced:                 # in order: an in-place layer's value is written last
-            self._data[self._name_of[key]] = out[key]
+            name = self._name_of[key]
+            dict.pop(self._data, name, None)
+            self._data.latest[name] = key
 
     def backward(self, diffs=None, start=None, end=None, **kwargs) -> dict[str, np.ndarray]:
         """Caffe's Backward from layer start down to layer end (by name; default all),

@@ -26,6 +26,9 @@ class _Neuron(Layer):
 
 @register("ReLU")
 class ReLU(_Neuron):
+    def backward_reads(self):
+        return list(self.bottoms)
+
     def setup(self, lp):
         self.negative_slope = lp.relu_param.negative_slope
 
@@ -57,6 +60,9 @@ class ReLU(_Neuron):
 
 @register("PReLU")
 class PReLU(_Neuron):
+    def backward_reads(self):
+        return list(self.bottoms)
+
     def setup(self, lp):
         self.channel_shared = lp.prelu_param.channel_shared
 
@@ -225,6 +231,9 @@ class Threshold(_Neuron):
 
 @register("Clip")
 class Clip(_Neuron):
+    def backward_reads(self):
+        return list(self.bottoms)
+
     def setup(self, lp):
         self.min, self.max = lp.clip_param.min, lp.clip_param.max
 

@@ -101,9 +101,14 @@ WHOLE = Geometry((math.inf, math.inf), (0, 0), (0.0, 0.0), whole=True)
 class Emitter:
     """Collects ONNX nodes and initializers while layers emit themselves."""
 
-    def __init__(self, record: bool, dynamic: bool = False):
-        self.record = record            # expose max-pool switches and keep every blob
+    def __init__(self, record: bool, dynamic: bool = False, faithful: bool | None = None,
+                 switches: bool | None = None):
+        self.record = record            # a recording graph (what backward passes read is kept)
         self.dynamic = dynamic          # no constant that holds only for one input size
+        # Caffe's order of operations (LRN, BatchNorm, Pow) where the fast form rounds otherwise
+        self.faithful = record if faithful is None else faithful
+        # max-pool switches as outputs (an --all-blobs file); a Net computes them itself
+        self.switches = record if switches is None else switches
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.weights: dict[str, np.ndarray] = {}   # name -> array, kept outside the graph
@@ -219,6 +224,12 @@ class Layer:
         return ""
 
     # -- backward -----------------------------------------------------------------
+    def backward_reads(self) -> list[str]:
+        """The keys whose forward values `backward` reads: the recording forward pass
+        keeps these (and computes any other on demand). Every input and output unless a
+        family says less."""
+        return self.bottoms + self.tops
+
     def backward(self, ctx, top_diffs: list) -> list:
         """Diffs of the bottoms from the diffs of the tops (None: no signal).
 

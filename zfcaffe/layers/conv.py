@@ -50,6 +50,9 @@ def conv_forward_nobias(x: np.ndarray, w: np.ndarray, group: int, stride, pad, d
 
 
 class _ConvBase(Layer):
+    def backward_reads(self):
+        return []  # the adjoint needs the parameters only
+
     def setup(self, lp):
         p = lp.convolution_param
         self.num_output = p.num_output

@@ -11,6 +11,9 @@ class _InputLayer(Layer):
     shapes Caffe would only learn from the database (the caller must give them)."""
     is_input = True
 
+    def backward_reads(self):
+        return []
+
     def setup(self, lp):
         # which declared tops the graph keeps (unread labels are left out)
         self.top_index = list(range(len(lp.top)))

@@ -11,6 +11,9 @@ E = caffe_pb2.EltwiseParameter
 
 @register("Eltwise")
 class Eltwise(Layer):
+    def backward_reads(self):
+        return [] if self.operation == E.SUM else list(self.bottoms)
+
     def setup(self, lp):
         p = lp.eltwise_param
         self.operation = p.operation

@@ -6,6 +6,9 @@ from .base import WHOLE, Layer, canonical_axis, count, register
 
 @register("InnerProduct")
 class InnerProduct(Layer):
+    def backward_reads(self):
+        return []  # the adjoint needs the parameters only
+
     def setup(self, lp):
         p = lp.inner_product_param
         self.num_output = p.num_output

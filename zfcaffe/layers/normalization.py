@@ -78,7 +78,7 @@ class LRN(Layer):
     def emit(self, e, ins, outs):
         x = ins[0]
         n, c, h, w = self.in_shapes[0]
-        if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS and e.record:
+        if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS and e.faithful:
             # ONNX Runtime's LRN kernel follows Caffe's arithmetic (running channel sum,
             # then pow): the recorded values decide switches and ReLU masks, so the
             # recording graph keeps it; the lean graph takes the faster form below.
@@ -106,7 +106,7 @@ class LRN(Layer):
         avg = e.op("Mul", [avg, e.const(fix.reshape(1, 1, h, w))])
         base = e.op("Add", [e.op("Mul", [avg, e.const(self.alpha)]), e.const(1.0)])
         # recording: Pow as Caffe's PowerLayer computes it; lean: the vectorised form
-        power = e.op("Pow", [base, e.const(-self.beta)]) if e.record else _negative_power(e, base, self.beta)
+        power = e.op("Pow", [base, e.const(-self.beta)]) if e.faithful else _negative_power(e, base, self.beta)
         e.op("Mul", [x, power], outs[0])
 
 
@@ -115,6 +115,9 @@ class BatchNorm(Layer):
     """(x - mean/s) / sqrt(var/s + eps), s = the third blob (the moving-average
     normaliser; 0 means 0). Without use_global_stats in TEST, Caffe uses the
     stored statistics; use_global_stats: false asks for the batch's own."""
+
+    def backward_reads(self):
+        return []  # with the stored statistics the backward is a per-channel scale
 
     def setup(self, lp):
         p = lp.batch_norm_param
@@ -150,7 +153,7 @@ class BatchNorm(Layer):
         rank = len(self.in_shapes[0])
         if self.use_global_stats:
             mean, std = self.folded()
-            if e.record:  # Caffe's order of operations: (x - mean) / std
+            if e.faithful:  # Caffe's order of operations: (x - mean) / std
                 centred = e.op("Sub", [ins[0], e.weight(self, 0, _per_channel(mean, rank))])
                 e.op("Div", [centred, e.weight(self, 1, _per_channel(std, rank))], outs[0])
                 return

@@ -37,6 +37,9 @@ def caffe_ave_divisor(size: int, out: int, k: int, s: int, p: int) -> np.ndarray
 
 @register("Pooling")
 class Pooling(Layer):
+    def backward_reads(self):
+        return list(self.bottoms) if self.method == P.MAX else []   # the near-tie check reads the input
+
     def setup(self, lp):
         p = lp.pooling_param
         self.method = p.pool
@@ -153,9 +156,9 @@ class Pooling(Layer):
         ph, pw = self.pad
         attrs = dict(kernel_shape=list(self.kernel), strides=list(self.stride), ceil_mode=1)
         if self.method == P.MAX:
-            outputs = [out, f"{self.name}/indices"] if e.record else [out]
+            outputs = [out, f"{self.name}/indices"] if e.switches else [out]
             names = e.node("MaxPool", [x], outputs, pads=[ph, pw, ph, pw], **attrs)
-            if e.record:
+            if e.switches:
                 plane = e.op("ReduceProd", [e.op("Shape", [x], start=2)], keepdims=0)
                 self._emit_switches(e, e.op("Mod", [names[1], plane]))
             return
@@ -170,7 +173,7 @@ class Pooling(Layer):
 
     def _emit_max(self, e, x, out, pads):
         attrs = dict(kernel_shape=list(self.kernel), strides=list(self.stride), pads=pads)
-        if e.record:
+        if e.switches:
             # MaxPool's Indices are Caffe's switches (first maximum in row-major order),
             # but counted over the whole (N, C, h, w) tensor that was pooled; Caffe's mask
             # counts within one plane of the unsliced input: y * W + x. Converted here,

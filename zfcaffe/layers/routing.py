@@ -9,6 +9,9 @@ from .base import WHOLE, Layer, canonical_axis, count, register
 
 @register("Concat")
 class Concat(Layer):
+    def backward_reads(self):
+        return []  # routing: the signal moves, no value decides anything
+
     def setup(self, lp):
         p = lp.concat_param
         self.legacy_dim = p.concat_dim if p.HasField("concat_dim") else None
@@ -38,6 +41,9 @@ class Concat(Layer):
 
 @register("Slice")
 class Slice(Layer):
+    def backward_reads(self):
+        return []  # routing: the signal moves, no value decides anything
+
     def setup(self, lp):
         p = lp.slice_param
         self.legacy_dim = p.slice_dim if p.HasField("slice_dim") else None
@@ -74,6 +80,9 @@ class Slice(Layer):
 
 @register("Split")
 class Split(Layer):
+    def backward_reads(self):
+        return []  # routing: the signal moves, no value decides anything
+
     def output_shapes(self, in_shapes):
         return [tuple(in_shapes[0])] * len(self.lp.top)
 
@@ -88,6 +97,9 @@ class Split(Layer):
 
 @register("Silence")
 class Silence(Layer):
+    def backward_reads(self):
+        return []  # routing: the signal moves, no value decides anything
+
     def n_bottoms(self):
         return (1, 1 << 30)
 
@@ -105,6 +117,9 @@ class Silence(Layer):
 class Dropout(Layer):
     """Identity at test time: Caffe scales by 1/(1-ratio) while training instead."""
 
+    def backward_reads(self):
+        return []  # routing: the signal moves, no value decides anything
+
     def setup(self, lp):
         self.ratio = lp.dropout_param.dropout_ratio
 
@@ -120,6 +135,9 @@ class Dropout(Layer):
 
 @register("Tile")
 class Tile(Layer):
+    def backward_reads(self):
+        return []  # routing: the signal moves, no value decides anything
+
     def setup(self, lp):
         self.axis_param, self.tiles = lp.tile_param.axis, lp.tile_param.tiles
         if self.tiles < 1:
@@ -147,6 +165,9 @@ class Tile(Layer):
 
 class _Reshaping(Layer):
     """Static reshapes; spatial geometry survives only if H and W are untouched."""
+
+    def backward_reads(self):
+        return []  # routing: the signal moves, no value decides anything
 
     def geometry(self, in_geoms):
         g = in_geoms[0]
@@ -223,6 +244,9 @@ class Reshape(_Reshaping):
 @register("Crop")
 class Crop(Layer):
     """Cut bottom[0] to bottom[1]'s shape from `axis` on, at the given offsets."""
+
+    def backward_reads(self):
+        return []  # routing: the signal moves, no value decides anything
 
     def setup(self, lp):
         self.axis_param, self.offsets = lp.crop_param.axis, list(lp.crop_param.offset)

@@ -7,6 +7,9 @@ from .base import Layer, canonical_axis, count, register
 class _AxisOp(Layer):
     """Shared shape logic: the operand covers in_shape[axis : axis + num_axes]."""
 
+    def backward_reads(self):
+        return list(self.bottoms) if len(self.bottoms) > 1 else []   # one bottom: the parameters only
+
     def n_bottoms(self):
         return (1, 2)
 

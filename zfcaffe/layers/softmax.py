@@ -11,6 +11,9 @@ R = caffe_pb2.ReductionParameter
 
 @register("Softmax")
 class Softmax(Layer):
+    def backward_reads(self):
+        return list(self.tops)
+
     def setup(self, lp):
         self.axis_param = lp.softmax_param.axis
 
@@ -75,6 +78,9 @@ class ArgMax(Layer):
 @register("Reduction")
 class Reduction(Layer):
     """SUM / ASUM / SUMSQ / MEAN over all axes from `axis` on, times coeff."""
+
+    def backward_reads(self):
+        return list(self.bottoms)
 
     def setup(self, lp):
         p = lp.reduction_param

@@ -4,6 +4,7 @@ run the recording forward pass, evaluate the objective, run the engine's backwar
 transform and the parameterisation, and step (gradient ascent)."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -50,8 +51,7 @@ def gradient(net, objective, x: np.ndarray) -> tuple[float, np.ndarray]:
     recording forward pass and the engine's backward (true gradients)."""
     input_key = net.inputs[0]
     net.forward(**{input_key: x[None]})
-    values = dict(net.layer_outputs)
-    values[input_key] = x[None]
+    values = collections.ChainMap({input_key: x[None]}, net.layer_outputs)
     value, diffs = objective(values)
     direct = diffs.pop(input_key, None)
     grad = np.zeros((1,) + x.shape, np.float32) if direct is None else np.asarray(direct, np.float32)

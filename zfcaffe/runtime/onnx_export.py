@@ -55,8 +55,12 @@ def _symbolic(info: onnx.ValueInfoProto, axes: dict[int, str]) -> None:
 
 def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = None,
                embed_weights: bool = False, dynamic: tuple[str, ...] = (),
-               span: tuple[int, int] | None = None) -> OnnxNet:
-    """record: every layer output and every max-pool's switches become outputs.
+               span: tuple[int, int] | None = None, every_blob: bool = True,
+               faithful: bool | None = None, switches: bool | None = None) -> OnnxNet:
+    """record: every layer output (every_blob=False: only those a backward pass reads,
+    and the net's outputs) and every max-pool's switches become outputs; faithful
+    (default: record) emits Caffe's order of operations where the fast form rounds
+    otherwise; switches (default: record) adds each max-pool's switches as an output.
     Without embed_weights the model names the weights but holds none of them: they
     come back in OnnxNet.weights for the caller to supply (streamed to a file, or
     handed to ONNX Runtime from memory). dynamic: "batch" and/or "spatial" axes are
@@ -64,7 +68,7 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
     span: only the layers lo..hi (indices into graph.layers, inclusive), taking the
     keys they read from outside as inputs (pycaffe's forward(start=, end=)); its
     values keep their keys as names."""
-    e = Emitter(record, dynamic="spatial" in dynamic)
+    e = Emitter(record, dynamic="spatial" in dynamic, faithful=faithful, switches=switches)
     layers = graph.compute_layers if span is None else \
         [l for l in graph.layers[span[0]:span[1] + 1] if not l.is_input]
     for layer in layers:
@@ -73,8 +77,14 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
     e.layer = None
 
     produced = {k for l in layers for k in l.tops}
-    if record:
+    if record and (every_blob or span is not None):
         outs = [k for l in layers for k in l.tops]
+    elif record:   # what the backward passes read, and the net's outputs; the rest is computed on demand
+        read = {k for l in layers for k in l.backward_reads()}
+        # a rectifier's output is read by its consumers but costs nothing to recompute from
+        # its recorded input (the rectifier run alone, when a backward pass first asks)
+        read -= {t for l in layers if l.type == "ReLU" and set(l.bottoms) <= read for t in l.tops}
+        outs = [k for l in layers for k in l.tops if k in read] + graph.outputs()
     else:
         outs = list(outputs) if outputs else graph.outputs()
     # Keys that are also inputs or re-exported would be duplicate outputs: keep the first.
@@ -83,7 +93,7 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
         if k not in seen and k not in graph.inputs and (span is None or k in produced):
             seen.add(k)
             final.append(k)
-    switches = {l.name: l.switch_output for l in layers if record and getattr(l, "switch_output", None)}
+    switch_outputs = {l.name: l.switch_output for l in layers if e.switches and getattr(l, "switch_output", None)}
 
     read = list(dict.fromkeys(b for l in layers for b in l.bottoms if b not in produced))
     inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(graph.shapes[k])) for k in read]
@@ -113,5 +123,6 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
         "caffe_layers": json.dumps(layer_of),
     })
     keys = final + [n for n, _, _ in e.extra_outputs]
-    return OnnxNet(model, {} if embed_weights else e.weights, [rename.get(k, k) for k in keys], keys, switches)
+    return OnnxNet(model, {} if embed_weights else e.weights, [rename.get(k, k) for k in keys], keys,
+                   switch_outputs)
 
