@@ -266,3 +266,16 @@ def test_cli_error_is_one_line(small, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "nope.caffemodel" in r.stderr
+
+
+def test_twenty_thousand_layers_parse(tmp_path):
+    """The parser is linear in the file (each entry was once re-parsed behind a padding
+    of all the lines before it: 20,000 layers never finished); benchmarks/parse.py
+    prints the scaling."""
+    path = tmp_path / "big.prototxt"
+    path.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 8 } } }\n'
+                    + "".join(f'layer {{ name: "r{i}" type: "ReLU" bottom: "data" top: "data" }}\n'
+                              for i in range(20000))
+                    + 'layer { name: "bad" type: "ReLU" bottom: "data" top: "data" relu_param { nope: 1 } }\n')
+    with pytest.raises(zfcaffe.ZfcaffeError, match=r"big.prototxt:20002:"):   # lines still the file's own
+        load_graph(str(path))

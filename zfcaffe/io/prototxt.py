@@ -139,19 +139,19 @@ def _entry(text: str, start, end: int, field: str) -> TextEntry:
 
 
 def _parse_into(message, entry: TextEntry, path: str) -> None:
-    # Pad with newlines so that protobuf's line:col are the file's own.
-    padded = "\n" * (entry.line - 1) + " " * entry.col + entry.text
+    # The entry alone (linear in the file's size), its first line indented as in the
+    # file so that columns agree; protobuf's line numbers are then shifted to the file's.
     try:
-        text_format.Merge(padded, message)
+        text_format.Merge(" " * entry.col + entry.text, message)
     except text_format.ParseError as e:
-        raise ZfcaffeError(f"{path}:{_location(e)}: {_reason(e)}") from None
+        raise ZfcaffeError(f"{path}:{_location(e, entry.line - 1)}: {_reason(e)}") from None
 
 
-def _location(e: text_format.ParseError) -> str:
+def _location(e: text_format.ParseError, line_offset: int = 0) -> str:
     line, col = e.GetLine(), e.GetColumn()
     if line is None:
         return "?"
-    return f"{line}:{col}" if col is not None else f"{line}"
+    return f"{line + line_offset}:{col}" if col is not None else f"{line + line_offset}"
 
 
 def _reason(e: text_format.ParseError) -> str:
