@@ -27,7 +27,10 @@ def _normal_mode(path: str, directory: bool) -> None:
 @contextlib.contextmanager
 def atomic_file(path: str, mode: str = "wb"):
     """Yield an open file; on success it replaces `path`, on failure it vanishes."""
+    if os.path.isdir(path):
+        raise ZfcaffeError(f"{path}: is a folder; expected a file name to write (nothing was written)")
     d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".zfcaffe-", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, mode) as f:

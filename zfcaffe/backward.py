@@ -96,12 +96,16 @@ def seed_diffs(net, key: str, units, values) -> tuple[np.ndarray, np.ndarray]:
     4-D blob, seeds the whole feature map with its activations."""
     act = net.layer_outputs[key]
     rank = act.ndim
-    units = [tuple(int(i) for i in u) for u in units]
+    try:
+        units = [tuple(int(i) for i in u) for u in units]
+    except (TypeError, ValueError):
+        raise ZfcaffeError(f"units {list(units)[:3]}: expected index tuples (n, c[, y, x]) of '{key}'") from None
+    for u in units:
+        if not 1 <= len(u) <= rank or any(not 0 <= i < s for i, s in zip(u, act.shape)):
+            raise ZfcaffeError(f"unit {list(u)} is outside '{key}' of shape {list(act.shape)}")
     items = np.array([u[0] for u in units], dtype=np.int64)
     diffs = np.zeros((len(units),) + act.shape[1:], np.float32)
     for r, u in enumerate(units):
-        if not 1 <= len(u) <= rank or any(not 0 <= i < s for i, s in zip(u, act.shape)):
-            raise ZfcaffeError(f"unit {list(u)} is outside '{key}' of shape {list(act.shape)}")
         v = None if values is None else values[r]
         diffs[(r,) + u[1:]] = act[u] if v is None else v
     return diffs, items

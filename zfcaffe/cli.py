@@ -13,7 +13,6 @@ import json
 import os
 import sys
 
-import numpy as np
 
 from .errors import ZfcaffeError
 from .verbs import VERBS, verb
@@ -222,11 +221,11 @@ def cmd_run(ctx, args) -> int:
     from .labels import resolve_labels
     net = ctx.net
     if args.input.endswith(".npy"):
-        try:
-            x = np.load(args.input, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ZfcaffeError(f"{args.input}: cannot read input array: {e}") from None
+        from .io.npy import load_npy
+        x = load_npy(args.input, "the net's input (N, C, H, W)")
         x = x if x.ndim == 4 else x[None]
+        if x.ndim != 4 or x.shape[0] == 0:
+            raise ZfcaffeError(f"{args.input}: input array of shape {list(x.shape)}; expected (N, C, H, W) with N >= 1")
     else:
         x = ctx.pre(args.input)[None]
     net.forward(**{net.inputs[0]: x})

@@ -323,6 +323,10 @@ class Net:
         """
         feeds = self._feeds(inputs)
         wanted = self.graph.outputs() + [self.graph.blob_of.get(b, b) for b in (blobs or [])]
+        unknown = [b for b in wanted if b not in self.graph.shapes]
+        if unknown:
+            raise ZfcaffeError(f"forward(blobs=...): {', '.join(map(repr, unknown))} not a blob of the net "
+                               f"(blobs: {', '.join(list(self.graph.blob_of)[:12])}{' ...' if len(self.graph.blob_of) > 12 else ''})")
         if record:
             sess = self.session(True)
             values = sess.run({k: v for k, v in feeds.items() if k in sess.input_names})

@@ -49,8 +49,7 @@ class Preprocess:
     def map_box(self, path: str, box) -> tuple[int, int, int, int]:
         """A box (x0, y0, x1, y1) in the image file's pixels -> the same box in the
         net's input, through this pipeline's resize and crop."""
-        from PIL import Image
-        with Image.open(path) as im:
+        with open_image(path) as im:
             iw, ih = im.size
         if self.keep_size:
             return tuple(box)
@@ -73,10 +72,8 @@ class Preprocess:
         return self.transform(img), img
 
     def _array_input(self, path: str) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            x = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ZfcaffeError(f"{path}: cannot read the input array ({e}); expected a .npy of numbers") from None
+        from .io.npy import load_npy
+        x = load_npy(path, f"the net's input, ({self.channels}, H, W)")
         if x.ndim == 4 and x.shape[0] == 1:
             x = x[0]
         if x.ndim != 3 or x.shape[0] != self.channels or not np.issubdtype(x.dtype, np.number):
@@ -121,21 +118,51 @@ class Preprocess:
         return np.ascontiguousarray(x * self.input_scale, dtype=np.float32)
 
 
-def load_image(path: str, gray: bool = False) -> np.ndarray:
-    """HxWxC float32 in [0, 1]; C = 3 (RGB) or 1."""
+#: the largest image decoded (pixels), checked from the header before decoding;
+#: ZFCAFFE_MAX_PIXELS raises it
+MAX_PIXELS = 64_000_000
+
+
+def open_image(path: str):
+    """A PIL image, opened lazily with its size checked against the pixel cap, or one
+    clear error (missing file, not an image, too large)."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
+    cap = int(os.environ.get("ZFCAFFE_MAX_PIXELS", MAX_PIXELS))
     try:
-        with Image.open(path) as im:
-            if im.mode in ("RGBA", "LA", "P"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = max(cap, 1)
+            im = Image.open(path)
+    except FileNotFoundError:
+        raise ZfcaffeError(f"{path}: no such image file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ZfcaffeError(f"{path}: the image is larger than {cap:,} pixels (set ZFCAFFE_MAX_PIXELS to allow "
+                           "more)") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ZfcaffeError(f"{path}: cannot read image ({e.__class__.__name__}); expected an image Pillow reads "
+                           "(JPEG, PNG, BMP, GIF, TIFF, WebP, PPM)") from None
+    if im.width * im.height > cap:
+        im.close()
+        raise ZfcaffeError(f"{path}: the image is {im.width}x{im.height} = {im.width * im.height:,} pixels, over "
+                           f"the limit of {cap:,} (set ZFCAFFE_MAX_PIXELS to allow more)")
+    return im
+
+
+def load_image(path: str, gray: bool = False) -> np.ndarray:
+    """HxWxC float32 in [0, 1]; C = 3 (RGB) or 1; transparency composited on white."""
+    from PIL import Image
+    with open_image(path) as im:
+        try:
+            if im.mode in ("RGBA", "LA", "P", "PA"):
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(bg, im)
             im = im.convert("L" if gray else "RGB")
             arr = np.asarray(im, dtype=np.float32) / 255.0
-    except FileNotFoundError:
-        raise ZfcaffeError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ZfcaffeError(f"{path}: cannot read image ({e.__class__.__name__}); expected a JPEG or PNG") from None
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ZfcaffeError(f"{path}: the image data is broken ({e.__class__.__name__}: {e})") from None
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
@@ -180,8 +207,17 @@ def mean_from_arg(arg: str | None) -> tuple[np.ndarray | None, str]:
     """--mean accepts a .binaryproto, a .npy, or per-channel values '104,117,123'."""
     if not arg:
         return None, "none"
-    if all(part.strip().replace(".", "", 1).lstrip("-").isdigit() for part in arg.split(",")):
-        return np.asarray([float(v) for v in arg.split(",")], np.float32), f"values {arg}"
+    try:
+        values = [float(v) for v in arg.split(",")]
+    except ValueError:
+        values = None
+    if values is not None:
+        if not all(np.isfinite(values)):
+            raise ZfcaffeError(f"--mean '{arg}': expected finite per-channel values like 104,117,123")
+        return np.asarray(values, np.float32), f"values {arg}"
+    if not os.path.exists(arg):
+        raise ZfcaffeError(f"--mean '{arg}': no such file, and not per-channel numbers; expected a .binaryproto, "
+                           "a .npy or values like 104,117,123")
     return read_mean(arg), arg
 
 

@@ -33,3 +33,23 @@ def verb(name: str, help: str, groups: tuple[str, ...] = (), arguments: Callable
         VERBS[name] = Verb(name, help, tuple(groups), arguments, run)
         return run
     return register
+
+
+def _int_at_least(low: int):
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}': expected a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value}: expected a number >= {low}")
+        return value
+    parse.__name__ = f"int >= {low}"
+    return parse
+
+
+#: argparse types for counts (>= 1) and sizes where 0 means "the default" (>= 0)
+positive_int = _int_at_least(1)
+non_negative_int = _int_at_least(0)

@@ -36,7 +36,8 @@ def snapshot_list(specs: list[str]) -> list[str]:
             if not os.path.exists(spec):
                 raise ZfcaffeError(f"{spec}: no such snapshot file")
             files.append(spec)
-    return sorted(files, key=iteration)
+    unique = list({os.path.realpath(f): f for f in files}.values())   # a snapshot named twice counts once
+    return sorted(unique, key=iteration)
 
 
 def iteration(path: str) -> tuple:

@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 
 from ..imaging import signed_to_rgb
+from ..errors import ZfcaffeError
 from .heads import require_class_head
 from .common import progress, strongest_units
 
@@ -43,6 +44,11 @@ def run(net, image: str, pre, layer_key: str, label: int | None = None, size: in
     h, w = shape[2:]
     size = size or max(4, h // 5)
     stride = stride or max(1, size // 2)
+    if not 1 <= size <= min(h, w):
+        raise ZfcaffeError(f"--size {size}: the occluder must fit the {h}x{w} input")
+    if len(net.graph.shapes[layer_key]) != 4:
+        raise ZfcaffeError(f"layer '{layer_key}' has shape {list(net.graph.shapes[layer_key])}; occlusion follows a "
+                           "feature map, expected a spatial layer (N x C x H x W)")
     head = require_class_head(net, class_output)
     pkey = head.key
     x0, rgb = pre.prepare(image)

@@ -65,15 +65,12 @@ def datum_to_array(datum) -> np.ndarray:
 def load_image(filename: str, color: bool = True) -> np.ndarray:
     """H x W x 3 (or x 1 with color=False) float32 in [0, 1], RGB; alpha is dropped
     and grey images are tiled to 3 channels, as pycaffe does."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(filename) as im:
-            im = im.convert("RGB" if color else "L")
-            img = np.asarray(im, dtype=np.float32) / 255.0
-    except FileNotFoundError:
-        raise ZfcaffeError(f"{filename}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ZfcaffeError(f"{filename}: cannot read image ({e.__class__.__name__})") from None
+    from ..preprocess import open_image
+    with open_image(filename) as im:
+        try:
+            img = np.asarray(im.convert("RGB" if color else "L"), dtype=np.float32) / 255.0
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ZfcaffeError(f"{filename}: the image data is broken ({e.__class__.__name__}: {e})") from None
     return img[:, :, np.newaxis] if img.ndim == 2 else img
 
 

@@ -144,6 +144,10 @@ class Graph:
             expected = layer.param_shapes(layer.in_shapes)
             if not expected:
                 continue
+            for i, shape in enumerate(expected):      # Caffe's limit, before anything is allocated
+                if count(shape) > MAX_BLOB_ELEMENTS:
+                    raise layer.error(f"parameter blob {i} would have shape {list(shape)} = {count(shape):.3g} "
+                                      "elements, over Caffe's limit of 2^31-1")
             lw = stored.get(layer.name)
             if lw is None or not lw.blobs:
                 if path is not None and not allow_missing:
@@ -246,6 +250,8 @@ def load_graph(path: str, phase: str = "TEST", level: int = 0, stages=(),
     _, notes = upgrade_net(net, lines, where=path)
     state = caffe_pb2.NetState()
     state.CopyFrom(net.state)
+    if str(phase).upper() not in ("TRAIN", "TEST"):
+        raise ZfcaffeError(f"{path}: phase '{phase}'; expected TEST or TRAIN")
     state.phase = caffe_pb2.Phase.Value(phase.upper())
     state.level = level
     state.stage.extend(stages)

@@ -5,17 +5,14 @@ import numpy as np
 
 from .. import caffe_pb2
 from ..errors import ZfcaffeError
+from .npy import MAX_ELEMENTS, load_npy
 from google.protobuf.message import DecodeError
 
 
 def read_mean(path: str) -> np.ndarray:
     """The mean as a float32 (C, H, W) array (or (C,) for per-channel values)."""
     if path.endswith(".npy"):
-        try:
-            arr = np.load(path, allow_pickle=False)  # never unpickle user files
-        except (OSError, ValueError) as e:
-            raise ZfcaffeError(f"{path}: cannot read mean .npy: {e}") from None
-        arr = np.asarray(arr, dtype=np.float32)
+        arr = np.asarray(load_npy(path, "a mean image (C, H, W) or per-channel values (C,)"), dtype=np.float32)
     else:
         blob = caffe_pb2.BlobProto()
         try:
@@ -28,6 +25,8 @@ def read_mean(path: str) -> np.ndarray:
             raise ZfcaffeError(f"{path}: not a BlobProto; expected a Caffe mean .binaryproto") from None
         shape = tuple(blob.shape.dim) if blob.HasField("shape") else (
             blob.num, blob.channels, blob.height, blob.width)
+        if any(d < 0 for d in shape) or int(np.prod(shape, dtype=object)) > MAX_ELEMENTS:
+            raise ZfcaffeError(f"{path}: mean blob shape {list(shape)}; expected a Caffe mean .binaryproto")
         data = np.asarray(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
         if data.size == 0 or data.size != int(np.prod(shape)):
             raise ZfcaffeError(

@@ -90,8 +90,9 @@ class _ConvBase(Layer):
         else:
             pad = spatial_pairs(p.pad, n, 0, self, "pad")
         dilation = spatial_pairs(p.dilation, n, 1, self, "dilation")
-        if min(kernel) < 1 or min(stride) < 1:
-            raise self.error(f"kernel {list(kernel)} and stride {list(stride)} must be positive")
+        if min(kernel) < 1 or min(stride) < 1 or min(dilation) < 1:
+            raise self.error(f"kernel {list(kernel)}, stride {list(stride)} and dilation {list(dilation)} "
+                             "must be positive")
         self.kernel, self.stride, self.pad, self.dilation = kernel, stride, pad, dilation
         self.kernel_eff = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
         channels = in_shape[1]

@@ -69,6 +69,9 @@ class Pooling(Layer):
             raise self.error(f"input has shape {list(s)}; expected N x C x H x W")
         if self.global_pooling:
             self.kernel = (s[2], s[3])
+        if min(self.kernel) < 1 or min(self.stride) < 1 or min(self.pad) < 0:
+            raise self.error(f"kernel {list(self.kernel)} and stride {list(self.stride)} must be positive, "
+                             f"pad {list(self.pad)} not negative")
         any_pad = any(self.pad)
         out = tuple(caffe_pooled_size(size, k, st, p, any_pad)
                     for size, k, st, p in zip(s[2:], self.kernel, self.stride, self.pad))

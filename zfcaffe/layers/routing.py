@@ -195,6 +195,8 @@ class Flatten(_Reshaping):
         s = in_shapes[0]
         a = canonical_axis(self.axis_param, len(s), self)
         b = canonical_axis(self.end_param, len(s), self)
+        if b < a:
+            raise self.error(f"end_axis {self.end_param} comes before axis {self.axis_param} of a {len(s)}-D input")
         return [(*s[:a], count(s[a:b + 1]), *s[b + 1:])]
 
 

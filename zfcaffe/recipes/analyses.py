@@ -13,7 +13,7 @@ from ..analyses.projection import near_tie_note, parse_modes
 from ..analyses.common import default_layers, list_images, safe_name, shown_key
 from ..errors import ZfcaffeError
 from ..viz import analysis_figures as figures
-from ..verbs import verb
+from ..verbs import non_negative_int, positive_int, verb
 from .output import write_output
 from ..labels import resolve_labels
 
@@ -37,10 +37,16 @@ def run_top9(net, images: str, out: str, pre, layers=None, k: int = 9, maps: int
     paths = [p for p, _ in entries]
     layers = layers or default_layers(net)
     keys = [shown_key(net, name) for name in layers]
+    created = not os.path.exists(out)
     os.makedirs(out, exist_ok=True)
     cache = os.path.join(out, ".top9-scan.npz")   # survives reruns: the scan resumes
-    tops = top9.scan(net, paths, keys, pre, k=k, batch=batch, workers=workers, cache=cache,
-                     show_progress=show_progress)
+    try:
+        tops = top9.scan(net, paths, keys, pre, k=k, batch=batch, workers=workers, cache=cache,
+                         show_progress=show_progress)
+    except BaseException:
+        if created and not os.listdir(out):       # nothing scanned yet: leave no empty folder behind
+            os.rmdir(out)
+        raise
     sections, arrays, ties = [], {}, {}
     for name, key in zip(layers, keys):
         t = tops[key]
@@ -174,10 +180,10 @@ def _layers(args) -> list[str] | None:
 def _top9_arguments(p) -> None:
     p.add_argument("--images", required=True, help="image folder, or a list file ('path [label]' per line)")
     p.add_argument("--layers", help="comma-separated layers (default: four convolutions across the depth)")
-    p.add_argument("--maps", type=int, default=16, help="feature maps shown per layer (default 16, the strongest)")
-    p.add_argument("-k", type=int, default=9, help="activations kept per map (default 9)")
-    p.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
+    p.add_argument("--maps", type=positive_int, default=16, help="feature maps shown per layer (default 16, the strongest)")
+    p.add_argument("-k", type=positive_int, default=9, help="activations kept per map (default 9)")
+    p.add_argument("--batch", type=positive_int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--workers", type=positive_int, default=2, help="image-decoding threads (default 2)")
 
 
 @verb("top9", "the 9 strongest activations of each feature map over a dataset (Fig. 2)",
@@ -191,8 +197,8 @@ def _occlusion_arguments(p) -> None:
     p.add_argument("--image", required=True)
     p.add_argument("--label", type=int, help="the correct class (default: top-1 of the unoccluded image)")
     p.add_argument("--layer", help="layer whose strongest feature map is followed (default: the last conv)")
-    p.add_argument("--size", type=int, default=0, help="occluder side in input pixels (default: input/5)")
-    p.add_argument("--stride", type=int, default=0, help="occluder step (default: size/2)")
+    p.add_argument("--size", type=non_negative_int, default=0, help="occluder side in input pixels (default: input/5)")
+    p.add_argument("--stride", type=non_negative_int, default=0, help="occluder step (default: size/2)")
 
 
 @verb("occlusion", "occlusion sensitivity of one image (Fig. 7)", ("net", "preprocess", "head", "output:occlusion"),
@@ -231,7 +237,7 @@ def _evolution_arguments(p) -> None:
     p.add_argument("snapshots", nargs="+", help="snapshot files, a glob, or a solver.prototxt")
     p.add_argument("--images", required=True, help="image folder, or a list file")
     p.add_argument("--layer", help="layer (default: the last conv)")
-    p.add_argument("--maps", type=int, default=8, help="feature maps followed (default 8)")
+    p.add_argument("--maps", type=positive_int, default=8, help="feature maps followed (default 8)")
 
 
 @verb("evolution", "strongest activations across training snapshots (Fig. 4)",

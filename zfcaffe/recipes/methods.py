@@ -11,7 +11,7 @@ from ..errors import ZfcaffeError
 from ..labels import resolve_labels
 from ..methods import classviz, dream, fool, gradcam, invert, saliency
 from ..analyses.projection import parse_modes
-from ..verbs import verb
+from ..verbs import non_negative_int, positive_int, verb
 from ..viz import method_figures as figures
 from .output import write_output
 
@@ -53,7 +53,7 @@ def _gradcam_arguments(p) -> None:
     p.add_argument("--method", default="auto", choices=["auto", "gradcam", "cam"],
                    help="CAM where the net ends in global average pooling + a classifier (auto), or Grad-CAM")
     p.add_argument("--no-guided", action="store_true", help="skip guided Grad-CAM")
-    p.add_argument("--smooth", type=int, default=0, metavar="N", help="SmoothGrad: average over N noisy copies")
+    p.add_argument("--smooth", type=non_negative_int, default=0, metavar="N", help="SmoothGrad: average over N noisy copies")
 
 
 @verb("gradcam", "Grad-CAM, CAM and guided Grad-CAM of one image, overlaid on it",
@@ -72,7 +72,7 @@ def gradcam_verb(ctx, args) -> str:
 def _saliency_arguments(p) -> None:
     p.add_argument("--image", required=True)
     p.add_argument("--label", type=int, help="the class (default: the top class)")
-    p.add_argument("--smooth", type=int, default=0, metavar="N", help="SmoothGrad: average over N noisy copies")
+    p.add_argument("--smooth", type=non_negative_int, default=0, metavar="N", help="SmoothGrad: average over N noisy copies")
 
 
 @verb("saliency", "the class score's gradient at the input: backprop, guided backprop, deconvnet (+ SmoothGrad)",
@@ -102,13 +102,13 @@ def _classviz_arguments(p) -> None:
     p.add_argument("--layer", help="maximise a channel or unit of this layer instead")
     p.add_argument("--channel", type=int, help="the layer's channel (default 0)")
     p.add_argument("--unit", help="Y,X: one unit of the channel (default: the channel's mean)")
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=positive_int, default=200)
     p.add_argument("--lr", type=float, help="Adam's step (default: 2%% of the input's range)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--decay", type=float, default=1e-4, help="L2 decay weight (Simonyan et al.)")
-    p.add_argument("--blur-every", type=int, default=4, help="blur the image every N steps (DVT; 0: never)")
+    p.add_argument("--blur-every", type=non_negative_int, default=4, help="blur the image every N steps (DVT; 0: never)")
     p.add_argument("--blur-sigma", type=float, default=0.5)
-    p.add_argument("--jitter", type=int, default=2, help="random shift in pixels at each step")
+    p.add_argument("--jitter", type=non_negative_int, default=2, help="random shift in pixels at each step")
     p.add_argument("--clip-percentile", type=float, default=0.0,
                    help="set pixels whose norm is below this percentile to the mean (DVT)")
     p.add_argument("--param", default="pixels", choices=["pixels", "fourier"],
@@ -137,11 +137,11 @@ def classviz_verb(ctx, args) -> str:
 def _dream_arguments(p) -> None:
     p.add_argument("--image", required=True)
     p.add_argument("--layer", help="the layer to amplify (default: the third of four default layers)")
-    p.add_argument("--octaves", type=int, default=3)
+    p.add_argument("--octaves", type=positive_int, default=3)
     p.add_argument("--octave-scale", type=float, default=1.4)
-    p.add_argument("--steps", type=int, default=10, help="steps per octave")
+    p.add_argument("--steps", type=positive_int, default=10, help="steps per octave")
     p.add_argument("--step-size", type=float, default=1.5)
-    p.add_argument("--jitter", type=int, default=4)
+    p.add_argument("--jitter", type=non_negative_int, default=4)
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -164,7 +164,7 @@ def dream_verb(ctx, args) -> str:
 def _invert_arguments(p) -> None:
     p.add_argument("--image", required=True)
     p.add_argument("--layer", help="the layer whose code is inverted (default: the last default layer)")
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=positive_int, default=300)
     p.add_argument("--tv", type=float, default=0.2, help="total-variation prior weight (normalised)")
     p.add_argument("--alpha", type=float, default=6.0, help="the alpha-norm prior's exponent")
     p.add_argument("--alpha-weight", type=float, default=1.0)
@@ -193,7 +193,7 @@ def _fool_arguments(p) -> None:
     source.add_argument("--from-noise", action="store_true", help="start from uniform noise")
     p.add_argument("--target", type=int, required=True, help="the class the net should say")
     p.add_argument("--confidence", type=float, default=0.99)
-    p.add_argument("--steps", type=int, default=60, help="ascent steps per budget")
+    p.add_argument("--steps", type=positive_int, default=60, help="ascent steps per budget")
     p.add_argument("--seed", type=int, default=0)
 
 

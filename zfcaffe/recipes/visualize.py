@@ -24,7 +24,7 @@ from ..labels import resolve_labels
 from ..preprocess import Preprocess, for_net
 from ..viz import activation_tiles, filter_tiles
 from ..viz.figures import image_grid, output_figure, png_bytes_of_array, predictions_figure, vector_figure
-from ..verbs import verb
+from ..verbs import positive_int, verb
 from ..viz.report import Report
 
 
@@ -178,7 +178,7 @@ def _fmt_pair(v) -> str:
 def _arguments(p) -> None:
     p.add_argument("--image", action="append", default=[], help="an image, or a .npy input (repeatable)")
     p.add_argument("--layers", help="comma-separated layer names (default: four convolutions across the depth)")
-    p.add_argument("--top", type=int, default=8, help="strongest feature maps per layer (default 8)")
+    p.add_argument("--top", type=positive_int, default=8, help="strongest feature maps per layer (default 8)")
 
 
 @verb("visualize", "Zeiler & Fergus figures and an HTML report (index.html)",

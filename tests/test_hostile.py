@@ -1,0 +1,119 @@
+"""Hostile and broken inputs (issue 13): each class found by fuzzing gets one clear
+project error (file, line or layer, what was expected), no foreign exception, no
+allocation before the limits are checked, and nothing left half-written."""
+from __future__ import annotations
+
+import struct
+import zlib
+
+import matplotlib.cbook
+import numpy as np
+import pytest
+
+import zfcaffe
+from conftest import layer_text as L, run_cli
+from zfcaffe.io.mean import read_mean
+from zfcaffe.preprocess import load_image, mean_from_arg
+
+PHOTO = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+
+
+def _png(w: int, h: int) -> bytes:
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * (1 + 3 * w) * 4)) + chunk(b"IEND", b""))
+
+
+def test_images(tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png(20000, 20000))                 # a small file whose header claims 400 Mpixels
+    with pytest.raises(zfcaffe.ZfcaffeError, match="larger than 64,000,000 pixels.*ZFCAFFE_MAX_PIXELS"):
+        load_image(str(bomb))
+    monkeypatch.setenv("ZFCAFFE_MAX_PIXELS", "1000")
+    with pytest.raises(zfcaffe.ZfcaffeError, match="larger than 1,000 pixels"):
+        load_image(PHOTO)
+    monkeypatch.delenv("ZFCAFFE_MAX_PIXELS")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(_png(100, 100)[:50])
+    with pytest.raises(zfcaffe.ZfcaffeError, match="broken.png: the image data is broken"):
+        load_image(str(broken))
+    text = tmp_path / "x.gif"
+    text.write_text("not a gif")
+    with pytest.raises(zfcaffe.ZfcaffeError, match="GIF, TIFF, WebP"):   # no longer "only JPEG and PNG"
+        load_image(str(text))
+
+
+def test_npy_files_are_checked_before_loading(tmp_path):
+    huge = tmp_path / "huge.npy"
+    with open(huge, "wb") as f:                          # a header promising 3 x 99999 x 99999 floats
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                 "shape": (3, 99999, 99999)})
+    with pytest.raises(zfcaffe.ZfcaffeError, match="over Caffe's limit"):
+        read_mean(str(huge))
+    strings = tmp_path / "strings.npy"
+    np.save(strings, np.array(["a", "b"]))
+    with pytest.raises(zfcaffe.ZfcaffeError, match="<U1 values; expected"):
+        read_mean(str(strings))
+
+
+def test_mean_arguments_and_legacy_dims(tmp_path):
+    for text, message in (("--1", "no such file, and not per-channel numbers"), ("abc", "not per-channel numbers"),
+                          ("1,nan,2", "finite")):
+        with pytest.raises(zfcaffe.ZfcaffeError, match=message):
+            mean_from_arg(text)
+    assert mean_from_arg("-1.5,2e1").__getitem__(0).tolist() == [-1.5, 20.0]
+    from zfcaffe import caffe_pb2
+    blob = caffe_pb2.BlobProto(num=-1, channels=-3, height=2, width=2, data=[0.0] * 12)
+    path = tmp_path / "neg.binaryproto"
+    path.write_bytes(blob.SerializeToString())
+    with pytest.raises(zfcaffe.ZfcaffeError, match=r"mean blob shape \[-1, -3, 2, 2\]"):
+        read_mean(str(path))
+
+
+@pytest.mark.parametrize("params,message", [
+    ('L("pool", "Pooling", "data", "pooling_param { pool: MAX kernel_size: 2 stride: 0 }")', "must be positive"),
+    ('L("conv", "Convolution", "data", "convolution_param { num_output: 2 kernel_size: 3 dilation: 0 }")',
+     "dilation"),
+    ('L("flat", "Flatten", "data", "flatten_param { axis: 2 end_axis: 1 }")', "end_axis 1 comes before axis 2"),
+    ('L("ip", "InnerProduct", "data", "inner_product_param { num_output: 2000000000 }")', "over Caffe's limit"),
+])
+def test_shapes_and_parameters_are_refused_before_allocating(build, params, message):
+    with pytest.raises(zfcaffe.ZfcaffeError, match=message):
+        build(eval(params), {"data": (1, 3, 8, 8)})
+
+
+def test_api_misuse(shared):
+    m = shared / "models/cifar10_quick"
+    net = zfcaffe.Net(str(m / "cifar10_quick.prototxt"), str(m / "cifar10_quick_iter_4000.caffemodel"))
+    net.forward(data=np.zeros((1, 3, 32, 32), np.float32))
+    for call, message in ((lambda: net.project("conv1", ()), "outside"),
+                          (lambda: net.project("conv1", (0, 2 ** 70)), "outside"),
+                          (lambda: net.forward(blobs=["nope"]), "'nope' not a blob"),
+                          (lambda: zfcaffe.Net(str(m / "cifar10_quick.prototxt"), phase="VAL"), "phase 'VAL'")):
+        with pytest.raises(zfcaffe.ZfcaffeError, match=message):
+            call()
+
+
+def test_cli_options_and_outputs(shared, tmp_path):
+    m = shared / "models/cifar10_quick"
+    net = [m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel", "--quiet"]
+    for args, message in ((["top9", "--images", tmp_path, "--batch", "0"], "expected a number >= 1"),
+                          (["top9", "--images", tmp_path, "-k", "-1"], "expected a number >= 1"),
+                          (["occlusion", "--image", PHOTO, "--stride", "-1"], "expected a number >= 0"),
+                          (["occlusion", "--image", PHOTO, "--size", "99"], "must fit the 32x32 input"),
+                          (["occlusion", "--image", PHOTO, "--layer", "ip1"], "expected a spatial layer"),
+                          (["occlusion", "--image", PHOTO, "--label", "10"], "classes 0 to 9")):
+        r = run_cli(args[0], *net, *args[1:], "-o", tmp_path / "out", check=False)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = run_cli("convert", *net, "-o", tmp_path, check=False)          # onto a folder
+    assert r.returncode == 2 and "is a folder" in r.stderr
+    run_cli("convert", *net, "-o", tmp_path / "new/sub/c.onnx")        # into folders that do not exist yet
+    bad = tmp_path / "bad_list.txt"
+    bad.write_text("missing.jpg\n")
+    r = run_cli("top9", *net, "--images", bad, "-o", tmp_path / "t9", check=False)
+    assert r.returncode == 2 and not (tmp_path / "t9").exists()        # no empty folder left behind
+    empty = tmp_path / "empty.npy"
+    np.save(empty, np.zeros((0, 3, 32, 32), np.float32))
+    r = run_cli("run", *net, "--input", empty, check=False)
+    assert r.returncode == 2 and "N >= 1" in r.stderr
