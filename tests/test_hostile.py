@@ -117,3 +117,46 @@ def test_cli_options_and_outputs(shared, tmp_path):
     np.save(empty, np.zeros((0, 3, 32, 32), np.float32))
     r = run_cli("run", *net, "--input", empty, check=False)
     assert r.returncode == 2 and "N >= 1" in r.stderr
+
+
+def test_prototxt_typo_is_a_parse_error_not_a_fork_layer(build):
+    with pytest.raises(zfcaffe.ZfcaffeError) as e:
+        build(L("conv", "Convolution", "data", "convolution_param { num_output: 2 kernel_size: nan }"),
+              {"data": (1, 3, 8, 8)})
+    assert "net.prototxt:3:" in str(e.value) and "nan" in str(e.value) and "stop_before" not in str(e.value)
+
+
+def test_broken_weight_files(tmp_path):
+    import h5py
+    from zfcaffe.io.wire import enc_varint, field_key, len_field
+    from zfcaffe.io.weights import read_caffemodel, read_hdf5
+
+    def h5(name, fill):
+        path = tmp_path / name
+        with h5py.File(path, "w") as f:
+            fill(f)
+        return str(path)
+    cases = {
+        "a dataset where the group goes": (h5("a.h5", lambda f: f.create_dataset("data", data=np.zeros(3))),
+                                           "'data' is not a group"),
+        "a layer that is a dataset": (h5("b.h5", lambda f: f.create_group("data").create_dataset("c", data=[1.0])),
+                                      "data/c is not a group of blobs"),
+        "no blob 0": (h5("c.h5", lambda f: f.create_group("data").create_group("c").create_dataset("1", data=[1.0])),
+                      "has no dataset '0'"),
+        "a soft link": (h5("d.h5", lambda f: f.create_group("data").create_group("c").__setitem__(
+            "0", h5py.SoftLink("/nowhere"))), "has no dataset '0'"),
+        "strings": (h5("e.h5", lambda f: f.create_group("data").create_group("c").create_dataset(
+            "0", data=np.array(["x"], dtype=h5py.string_dtype()))), r"expected at most 2\^31-1 numbers"),
+    }
+    corrupt = tmp_path / "f.h5"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
+    cases["a corrupted header"] = (str(corrupt), "cannot read HDF5 weights")
+    for what, (path, message) in cases.items():
+        with pytest.raises(zfcaffe.ZfcaffeError, match=message):
+            read_hdf5(path)
+    blob = field_key(5, 0) + enc_varint(7)                       # blob data with the wrong wire type
+    layer = len_field(1, 1) + b"a" + len_field(7, len(blob)) + blob
+    model = tmp_path / "w.caffemodel"
+    model.write_bytes(len_field(100, len(layer)) + layer)
+    with pytest.raises(zfcaffe.ZfcaffeError, match="wire type 0; expected floats"):
+        read_caffemodel(str(model))

@@ -201,6 +201,8 @@ def parse_net_text(path: str, text: str | None = None) -> ParsedNet:
             _parse_into(probe, entry, path)
             container.add().CopyFrom(getattr(probe, entry.field)[0])
         except ZfcaffeError as e:
+            if "no field named" not in str(e):
+                raise                      # a typo or a bad value, not a fork's field: say where
             name, typ = _scan_name_type(entry.text)
             placeholder = container.add()
             placeholder.name = name

@@ -104,10 +104,14 @@ def _blob(buf, start: int, end: int) -> WeightBlob:
                 elif f2 == 1 and w2 == 0:
                     dims.append(v2)
             shape = tuple(d if d < 1 << 63 else d - (1 << 64) for d in dims)
-        elif field == 5:                         # float data, packed or not
+        elif field == 5:                         # float data, packed (wire 2) or one value (wire 5)
+            if wire not in (2, 5):
+                raise ValueError(f"blob data (field 5) has wire type {wire}; expected floats")
             s, e = v
             chunks32.append(np.frombuffer(buf, dtype="<f4", count=(e - s) // 4, offset=s))
-        elif field == 8:                         # double_data
+        elif field == 8:                         # double_data, packed (wire 2) or one value (wire 1)
+            if wire not in (2, 1):
+                raise ValueError(f"blob double_data (field 8) has wire type {wire}; expected doubles")
             s, e = v
             chunks64.append(np.frombuffer(buf, dtype="<f8", count=(e - s) // 8, offset=s))
     if chunks32:
@@ -119,8 +123,8 @@ def _blob(buf, start: int, end: int) -> WeightBlob:
     is_legacy = shape is None
     if is_legacy:
         shape = tuple(legacy)
-    count = int(np.prod(shape)) if shape else 1
-    if data.size != count:
+    count = int(np.prod(shape, dtype=object)) if shape else 1
+    if any(d < 0 for d in shape) or data.size != count:
         raise ValueError(f"blob holds {data.size} values but its shape {list(shape)} needs {count}")
     return WeightBlob(data.reshape(shape), is_legacy)
 
@@ -192,14 +196,30 @@ def read_hdf5(path: str) -> list[LayerWeights]:
             group = f["data"]
             # Caffe writes layers in net order; h5py lists them sorted, so keep creation
             # order where the file tracked it.
-            names = list(group.keys())
-            for name in names:
-                g = group[name]
-                n = len(g.keys())
-                blobs = [WeightBlob(np.asarray(g[str(i)], dtype=np.float32), False) for i in range(n)]
+            if not isinstance(group, h5py.Group):
+                raise ZfcaffeError(f"{path}: 'data' is not a group; expected a Caffe .caffemodel.h5")
+            for name in list(group.keys()):
+                g = group.get(name)
+                if not isinstance(g, h5py.Group):
+                    raise ZfcaffeError(f"{path}: data/{name} is not a group of blobs; expected a Caffe "
+                                       ".caffemodel.h5 (data/LAYER/0, 1, ...)")
+                blobs = []
+                for i in range(len(g.keys())):
+                    d = g.get(str(i))
+                    if not isinstance(d, h5py.Dataset):
+                        raise ZfcaffeError(f"{path}: data/{name} has no dataset '{i}'; expected its blobs "
+                                           "numbered 0, 1, ...")
+                    if d.dtype.kind not in "biuf" or d.size > 2**31 - 1:
+                        raise ZfcaffeError(f"{path}: data/{name}/{i} holds {d.size:,} {d.dtype} values; expected "
+                                           "at most 2^31-1 numbers")
+                    blobs.append(WeightBlob(np.asarray(d, dtype=np.float32), False))
                 layers.append(LayerWeights(name, "", blobs))
-    except OSError as e:
-        raise ZfcaffeError(f"{path}: cannot read HDF5 weights: {e}") from None
+    except ZfcaffeError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as e:   # h5py's own, on a broken file
+        reason = " ".join(str(e).split())[:200]
+        raise ZfcaffeError(f"{path}: cannot read HDF5 weights ({e.__class__.__name__}: {reason}); expected a "
+                           "Caffe .caffemodel.h5") from None
     return layers
 
 
