@@ -22,8 +22,8 @@ def load_npy(path: str, what: str) -> np.ndarray:
             shape, _, dtype = read_header(f)
     except FileNotFoundError:
         raise ZfcaffeError(f"{path}: no such file; expected {what}") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ZfcaffeError(f"{path}: not a readable .npy ({e}); expected {what}") from None
+    except Exception as e:  # noqa: BLE001 - numpy's header parser raises whatever its tokenizer meets
+        raise ZfcaffeError(f"{path}: not a readable .npy ({e.__class__.__name__}: {e}); expected {what}") from None
     if dtype.kind not in "biuf":
         raise ZfcaffeError(f"{path}: holds {dtype} values; expected {what} (numbers)")
     count = int(np.prod(shape, dtype=object))
