@@ -55,7 +55,8 @@ def near_tie_note(ties: dict[str, set]) -> str | None:
     """The report's note on projections that crossed max-pool near-ties."""
     if not ties:
         return None
-    where = "; ".join(f"{layer}: {len(w)} window(s)" for layer, w in sorted(ties.items()))
-    return ("Some projections pass through max-pooling windows whose two largest inputs are equal up to "
-            f"float rounding ({where}); Caffe may have routed them to the other position, so those "
-            "projections are defined only up to rounding (net.last_near_ties lists the windows).")
+    where = "; ".join(f"{layer}: {len(w)}" for layer, w in sorted(ties.items()))
+    return ("Some projections pass through decisions taken by float rounding: max-pooling windows whose two "
+            "largest inputs are equal up to rounding, rectifier inputs within rounding of zero "
+            f"({where}); Caffe may have taken them the other way, so those projections are defined only "
+            "up to rounding (net.last_near_ties lists them).")

@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 from ..errors import ZfcaffeError
-from .gradients import gradients, one_hot, score_key
+from .gradients import gradients, one_hot, record_with_label, score_key
 
 
 @dataclasses.dataclass
@@ -77,11 +77,7 @@ def gradcam(net, x: np.ndarray, head, label: int | None = None, layer: str | Non
         raise ZfcaffeError(f"{g.path}: layer '{layer}' has shape {list(g.shapes[key])}; Grad-CAM needs a "
                            "spatial layer (N x C x H x W)")
     skey = score_key(net, head)
-    net.set_batch(1)
-    net.forward(**{net.inputs[0]: x})
-    if label is None:
-        label = int(net.layer_outputs[head.key].reshape(1, -1)[0].argmax())
-    head.check_label(label)
+    label = record_with_label(net, x, head, label)
     act = net.layer_outputs[key][0].astype(np.float64)
     fixed = cam_weights(net, head, key) if method in ("auto", "cam") else None
     if method == "cam" and fixed is None:

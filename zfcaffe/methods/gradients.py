@@ -21,6 +21,17 @@ def one_hot(shape, label: int) -> np.ndarray:
     return d
 
 
+def record_with_label(net, x: np.ndarray, head, label: int | None = None) -> int:
+    """Run x (1, C, H, W) forward (recording); the class asked for (checked against the
+    class output) or, without one, the top class."""
+    net.set_batch(1)
+    net.forward(**{net.inputs[0]: x})
+    if label is None:
+        label = int(net.layer_outputs[head.key].reshape(1, -1)[0].argmax())
+    head.check_label(label)
+    return label
+
+
 def gradients(net, x: np.ndarray, seeds, mode: str = "backprop", keys=None, smooth: int = 0,
               noise: float = 0.15, seed: int = 0, recorded: bool = False) -> dict[str, np.ndarray]:
     """Run x (1, C, H, W) forward (recording; skipped when `recorded` says the net has

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..optvis import objectives
 from ..optvis.param import PixelParam
-from ..optvis.render import Adam, gradient, render
+from ..optvis.render import Adam, render
 from ..optvis.transforms import jitter
 
 

@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from .gradients import gradients, one_hot, score_key
+from .gradients import gradients, one_hot, record_with_label, score_key
 
 
 @dataclasses.dataclass
@@ -25,11 +25,7 @@ def saliency(net, x: np.ndarray, head, label: int | None = None, mode: str = "ba
              seed: int = 0) -> Saliency:
     """The class score's gradient (before the softmax) for the top class or `label`."""
     key = score_key(net, head)
-    net.set_batch(1)
-    net.forward(**{net.inputs[0]: x})
-    if label is None:
-        label = int(net.layer_outputs[head.key].reshape(1, -1)[0].argmax())
-    head.check_label(label)
+    label = record_with_label(net, x, head, label)
     g = gradients(net, x, lambda n: {key: one_hot(n.layer_outputs[key].shape, label)}, mode, smooth=smooth,
                   seed=seed, recorded=True)[net.inputs[0]][0]
     return Saliency(label, mode, g, np.abs(g).max(axis=0))
