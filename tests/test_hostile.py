@@ -160,3 +160,36 @@ def test_broken_weight_files(tmp_path):
     model.write_bytes(len_field(100, len(layer)) + layer)
     with pytest.raises(zfcaffe.ZfcaffeError, match="wire type 0; expected floats"):
         read_caffemodel(str(model))
+
+
+def test_analysis_inputs_and_existing_outputs(shared, tmp_path):
+    import json
+    m = shared / "models/cifar10_quick"
+    net = [m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel", "--quiet"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        (photos / f"{i}.jpg").write_bytes(open(PHOTO, "rb").read())
+    for spec in ([1, 2], {"0.jpg": [1, 2, 3, 4]}, {"0.jpg": {"eye": [5, 5, 1, 1]}}, {"0.jpg": {"eye": "x"}}):
+        parts = tmp_path / "parts.json"
+        parts.write_text(json.dumps(spec))
+        r = run_cli("correspondence", *net, "--images", photos, "--parts", parts, "-o", tmp_path / "c", check=False)
+        assert r.returncode == 2 and "expected {image: {part: [x0, y0, x1, y1]}}" in r.stderr, r.stderr
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes(b"\xff\xfe not utf-8 \x80\n" * 10)
+    r = run_cli("run", *net, "--input", PHOTO, "--labels", labels, check=False)
+    assert r.returncode == 2 and "not UTF-8" in r.stderr
+    r = run_cli("evolution", m / "cifar10_quick.prototxt", net[1], net[1], "--images", photos, "--layer", "conv1",
+                "--maps", "2", "--quiet", "-o", tmp_path / "evo")                  # the same snapshot twice
+    assert np.load(tmp_path / "evo/results.npz")["values"].shape == (2, 1)
+    existing = tmp_path / "report"
+    existing.write_text("the user's file")
+    r = run_cli("visualize", *net, "-o", existing, check=False)
+    assert r.returncode == 2 and "not a folder" in r.stderr and existing.read_text() == "the user's file"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]
+    huge = tmp_path / "huge.npy"
+    with open(huge, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                 "shape": (3, 99999, 99999)})
+    r = run_cli("run", *net, "--input", huge, check=False)
+    assert r.returncode == 2 and "over Caffe's limit" in r.stderr

@@ -139,6 +139,14 @@ def load_parts(parts_path: str | None, paths: list[str], pre) -> dict[str, list]
             spec = json.load(f)
     except (OSError, ValueError) as e:
         raise ZfcaffeError(f"{parts_path}: cannot read parts JSON: {e}") from None
+    expected = "expected {image: {part: [x0, y0, x1, y1]}}"
+    if not isinstance(spec, dict) or not all(isinstance(v, dict) for v in spec.values()):
+        raise ZfcaffeError(f"{parts_path}: {expected}")
+    for image, entry in spec.items():
+        for part, box in entry.items():
+            if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
+                    and box[0] < box[2] and box[1] < box[3]):
+                raise ZfcaffeError(f"{parts_path}: {image} / {part}: box {box!r}; {expected} with x0 < x1, y0 < y1")
     by_name = {os.path.basename(k): v for k, v in spec.items()}
     names = sorted({part for v in spec.values() for part in v})
     parts = {}
