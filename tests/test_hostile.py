@@ -193,3 +193,14 @@ def test_analysis_inputs_and_existing_outputs(shared, tmp_path):
                                                  "shape": (3, 99999, 99999)})
     r = run_cli("run", *net, "--input", huge, check=False)
     assert r.returncode == 2 and "over Caffe's limit" in r.stderr
+
+
+def test_fillers_refuse_impossible_parameters(build):
+    for params, message in (('weight_filler { type: "gaussian" std: -1 }', "std -1 < 0"),
+                            ('weight_filler { type: "uniform" min: 2 max: 1 }', "min 2 > max 1"),
+                            ('weight_filler { type: "gaussian" std: nan }', "not a finite number")):
+        with pytest.raises(zfcaffe.ZfcaffeError, match=message):
+            build(L("ip", "InnerProduct", "data", f"inner_product_param {{ num_output: 2 {params} }}"),
+                  {"data": (1, 3)})
+    net = build(L("ip", "InnerProduct", "data", "inner_product_param { num_output: 2 }"), {"data": (0, 3)})
+    assert net.params["ip"][0].data.shape == (2, 3)             # an empty batch fills the parameters as usual

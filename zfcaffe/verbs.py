@@ -35,7 +35,8 @@ def verb(name: str, help: str, groups: tuple[str, ...] = (), arguments: Callable
     return register
 
 
-def _int_at_least(low: int):
+def int_between(low: int, high: int | None = None):
+    """An argparse type: a whole number in [low, high]."""
     import argparse
 
     def parse(text: str) -> int:
@@ -45,11 +46,13 @@ def _int_at_least(low: int):
             raise argparse.ArgumentTypeError(f"'{text}': expected a whole number") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value}: expected a number >= {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value}: expected a number <= {high}")
         return value
     parse.__name__ = f"int >= {low}"
     return parse
 
 
 #: argparse types for counts (>= 1) and sizes where 0 means "the default" (>= 0)
-positive_int = _int_at_least(1)
-non_negative_int = _int_at_least(0)
+positive_int = int_between(1)
+non_negative_int = int_between(0)

@@ -7,15 +7,25 @@ from .. import caffe_pb2
 
 
 def fill(filler: caffe_pb2.FillerParameter, shape: tuple, rng: np.random.Generator) -> np.ndarray:
+    """The blob Caffe's filler would make; ValueError names a parameter it refuses."""
     n = int(np.prod(shape)) if shape else 1
+    if n == 0:
+        return np.zeros(shape, np.float32)
     fan_in = n // shape[0] if shape else 1
     fan_out = n // shape[1] if len(shape) > 1 else n
     t = filler.type
+    values = [filler.value, filler.min, filler.max, filler.mean, filler.std]
+    if not all(np.isfinite(values)):
+        raise ValueError(f"{t} filler with a parameter that is not a finite number")
     if t == "constant":
         return np.full(shape, filler.value, np.float32)
     if t == "uniform":
+        if filler.min > filler.max:
+            raise ValueError(f"uniform filler with min {filler.min:g} > max {filler.max:g}")
         return rng.uniform(filler.min, filler.max, shape).astype(np.float32)
     if t == "gaussian":
+        if filler.std < 0:
+            raise ValueError(f"gaussian filler with std {filler.std:g} < 0")
         return rng.normal(filler.mean, filler.std, shape).astype(np.float32)
     if t in ("xavier", "msra"):
         norm = {0: fan_in, 1: fan_out, 2: (fan_in + fan_out) / 2}[filler.variance_norm]

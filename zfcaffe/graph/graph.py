@@ -213,7 +213,10 @@ def _filled(layer: Layer, shapes: list[tuple], rng) -> list[np.ndarray]:
         fillers = [p.filler if p.HasField("filler") else caffe_pb2.FillerParameter(type="constant", value=0.25)]
     if layer.type == "Bias":
         fillers = [lp.bias_param.filler]
-    return [fill(f, s, rng) for f, s in zip(fillers, shapes)]
+    try:
+        return [fill(f, s, rng) for f, s in zip(fillers, shapes)]
+    except ValueError as e:
+        raise layer.error(f"cannot fill its parameters as Caffe would: {e}") from None
 
 
 def _state_meets_rule(state: caffe_pb2.NetState, rule: caffe_pb2.NetStateRule) -> bool:

@@ -11,7 +11,7 @@ from ..errors import ZfcaffeError
 from ..labels import resolve_labels
 from ..methods import classviz, dream, fool, gradcam, invert, saliency
 from ..analyses.projection import parse_modes
-from ..verbs import non_negative_int, positive_int, verb
+from ..verbs import int_between, non_negative_int, positive_int, verb
 from ..viz import method_figures as figures
 from .output import write_output
 
@@ -53,7 +53,8 @@ def _gradcam_arguments(p) -> None:
     p.add_argument("--method", default="auto", choices=["auto", "gradcam", "cam"],
                    help="CAM where the net ends in global average pooling + a classifier (auto), or Grad-CAM")
     p.add_argument("--no-guided", action="store_true", help="skip guided Grad-CAM")
-    p.add_argument("--smooth", type=non_negative_int, default=0, metavar="N", help="SmoothGrad: average over N noisy copies")
+    p.add_argument("--smooth", type=int_between(0, 1000), default=0, metavar="N",
+                   help="SmoothGrad: average over N noisy copies (at most 1000)")
 
 
 @verb("gradcam", "Grad-CAM, CAM and guided Grad-CAM of one image, overlaid on it",
@@ -72,7 +73,8 @@ def gradcam_verb(ctx, args) -> str:
 def _saliency_arguments(p) -> None:
     p.add_argument("--image", required=True)
     p.add_argument("--label", type=int, help="the class (default: the top class)")
-    p.add_argument("--smooth", type=non_negative_int, default=0, metavar="N", help="SmoothGrad: average over N noisy copies")
+    p.add_argument("--smooth", type=int_between(0, 1000), default=0, metavar="N",
+                   help="SmoothGrad: average over N noisy copies (at most 1000)")
 
 
 @verb("saliency", "the class score's gradient at the input: backprop, guided backprop, deconvnet (+ SmoothGrad)",
