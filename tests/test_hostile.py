@@ -204,3 +204,14 @@ def test_fillers_refuse_impossible_parameters(build):
                   {"data": (1, 3)})
     net = build(L("ip", "InnerProduct", "data", "inner_product_param { num_output: 2 }"), {"data": (0, 3)})
     assert net.params["ip"][0].data.shape == (2, 3)             # an empty batch fills the parameters as usual
+
+
+def test_top9_counts_beyond_the_dataset(shared, tmp_path):
+    m = shared / "models/cifar10_quick"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        (photos / f"{i}.jpg").write_bytes(open(PHOTO, "rb").read())
+    run_cli("top9", m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel", "--images", photos,
+            "-k", "99999", "--batch", "99999", "--maps", "2", "--layers", "conv1", "--quiet", "-o", tmp_path / "t9")
+    assert np.load(tmp_path / "t9/results.npz")["conv1/values"].shape == (32, 3)   # k = the 3 images

@@ -35,6 +35,7 @@ def run_top9(net, images: str, out: str, pre, layers=None, k: int = 9, maps: int
     modes = parse_modes(mode)
     entries = list_images(images)
     paths = [p for p, _ in entries]
+    k, batch = min(k, len(paths)), min(batch, len(paths))   # more than the dataset holds only costs memory
     layers = layers or default_layers(net)
     keys = [shown_key(net, name) for name in layers]
     created = not os.path.exists(out)
