@@ -170,9 +170,9 @@ class Pooling(Layer):
         e.op("AveragePool", [x], out, count_include_pad=0, **attrs)
 
     def _emit_switches(self, e, plane_index: str) -> None:
-        self.switch_output = f"{self.name}/switches"
-        e.op("Cast", [plane_index], self.switch_output, to=INT32)
-        e.output(self.switch_output, INT32, self.out_shapes[0])
+        name = f"{self.name}/switches"
+        e.op("Cast", [plane_index], name, to=INT32)
+        e.output(name, INT32, self.out_shapes[0])
 
     def _emit_max(self, e, x, out, pads):
         attrs = dict(kernel_shape=list(self.kernel), strides=list(self.stride), pads=pads)

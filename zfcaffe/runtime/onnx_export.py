@@ -29,7 +29,6 @@ class OnnxNet:
     weights: dict[str, np.ndarray]         # parameter initializers kept outside the model
     outputs: list[str]                     # the model's output names
     keys: list[str]                        # the graph key of each output (switches: their own name)
-    switches: dict[str, str]               # pooling layer name -> its switches output
 
 
 def onnx_names(graph: Graph) -> dict[str, str]:
@@ -93,7 +92,6 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
         if k not in seen and k not in graph.inputs and (span is None or k in produced):
             seen.add(k)
             final.append(k)
-    switch_outputs = {l.name: l.switch_output for l in layers if e.switches and getattr(l, "switch_output", None)}
 
     read = list(dict.fromkeys(b for l in layers for b in l.bottoms if b not in produced))
     inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(graph.shapes[k])) for k in read]
@@ -123,6 +121,5 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
         "caffe_layers": json.dumps(layer_of),
     })
     keys = final + [n for n, _, _ in e.extra_outputs]
-    return OnnxNet(model, {} if embed_weights else e.weights, [rename.get(k, k) for k in keys], keys,
-                   switch_outputs)
+    return OnnxNet(model, {} if embed_weights else e.weights, [rename.get(k, k) for k in keys], keys)
 

@@ -119,7 +119,6 @@ class Session:
             values = [ort.OrtValue.ortvalue_from_numpy(onnx_net.weights[n]) for n in names]
             opts.add_external_initializers(names, values)
         self.outputs, self.keys = onnx_net.outputs, onnx_net.keys
-        self.switches = onnx_net.switches
         self.session = ort.InferenceSession(onnx_net.model.SerializeToString(), opts, providers=providers())
         self.input_names = [i.name for i in self.session.get_inputs()]
 
