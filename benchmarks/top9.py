@@ -15,28 +15,13 @@ import time
 
 import numpy as np
 
-from common import make_caffenet, race, table, workdir
+from common import make_caffenet, photo_files, race, table, workdir
 
 import zfcaffe
 from zfcaffe.analyses.top9 import scan
+from zfcaffe.scan import Engine
 from zfcaffe.preprocess import for_net
 from zfcaffe.analyses.common import default_layers, shown_key
-
-
-def photo_files(n: int) -> list[str]:
-    import matplotlib.cbook
-    from PIL import Image
-    d = workdir() / "photos"
-    d.mkdir(parents=True, exist_ok=True)
-    img = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-    paths = []
-    for i in range(n):
-        p = d / f"{i:04d}.jpg"
-        if not p.exists():
-            x, y = (i * 37) % 200, (i * 53) % 250
-            img.crop((x, y, x + 300, y + 300)).rotate((i * 11) % 360).save(p)
-        paths.append(str(p))
-    return paths
 
 
 def main():
@@ -64,7 +49,7 @@ def main():
             net.forward(data=x, record=False)
 
     def top9_scan():
-        scan(net, paths, keys, cached, k=9, batch=args.batch, workers=1, show_progress=False)
+        scan(net, paths, keys, cached, k=9, batch=args.batch, engine=Engine(workers=1), show_progress=False)
 
     rates = race({"forward": forward_only, "scan": top9_scan}, len(paths), min_time=0, min_rounds=args.rounds)
     rf, rs = rates["forward"], rates["scan"]

@@ -18,7 +18,8 @@ from .errors import ZfcaffeError
 from .verbs import VERBS, verb
 
 #: the modules whose verbs the command has (imported when the parser is built)
-VERB_MODULES = ("zfcaffe.recipes.visualize", "zfcaffe.recipes.analyses", "zfcaffe.recipes.methods")
+VERB_MODULES = ("zfcaffe.recipes.visualize", "zfcaffe.recipes.analyses", "zfcaffe.recipes.methods",
+                "zfcaffe.recipes.datasets")
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
@@ -99,6 +100,14 @@ class Context:
         return preprocess_for(net, self.args, announce=False)
 
     @property
+    def engine(self):
+        from .scan import Engine
+        a = self.args
+        if a.engine == "local" and (a.address or a.actors):
+            raise ZfcaffeError("--address and --actors are options of --engine ray")
+        return Engine(a.engine, a.address, a.actors, a.cpus_per_actor, a.workers)
+
+    @property
     def net_options(self) -> dict:
         return net_options(self.args)
 
@@ -145,6 +154,20 @@ def _preprocess_group(p, keep_size: bool) -> None:
                        help="no resize: the net's input takes each image's size (fully convolutional nets)")
 
 
+def _engine_group(p) -> None:
+    from .scan import ENGINES
+    from .verbs import positive_int
+    g = p.add_argument_group("engine (where the scan runs; the results are the same on either)")
+    g.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: this process (default); ray: Ray Data actors, here or on a cluster")
+    g.add_argument("--address", help="Ray cluster to join (HOST:PORT or auto; default: a private Ray here, "
+                                     "on the loopback address); the files must be visible to every node")
+    g.add_argument("--actors", type=positive_int, help="Ray actors, each with one runtime session "
+                                                       "(default: the cluster's cores / --cpus-per-actor)")
+    g.add_argument("--cpus-per-actor", type=positive_int, default=1, help="cores per Ray actor (default 1)")
+    g.add_argument("--workers", type=positive_int, default=2, help="image-decoding threads (per actor; default 2)")
+
+
 def _head_group(p) -> None:
     g = p.add_argument_group("class output")
     g.add_argument("--labels", help="class names: a file (synset_words.txt or one name a line), imagenet, "
@@ -164,6 +187,8 @@ def _add_groups(p, groups: tuple[str, ...]) -> None:
             _preprocess_group(p, keep_size="keep_size" in groups)
         elif name == "head":
             _head_group(p)
+        elif name == "engine":
+            _engine_group(p)
         elif name == "mode":
             p.add_argument("--mode", default=default,
                            help=f"modes, comma-separated, shown side by side: deconvnet, guided, backprop "

@@ -171,6 +171,10 @@ class Net:
             raise ZfcaffeError(f"{prototxt}: no such file; expected a net prototxt")
         if weights is not None and not os.path.exists(weights):
             raise ZfcaffeError(f"{weights}: no such file; expected weights (.caffemodel or .caffemodel.h5)")
+        #: what rebuilds this net elsewhere (a scan's worker process): Net(path, weights, **options)
+        self.options = dict(input_shapes=input_shapes, phase=phase, level=level, stages=tuple(stages),
+                            stop_before=stop_before, allow_missing_weights=allow_missing_weights, seed=seed,
+                            rounding=rounding)
         self.graph = load_graph(prototxt, phase=phase, level=level, stages=stages,
                                 input_shapes=input_shapes, stop_before=stop_before)
         self.graph.attach_weights(weights, allow_missing=allow_missing_weights, seed=seed)

@@ -4,8 +4,9 @@ those groups once and builds what they describe (the net, the preprocessing, the
 output folder) into a Context for the verb's function.
 
 Shared groups: "net" (prototxt, weights and the net options), "preprocess",
-"keep_size", "head" (--labels, --class-output), "mode:DEFAULT" (projection or
-gradient modes), "output:DEFAULT" (-o). Every verb has --quiet.
+"keep_size", "head" (--labels, --class-output), "engine" (where a scan runs: local
+or Ray), "mode:DEFAULT" (projection or gradient modes), "output:DEFAULT" (-o). Every
+verb has --quiet.
 """
 from __future__ import annotations
 

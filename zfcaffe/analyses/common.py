@@ -1,8 +1,6 @@
-"""What every analysis shares: image lists, batched and threaded preprocessing,
-progress bars, and writing figures plus an HTML page atomically."""
+"""What every analysis shares: image lists, progress bars, and writing figures plus an HTML page atomically."""
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import re
 
@@ -47,12 +45,20 @@ def list_images(source: str) -> list[tuple[str, int | None]]:
     return out
 
 
-def batches(paths: list[str], pre, batch: int, workers: int = 2):
-    """Yield (start index, (B, C, H, W) inputs) with images decoded by a thread pool."""
-    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-        for start in range(0, len(paths), batch):
-            chunk = paths[start:start + batch]
-            yield start, np.stack(list(pool.map(pre, chunk)))
+def folder_classes(source: str, entries: list[tuple[str, int | None]]):
+    """Labels from class folders (source/CLASS/.../image, as ImageFolder lays a dataset
+    out): (entries with labels, class names), or (entries, None) when the images are not
+    all in two or more such folders, or already have labels."""
+    if not os.path.isdir(source) or any(label is not None for _, label in entries):
+        return entries, None
+    tops = [os.path.relpath(p, source).split(os.sep) for p, _ in entries]
+    if any(len(parts) < 2 for parts in tops):
+        return entries, None
+    classes = sorted({parts[0] for parts in tops})
+    if len(classes) < 2:
+        return entries, None
+    number = {c: i for i, c in enumerate(classes)}
+    return [(p, number[parts[0]]) for (p, _), parts in zip(entries, tops)], classes
 
 
 def progress(total: int, desc: str, enabled: bool, unit: str = "step"):

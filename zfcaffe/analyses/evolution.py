@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import ZfcaffeError
 from .common import shown_key
+from ..scan import Engine
 from .top9 import project_top, scan
 
 
@@ -68,7 +69,8 @@ def run(prototxt: str, snapshots: list[str], paths: list[str], pre_for, layer: s
         net = Net(prototxt, snap, **net_kw)
         key = shown_key(net, layer)
         pre = pre_for(net)
-        top = scan(net, paths, [key], pre, k=1, batch=batch, workers=workers, show_progress=show_progress)[key]
+        top = scan(net, paths, [key], pre, k=1, batch=batch, engine=Engine(workers=workers),
+                   show_progress=show_progress)[key]
         if maps is None:  # chosen on the first snapshot, then followed through the others
             maps = [int(m) for m in np.argsort(-top.values[:, 0], kind="stable")[:n_maps]]
         values.append(top.values[maps, 0])

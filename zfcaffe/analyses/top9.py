@@ -3,8 +3,9 @@ images of a dataset where it responds most, with the deconvnet projection of eac
 response and the receptive-field patch under it.
 
 The scan streams the dataset in batches through the lean forward graph (only the
-chosen layers as outputs), keeping for every map its k best (value, image, y, x):
-memory is bounded by maps x k whatever the dataset size. The state is saved to a
+chosen layers as outputs), on this machine or a Ray cluster (zfcaffe.scan), keeping
+for every map its k best (value, image, y, x): memory is bounded by maps x k whatever
+the dataset size, and merging is exact in any order. The state is saved to a
 cache every few batches, so an interrupted scan resumes where it stopped.
 """
 from __future__ import annotations
@@ -17,7 +18,11 @@ import os
 import numpy as np
 
 from ..atomic import atomic_savez
-from .common import batches, progress
+from ..scan import Engine, Job
+from .common import progress
+
+
+FIELDS = ("values", "image", "y", "x")
 
 
 @dataclasses.dataclass
@@ -33,23 +38,46 @@ class TopK:
         return TopK(np.full((channels, k), -np.inf, np.float32), np.full((channels, k), -1, np.int64),
                     np.zeros((channels, k), np.int64), np.zeros((channels, k), np.int64))
 
-    def update(self, act: np.ndarray, first_image: int) -> None:
-        """Merge a batch (B, C, h, w): each image offers its best position per map."""
+    @staticmethod
+    def of_batch(act: np.ndarray, first_image: int, k: int) -> "TopK":
+        """The top-k of a batch (B, C, h, w): each image offers its best position per map
+        (the first maximum)."""
         b, c, h, w = act.shape
         flat = act.reshape(b, c, h * w)
-        pos = flat.argmax(axis=2)                                   # (B, C), first maximum
+        pos = flat.argmax(axis=2)                                   # (B, C)
         val = np.take_along_axis(flat, pos[..., None], axis=2)[..., 0]
+        image = np.broadcast_to(np.arange(first_image, first_image + b), (c, b))
+        return TopK.empty(c, k).merge(TopK(val.T, image, (pos // w).T, (pos % w).T))
+
+    def merge(self, other: "TopK") -> "TopK":
+        """The top-k of both, best first, ties to the lower image index: the same
+        whatever order the batches are merged in (so any engine gives the same result)."""
         k = self.values.shape[1]
-        values = np.concatenate([self.values, val.T], axis=1)      # (C, k + B)
-        image = np.concatenate([self.image, np.broadcast_to(np.arange(first_image, first_image + b), (c, b))], 1)
-        ys = np.concatenate([self.y, (pos // w).T], axis=1)
-        xs = np.concatenate([self.x, (pos % w).T], axis=1)
-        # best first; ties keep the earlier image (stable sort on the negated value)
-        order = np.argsort(-values, axis=1, kind="stable")[:, :k]
-        self.values = np.take_along_axis(values, order, 1)
-        self.image = np.take_along_axis(image, order, 1)
-        self.y = np.take_along_axis(ys, order, 1)
-        self.x = np.take_along_axis(xs, order, 1)
+        both = [np.concatenate([getattr(self, f), getattr(other, f)], axis=1) for f in FIELDS]
+        order = np.lexsort((both[1], -both[0]), axis=1)[:, :k]
+        return TopK(*(np.take_along_axis(a, order, 1) for a in both))
+
+    def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        return {f"{prefix}{f}": getattr(self, f) for f in FIELDS}
+
+    @staticmethod
+    def from_arrays(arrays, prefix: str = "") -> "TopK":
+        return TopK(*(arrays[f"{prefix}{f}"] for f in FIELDS))
+
+
+class ScanJob(Job):
+    """One batch -> the top-k of every chosen layer's maps among its images."""
+
+    def __init__(self, net, pre, batch: int, keys: list[str], k: int):
+        super().__init__(net, pre, batch)
+        self.keys, self.k = keys, k
+
+    def run(self, x: np.ndarray, real: int, start: int) -> dict[str, np.ndarray]:
+        out = self.evaluate(self.keys, x)
+        result = {}
+        for key in self.keys:
+            result.update(TopK.of_batch(out[key][:real], start, self.k).arrays(f"{key}/"))
+        return result
 
 
 def _fingerprint(net, paths, keys, k) -> str:
@@ -59,11 +87,10 @@ def _fingerprint(net, paths, keys, k) -> str:
     return h.hexdigest()
 
 
-def scan(net, paths: list[str], keys: list[str], pre, k: int = 9, batch: int = 16, workers: int = 2,
+def scan(net, paths: list[str], keys: list[str], pre, k: int = 9, batch: int = 16, engine: Engine | None = None,
          cache: str | None = None, show_progress: bool = True, checkpoint_every: int = 8) -> dict[str, TopK]:
-    """Stream the images through the net; returns the top-k state of every key."""
-    input_name = net.inputs[0]
-    net.set_batch(batch)
+    """Stream the images through the net (on `engine`, local by default); returns the
+    top-k state of every key."""
     tops = {key: TopK.empty(net.graph.shapes[key][1], k) for key in keys}
     done = 0
     print_ = _fingerprint(net, paths, keys, k)
@@ -71,22 +98,15 @@ def scan(net, paths: list[str], keys: list[str], pre, k: int = 9, batch: int = 1
         with np.load(cache, allow_pickle=False) as z:
             if str(z["fingerprint"]) == print_:
                 done = int(z["done"])
-                for key in keys:
-                    tops[key] = TopK(*(z[f"{key}/{f}"] for f in ("values", "image", "y", "x")))
+                tops = {key: TopK.from_arrays(z, f"{key}/") for key in keys}
     bar = progress(len(paths), "scan", show_progress, unit="img")
     bar.update(done)
-    n_batches = 0
-    for start, x in batches(paths[done:], pre, batch, workers):
-        real = x.shape[0]
-        if real != batch:   # last partial batch: pad, and ignore the padding
-            x = np.concatenate([x, np.zeros((batch - real,) + x.shape[1:], np.float32)])
-        out = net.evaluate(keys, **{input_name: x})
-        for key in keys:
-            tops[key].update(out[key][:real], done + start)
+    job = ScanJob(net, pre, batch, keys, k)
+    for n_batches, (start, real, result) in enumerate((engine or Engine()).map(job, paths, done), 1):
+        tops = {key: tops[key].merge(TopK.from_arrays(result, f"{key}/")) for key in keys}
         bar.update(real)
-        n_batches += 1
-        if cache and (n_batches % checkpoint_every == 0 or done + start + real == len(paths)):
-            _save(cache, tops, done + start + real, print_)
+        if cache and (n_batches % checkpoint_every == 0 or start + real == len(paths)):
+            _save(cache, tops, start + real, print_)
     bar.close()
     return tops
 
@@ -94,7 +114,7 @@ def scan(net, paths: list[str], keys: list[str], pre, k: int = 9, batch: int = 1
 def _save(path: str, tops: dict[str, TopK], done: int, fingerprint: str) -> None:
     arrays = {"fingerprint": np.array(fingerprint), "done": np.array(done)}
     for key, t in tops.items():
-        arrays.update({f"{key}/{f}": getattr(t, f) for f in ("values", "image", "y", "x")})
+        arrays.update(t.arrays(f"{key}/"))
     atomic_savez(path, arrays)
 
 

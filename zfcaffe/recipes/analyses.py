@@ -31,7 +31,7 @@ def _intro(net, pre) -> list[str]:
 
 
 def run_top9(net, images: str, out: str, pre, layers=None, k: int = 9, maps: int = 16, batch: int = 16,
-             workers: int = 2, mode: str = "deconvnet", show_progress: bool = True) -> str:
+             engine=None, mode: str = "deconvnet", show_progress: bool = True) -> str:
     modes = parse_modes(mode)
     entries = list_images(images)
     paths = [p for p, _ in entries]
@@ -42,7 +42,7 @@ def run_top9(net, images: str, out: str, pre, layers=None, k: int = 9, maps: int
     os.makedirs(out, exist_ok=True)
     cache = os.path.join(out, ".top9-scan.npz")   # survives reruns: the scan resumes
     try:
-        tops = top9.scan(net, paths, keys, pre, k=k, batch=batch, workers=workers, cache=cache,
+        tops = top9.scan(net, paths, keys, pre, k=k, batch=batch, engine=engine, cache=cache,
                          show_progress=show_progress)
     except BaseException:
         if created and not os.listdir(out):       # nothing scanned yet: leave no empty folder behind
@@ -192,14 +192,13 @@ def _top9_arguments(p) -> None:
     p.add_argument("--maps", type=positive_int, default=16, help="feature maps shown per layer (default 16, the strongest)")
     p.add_argument("-k", type=positive_int, default=9, help="activations kept per map (default 9)")
     p.add_argument("--batch", type=positive_int, default=16, help="images per forward pass (default 16)")
-    p.add_argument("--workers", type=positive_int, default=2, help="image-decoding threads (default 2)")
 
 
 @verb("top9", "the 9 strongest activations of each feature map over a dataset (Fig. 2)",
-      ("net", "preprocess", "mode:deconvnet,guided", "output:top9"), _top9_arguments)
+      ("net", "preprocess", "engine", "mode:deconvnet,guided", "output:top9"), _top9_arguments)
 def top9_verb(ctx, args) -> str:
     return run_top9(ctx.net, args.images, args.output, ctx.pre, _layers(args), k=args.k, maps=args.maps,
-                    batch=args.batch, workers=args.workers, mode=args.mode, show_progress=ctx.progress)
+                    batch=args.batch, engine=ctx.engine, mode=args.mode, show_progress=ctx.progress)
 
 
 def _occlusion_arguments(p) -> None:

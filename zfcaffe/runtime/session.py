@@ -112,6 +112,10 @@ class Session:
         # Idle worker threads would spin and steal the cores from whatever runs next
         # (another session, the Numba backward pass).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # a scan's worker given n cores (a Ray actor) runs on n threads, not on every core
+        threads = os.environ.get("ZFCAFFE_THREADS", "")
+        if threads.isdigit() and int(threads) > 0:
+            opts.intra_op_num_threads = int(threads)
         if onnx_net.weights:
             # placeholders marked as external data, replaced by the arrays from memory
             names = list(onnx_net.weights)
