@@ -116,6 +116,30 @@ def test_occluding_the_only_informative_region_drops_the_class(build, tmp_path):
     assert r.best_class.tolist() == [[0, 0], [0, 0]]                     # a 0.5 tie -> the first class
 
 
+def test_occlusion_over_a_dataset_gives_each_images_own_occlusion(shared, tmp_path):
+    from shapes import make_shapes
+    m = shared / "models/cifar10_quick"
+    net = zfcaffe.Net(str(m / "cifar10_quick.prototxt"), str(m / "cifar10_quick_iter_4000.caffemodel"))
+    pre = for_net(net, mean=str(m / "mean.binaryproto"))
+    paths = make_shapes(tmp_path / "shapes", per_class=1)
+    entries = [(p, 3 if i % 2 else None) for i, p in enumerate(paths)]    # a label, or the top-1
+    r = occlusion.scan(net, entries, pre, "conv3", size=8, stride=4, batch=5, show_progress=False)
+    assert r.values["probability"].shape == (5, 7, 7)
+    for i, (path, label) in enumerate(entries):
+        one = occlusion.run(net, path, pre, "conv3", label, size=8, stride=4, n_projections=0, show_progress=False)
+        assert (one.label, one.feature_map) == (r.values["label"][i], r.values["feature_map"][i])
+        for name in ("activation", "probability", "best_class"):
+            np.testing.assert_allclose(r.values[name][i], getattr(one, name), rtol=1e-5, atol=1e-6)
+    s = r.summary()
+    assert np.all(s["lowest_probability"] <= r.values["unoccluded_probability"] + 1e-6)
+    out = tmp_path / "occ"
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{paths[0]} 3\n{paths[1]} 12\n")
+    res = run_cli("occlusion", m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel", "--mean",
+                  m / "mean.binaryproto", "--images", listing, "--quiet", "-o", out, check=False)
+    assert res.returncode == 2 and "label 12; the class output 'prob' has classes 0 to 9" in res.stderr
+
+
 # -- invariance ---------------------------------------------------------------------------------------------
 def test_translation_by_zero_has_distance_zero(shared):
     m = shared / "models/cifar10_quick"

@@ -36,6 +36,10 @@ ray start --address=127.0.0.1:6379 $common >worker.log 2>&1 || { cat worker.log;
     --engine ray --address 127.0.0.1:6379 --actors 2 || exit 4
 "$PYTHON" -m zfcaffe features $NET --images "$IMAGES" --batch 8 -o ray-features \
     --engine ray --address 127.0.0.1:6379 --actors 2 || exit 5
+"$PYTHON" -m zfcaffe occlusion $NET --images "$IMAGES" --size 8 --stride 4 -o ray-occlusion \
+    --engine ray --address 127.0.0.1:6379 --actors 2 || exit 6
+"$PYTHON" -m zfcaffe features $NET --images "$BAD" -o bad-features --engine ray --address 127.0.0.1:6379 \
+    2>bad.err; echo "bad input: rc $?"
 ss -ltnH | awk '{print $4}' > listening.txt
 """
 
@@ -45,7 +49,7 @@ def _can_unshare() -> bool:
         ["unshare", "--net", "true"], capture_output=True).returncode == 0
 
 
-def test_top9_and_features_on_a_two_node_ray_cluster_equal_the_local_engine(shared, tmp_path):
+def test_top9_features_and_occlusion_on_a_two_node_ray_cluster_equal_the_local_engine(shared, tmp_path):
     if not _can_unshare():
         if os.environ.get("CI"):
             pytest.fail("unshare --net is not permitted here, and CI must run the Ray cluster test")
@@ -57,19 +61,25 @@ def test_top9_and_features_on_a_two_node_ray_cluster_equal_the_local_engine(shar
            "--quiet"]
     run_cli("top9", *net, "--images", images, "--layers", "conv1,conv3", "--batch", "8", "-o", tmp_path / "top9")
     run_cli("features", *net, "--images", images, "--batch", "8", "-o", tmp_path / "features")
-    env = dict(os.environ, PYTHON=sys.executable, IMAGES=str(images), NET=" ".join(map(str, net)),
+    run_cli("occlusion", *net, "--images", images, "--size", "8", "--stride", "4", "-o", tmp_path / "occlusion")
+    bad = tmp_path / "bad"      # a worker's project error comes back as the local engine says it
+    bad.mkdir()
+    shutil.copy(next(images.glob("disc/*.png")), bad / "a.png")
+    (bad / "b.png").write_bytes(b"not an image")
+    env = dict(os.environ, PYTHON=sys.executable, IMAGES=str(images), NET=" ".join(map(str, net)), BAD=str(bad),
                RAY_AUTH_TOKEN=secrets.token_hex(32))
     r = subprocess.run(["unshare", "--net", "bash", "-c", CLUSTER], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "nodes 2" in r.stdout
+    assert "nodes 2" in r.stdout and "bad input: rc 2" in r.stdout
+    assert f"zfcaffe: error: {bad / 'b.png'}: cannot read image" in (tmp_path / "bad.err").read_text()
     listening = (tmp_path / "listening.txt").read_text().split()
     assert listening and all(a.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]") for a in listening)
-    local, ray = np.load(tmp_path / "top9/results.npz"), np.load(tmp_path / "ray-top9/results.npz")
-    assert sorted(local.files) == sorted(ray.files)
-    for key in local.files:
-        if key != "images":
-            assert np.array_equal(local[key], ray[key]), key
+    for verb in ("top9", "occlusion"):
+        local, ray = np.load(tmp_path / verb / "results.npz"), np.load(tmp_path / f"ray-{verb}/results.npz")
+        assert sorted(local.files) == sorted(ray.files)
+        for key in local.files:
+            assert np.array_equal(local[key], ray[key]), (verb, key)
     manifest = json.loads((tmp_path / "features/manifest.json").read_text())
     assert manifest == json.loads((tmp_path / "ray-features/manifest.json").read_text())
     for shard in manifest["shards"]:

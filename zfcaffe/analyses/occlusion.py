@@ -1,7 +1,8 @@
 """Occlusion sensitivity (Zeiler & Fergus Fig. 7): a grey square slid over the image;
 at each position, (b) the total activation of the feature map that responds most
 to the unoccluded image, (d) the probability of the correct class, (e) the most
-probable class; and (c) that map's projection for a few occluder positions.
+probable class; and (c) that map's projection for a few occluder positions. Over a
+dataset (scan), the same maps for every image, on the local or the Ray engine.
 "Grey" is the mean pixel: zero in the net's input after mean subtraction."""
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from ..imaging import signed_to_rgb
 from ..errors import ZfcaffeError
+from ..scan import Engine, Job
 from .heads import require_class_head
 from .common import progress, strongest_units
 
@@ -36,12 +38,9 @@ class Occlusion:
                 "positions_y": self.positions_y, "positions_x": self.positions_x}
 
 
-def run(net, image: str, pre, layer_key: str, label: int | None = None, size: int = 0, stride: int = 0,
-        batch: int = 16, n_projections: int = 3, show_progress: bool = True,
-        class_output: str | None = None) -> Occlusion:
-    input_name = net.inputs[0]
-    shape = net.graph.inputs[input_name]
-    h, w = shape[2:]
+def occluder_grid(net, layer_key: str, size: int, stride: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(size, top-left ys, top-left xs) of the occluder positions, checked against the net."""
+    h, w = net.graph.inputs[net.inputs[0]][2:]
     size = size or max(4, h // 5)
     stride = stride or max(1, size // 2)
     if not 1 <= size <= min(h, w):
@@ -49,39 +48,57 @@ def run(net, image: str, pre, layer_key: str, label: int | None = None, size: in
     if len(net.graph.shapes[layer_key]) != 4:
         raise ZfcaffeError(f"layer '{layer_key}' has shape {list(net.graph.shapes[layer_key])}; occlusion follows a "
                            "feature map, expected a spatial layer (N x C x H x W)")
-    head = require_class_head(net, class_output)
-    pkey = head.key
-    x0, rgb = pre.prepare(image)
-    net.set_batch(1)
-    net.forward(**{input_name: x0[None]})
-    act0 = net.layer_outputs[layer_key][0]
-    fmap = strongest_units(act0, 1)[0][0]
-    probs0 = head.probabilities(net.layer_outputs[pkey])[0]
-    label = int(probs0.argmax()) if label is None else int(label)
-    head.check_label(label)
-    ys = np.arange(0, h - size + 1, stride)
-    xs = np.arange(0, w - size + 1, stride)
+    return size, np.arange(0, h - size + 1, stride), np.arange(0, w - size + 1, stride)
+
+
+def sweep(evaluate, x0: np.ndarray, head, layer_key: str, fmap: int, label: int, size: int, ys, xs,
+          batch: int, bar=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The occluder at every position, in batches: (total activation of the map, p(label),
+    most probable class), each (len(ys), len(xs)). evaluate(keys, x) runs the lean net."""
     grid = [(y, x) for y in ys for x in xs]
-    net.set_batch(batch)
     acts, probs, best = [], [], []
-    bar = progress(len(grid), "occlusion", show_progress)
     for start in range(0, len(grid), batch):
         chunk = grid[start:start + batch]
         xb = np.repeat(x0[None], batch, axis=0)
         for i, (y, x) in enumerate(chunk):
             xb[i, :, y:y + size, x:x + size] = 0
-        out = net.evaluate([layer_key, pkey], **{input_name: xb})
-        a = out[layer_key][:len(chunk), fmap]
-        p = head.probabilities(out[pkey][:len(chunk)])
-        acts.append(a.reshape(len(chunk), -1).sum(axis=1))
+        out = evaluate([layer_key, head.key], xb)
+        p = head.probabilities(out[head.key][:len(chunk)])
+        acts.append(out[layer_key][:len(chunk), fmap].reshape(len(chunk), -1).sum(axis=1))
         probs.append(p[:, label])
         best.append(p.argmax(axis=1))
-        bar.update(len(chunk))
+        if bar is not None:
+            bar.update(len(chunk))
+    shape = (len(ys), len(xs))
+    return (np.concatenate(acts).reshape(shape), np.concatenate(probs).reshape(shape),
+            np.concatenate(best).reshape(shape))
+
+
+def _evaluator(net):
+    def evaluate(keys, x):
+        net.set_batch(len(x))
+        return net.evaluate(keys, **{net.inputs[0]: x})
+    return evaluate
+
+
+def run(net, image: str, pre, layer_key: str, label: int | None = None, size: int = 0, stride: int = 0,
+        batch: int = 16, n_projections: int = 3, show_progress: bool = True,
+        class_output: str | None = None) -> Occlusion:
+    input_name = net.inputs[0]
+    size, ys, xs = occluder_grid(net, layer_key, size, stride)
+    head = require_class_head(net, class_output)
+    x0, rgb = pre.prepare(image)
+    net.set_batch(1)
+    net.forward(**{input_name: x0[None]})
+    act0 = net.layer_outputs[layer_key][0]
+    fmap = strongest_units(act0, 1)[0][0]
+    probs0 = head.probabilities(net.layer_outputs[head.key])[0]
+    label = int(probs0.argmax()) if label is None else int(label)
+    head.check_label(label)
+    bar = progress(len(ys) * len(xs), "occlusion", show_progress)
+    activation, probability, best = sweep(_evaluator(net), x0, head, layer_key, fmap, label, size, ys, xs, batch, bar)
     bar.close()
-    activation = np.concatenate(acts).reshape(len(ys), len(xs))
-    result = Occlusion(layer_key, fmap, label, ys, xs, size, activation,
-                       np.concatenate(probs).reshape(len(ys), len(xs)),
-                       np.concatenate(best).reshape(len(ys), len(xs)),
+    result = Occlusion(layer_key, fmap, label, ys, xs, size, activation, probability, best,
                        float(act0[fmap].sum()), float(probs0[label]), rgb, [])
     # (c): the occluder positions that change the map most, least, and in between
     order = np.argsort(activation.ravel())
@@ -97,3 +114,71 @@ def run(net, image: str, pre, layer_key: str, label: int | None = None, size: in
         p = net.project(layer_key, (0, fmap, uy, ux))[0]
         result.projections.append((y, x, signed_to_rgb(p)))
     return result
+
+
+class OcclusionJob(Job):
+    """One image per call: its strongest map of the layer and its class (the list's
+    label, else its top-1), then the occluder swept over it in batches."""
+
+    def __init__(self, net, pre, labels: list[int | None], layer_key: str, size: int, ys, xs, batch: int,
+                 class_output: str | None):
+        super().__init__(net, pre, 1)
+        self.labels, self.layer_key, self.size, self.ys, self.xs = labels, layer_key, size, ys, xs
+        self.occluders, self.class_output = batch, class_output
+
+    def run(self, x: np.ndarray, real: int, start: int) -> dict[str, np.ndarray]:
+        head = require_class_head(self.net, self.class_output)
+        out = self.evaluate([self.layer_key, head.key], x)
+        act0 = out[self.layer_key][0]
+        fmap = strongest_units(act0, 1)[0][0]
+        p0 = head.probabilities(out[head.key])[0]
+        label = int(p0.argmax()) if self.labels[start] is None else int(self.labels[start])
+        head.check_label(label)
+        a, p, b = sweep(self.evaluate, x[0], head, self.layer_key, fmap, label, self.size, self.ys, self.xs,
+                        self.occluders)
+        return {"activation": a[None], "probability": p[None], "best_class": b[None],
+                "feature_map": np.array([fmap]), "label": np.array([label]),
+                "unoccluded_probability": np.array([p0[label]]), "unoccluded_activation": np.array([act0[fmap].sum()])}
+
+
+@dataclasses.dataclass
+class OcclusionScan:
+    """Occlusion of every image of a dataset: per image (rows) its maps and numbers."""
+    layer: str
+    size: int
+    positions_y: np.ndarray
+    positions_x: np.ndarray
+    values: dict                   # name -> (N, ...) array, as OcclusionJob returns them
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**self.values, "positions_y": self.positions_y, "positions_x": self.positions_x}
+
+    def summary(self) -> dict[str, np.ndarray]:
+        """Per image: the lowest p(label) over the occluder positions, and the share of
+        positions where the top-1 class is no longer the label."""
+        p = self.values["probability"].reshape(len(self.values["label"]), -1)
+        best = self.values["best_class"].reshape(p.shape)
+        return {"lowest_probability": p.min(axis=1),
+                "changed_share": (best != self.values["label"][:, None]).mean(axis=1)}
+
+
+def scan(net, entries: list[tuple[str, int | None]], pre, layer_key: str, size: int = 0, stride: int = 0,
+         batch: int = 16, engine: Engine | None = None, class_output: str | None = None,
+         show_progress: bool = True) -> OcclusionScan:
+    """Occlusion of every image (path, label) on `engine`; a label of None takes the
+    image's top-1."""
+    size, ys, xs = occluder_grid(net, layer_key, size, stride)
+    head = require_class_head(net, class_output)
+    for path, label in entries:     # here, not in a worker: a wrong label is one clear line
+        if label is not None and not 0 <= label < head.classes:
+            raise ZfcaffeError(f"{path}: label {label}; the class output '{head.blob}' has classes 0 to "
+                               f"{head.classes - 1}")
+    job = OcclusionJob(net, pre, [label for _, label in entries], layer_key, size, ys, xs, batch, class_output)
+    parts: dict[str, list] = {}
+    bar = progress(len(entries), "occlusion", show_progress, unit="img")
+    for _, real, result in (engine or Engine()).map(job, [p for p, _ in entries]):
+        for k, v in result.items():
+            parts.setdefault(k, []).append(v)
+        bar.update(real)
+    bar.close()
+    return OcclusionScan(layer_key, size, ys, xs, {k: np.concatenate(v) for k, v in parts.items()})

@@ -26,6 +26,11 @@ def _stem(image: str) -> str:
     return safe_name(os.path.splitext(os.path.basename(image))[0])
 
 
+def _short(path: str) -> str:
+    """An image's folder and file name: enough to tell dataset images apart."""
+    return os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))
+
+
 def _intro(net, pre) -> list[str]:
     return [f"net {net.graph.path}; weights {net.graph.weights_path}", f"preprocessing: {pre.describe()}"]
 
@@ -89,6 +94,34 @@ def run_occlusion(net, image: str, out: str, pre, layer: str | None = None, labe
     text = _intro(net, pre) + [head.describe(), f"class names: {names.source}", f"occluder {r.size}px, stride {r.positions_y[1] - r.positions_y[0] if len(r.positions_y) > 1 else 0}px; "
                                f"layer {layer} map {r.feature_map}; class {r.label} ({names(r.label)})"]
     return write_output(out, _title(net, "occlusion"), [(os.path.basename(image), figs, text)], r.arrays())
+
+
+def run_occlusion_scan(net, images: str, out: str, pre, layer: str | None = None, size: int = 0, stride: int = 0,
+                       labels: str | None = None, class_output: str | None = None, engine=None, shown: int = 12,
+                       show_progress: bool = True) -> str:
+    """Occlusion of every image of a folder or list (a list's labels are the classes
+    followed; otherwise each image's top-1): maps in results.npz, the first `shown`
+    drawn, a table of every image."""
+    layer = layer or default_layers(net)[-1]
+    key = shown_key(net, layer)
+    head, names = _labels(net, labels, class_output, pre)
+    entries = list_images(images)
+    r = occlusion.scan(net, entries, pre, key, size, stride, engine=engine, class_output=class_output,
+                       show_progress=show_progress)
+    s = r.summary()
+    paths = [p for p, _ in entries]
+    fig = figures.occlusion_scan_figure(r, [pre.prepare(p)[1] for p in paths[:shown]],
+                                        [_short(p) for p in paths[:shown]], names)
+    rows = [[_short(p), names(int(lab)), f"{p0:.3f}", f"{low:.3f}", f"{share:.0%}"]
+            for p, lab, p0, low, share in zip(paths, r.values["label"], r.values["unoccluded_probability"],
+                                               s["lowest_probability"], s["changed_share"])]
+    table = (["image", "class", "p unoccluded", "lowest p occluded", "positions that change the top-1"], rows)
+    step = int(r.positions_y[1] - r.positions_y[0]) if len(r.positions_y) > 1 else 0
+    text = _intro(net, pre) + [head.describe(), f"class names: {names.source}",
+                               f"{len(paths)} images from {images}; occluder {r.size}px, stride {step}px; layer "
+                               f"{layer}; class: the list's label, else each image's top-1", table]
+    return write_output(out, _title(net, "occlusion"), [("Occlusion over the dataset", [fig], text)],
+                        {**r.arrays(), **s, "images": np.array(paths)})
 
 
 def run_evolution(prototxt: str, snapshots: list[str], images: str, out: str, pre_for, layer: str | None = None,
@@ -202,16 +235,24 @@ def top9_verb(ctx, args) -> str:
 
 
 def _occlusion_arguments(p) -> None:
-    p.add_argument("--image", required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--image", help="one image: the paper's Fig. 7 with projections")
+    which.add_argument("--images", help="a folder or list file ('path [label]' lines: the label is the class "
+                                        "followed): every image's maps, on --engine")
     p.add_argument("--label", type=int, help="the correct class (default: top-1 of the unoccluded image)")
     p.add_argument("--layer", help="layer whose strongest feature map is followed (default: the last conv)")
     p.add_argument("--size", type=non_negative_int, default=0, help="occluder side in input pixels (default: input/5)")
     p.add_argument("--stride", type=non_negative_int, default=0, help="occluder step (default: size/2)")
 
 
-@verb("occlusion", "occlusion sensitivity of one image (Fig. 7)", ("net", "preprocess", "head", "output:occlusion"),
-      _occlusion_arguments)
+@verb("occlusion", "occlusion sensitivity of one image or of every image of a dataset (Fig. 7)",
+      ("net", "preprocess", "head", "engine", "output:occlusion"), _occlusion_arguments)
 def occlusion_verb(ctx, args) -> str:
+    if args.images:
+        if args.label is not None:
+            raise ZfcaffeError("--label goes with --image; with --images each image's class comes from the list")
+        return run_occlusion_scan(ctx.net, args.images, args.output, ctx.pre, args.layer, args.size, args.stride,
+                                  args.labels, args.class_output, ctx.engine, show_progress=ctx.progress)
     return run_occlusion(ctx.net, args.image, args.output, ctx.pre, args.layer, args.label, args.size, args.stride,
                          args.labels, show_progress=ctx.progress, class_output=args.class_output)
 

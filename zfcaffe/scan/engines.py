@@ -66,14 +66,20 @@ class _Actor:
 
     def __call__(self, rows: dict) -> dict:
         import numpy as np
-        out = {"start": [], "real": [], "result": []}
+        out = {"start": [], "real": [], "result": [], "error": []}
         for start, paths in zip(rows["start"], rows["paths"]):
-            inputs = list(self.pool.map(self.job.pre, [str(p) for p in paths]))
+            result, error = b"", ""
+            try:
+                inputs = list(self.pool.map(self.job.pre, [str(p) for p in paths]))
+                result = pack(self.job.run(self.job.stack(inputs), len(inputs), int(start)))
+            except ZfcaffeError as e:     # bad input: one line for the driver to say, not a Ray traceback
+                error, inputs = str(e), []
             out["start"].append(int(start))
             out["real"].append(len(inputs))
-            out["result"].append(pack(self.job.run(self.job.stack(inputs), len(inputs), int(start))))
+            out["result"].append(result)
+            out["error"].append(error)
         return {"start": np.array(out["start"]), "real": np.array(out["real"]),
-                "result": np.array(out["result"], dtype=object)}
+                "result": np.array(out["result"], dtype=object), "error": np.array(out["error"], dtype=object)}
 
 
 def _ray(job: Job, paths: list[str], first: int, engine: Engine):
@@ -97,6 +103,8 @@ def _ray(job: Job, paths: list[str], first: int, engine: Engine):
                             batch_size=1, batch_format="numpy", num_cpus=engine.cpus_per_actor,
                             compute=ray.data.ActorPoolStrategy(size=actors))
         for row in ds.iter_rows():
+            if row["error"]:
+                raise ZfcaffeError(str(row["error"]))
             yield int(row["start"]), int(row["real"]), unpack(row["result"])
     finally:
         if started:

@@ -15,6 +15,7 @@ class Job:
     builds once."""
 
     def __init__(self, net, pre, batch: int):
+        """batch: images per call of run() (the engines cut the image list by it)."""
         self.prototxt = os.path.abspath(net.graph.path)
         self.weights = net.graph.weights_path and os.path.abspath(net.graph.weights_path)
         self.options = dict(net.options)
@@ -29,7 +30,6 @@ class Job:
         if self._net is None:
             from ..net import Net
             self._net = Net(self.prototxt, self.weights, **self.options)
-        self._net.set_batch(self.batch)
         return self._net
 
     def stack(self, inputs: list[np.ndarray]) -> np.ndarray:
@@ -41,7 +41,9 @@ class Job:
         return x
 
     def evaluate(self, keys: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+        """The lean forward of an input batch (the net takes its batch size)."""
         net = self.net
+        net.set_batch(len(x))
         return net.evaluate(keys, **{net.inputs[0]: x})
 
     def run(self, x: np.ndarray, real: int, start: int) -> dict[str, np.ndarray]:

@@ -117,6 +117,32 @@ def correspondence_figures(r) -> list[Figure]:
     return [Figure("correspondence_masks.png", figure_png(fig), "the first part masked in each image")]
 
 
+def occlusion_scan_figure(r, images: list[np.ndarray], titles: list[str], labels=None) -> Figure:
+    """A row per image: the image as the net sees it, p(its class) under the occluder
+    (on one 0-1 scale for all), the total activation of its strongest map."""
+    import matplotlib.pyplot as plt
+    name = labels or (lambda i: f"class {i}")
+    n = len(images)
+    fig, ax = plt.subplots(n, 3, figsize=(9, 2.9 * n), squeeze=False)
+    extent = _extent(r)
+    for i, (img, title) in enumerate(zip(images, titles)):
+        v = {k: a[i] for k, a in r.values.items()}
+        ax[i, 0].imshow(img)
+        ax[i, 0].set_title(title, fontsize=8)
+        im = ax[i, 1].imshow(v["probability"], extent=extent, cmap="viridis", vmin=0, vmax=1)
+        ax[i, 1].set_title(f"p({name(int(v['label']))}): {float(v['unoccluded_probability']):.3f} unoccluded",
+                           fontsize=8)
+        plt.colorbar(im, ax=ax[i, 1], fraction=0.046)
+        im = ax[i, 2].imshow(v["activation"], extent=extent, cmap="viridis")
+        ax[i, 2].set_title(f"{r.layer} map {int(v['feature_map'])}: total activation", fontsize=8)
+        plt.colorbar(im, ax=ax[i, 2], fraction=0.046)
+        for a in ax[i]:
+            a.set_xticks([])
+            a.set_yticks([])
+    return Figure("occlusion_scan.png", figure_png(fig),
+                  f"occluder {r.size}px over {n} images: where hiding a part lowers the class's probability")
+
+
 def _extent(r):
     half = r.size / 2
     return (r.positions_x[0] + half, r.positions_x[-1] + half, r.positions_y[-1] + half, r.positions_y[0] + half)
