@@ -180,9 +180,9 @@ class Net:
         self.graph.attach_weights(weights, allow_missing=allow_missing_weights, seed=seed)
         if rounding not in ("caffe", "fast"):
             raise ZfcaffeError(f"rounding '{rounding}': expected caffe or fast")
-        #: "caffe": the recording pass keeps Caffe's order of operations (LRN, BatchNorm),
-        #: for values closest to Caffe's; "fast": ONNX Runtime's fused kernels (rounding
-        #: differs by ulps; every decision that rounding takes is flagged either way)
+        #: "caffe": the recording pass keeps BatchNorm in Caffe's order ((x - mean) / std),
+        #: whose rounding every oracle projection meets or flags; "fast": BatchNorm folded
+        #: into the convolution, whose cancellation can move a decision beyond the flags
         self.rounding = rounding
         self.layer_outputs: dict[str, np.ndarray] = {}
         self.switches: dict[str, np.ndarray] = Switches(self)
