@@ -19,7 +19,7 @@ from .verbs import VERBS, verb
 
 #: the modules whose verbs the command has (imported when the parser is built)
 VERB_MODULES = ("zfcaffe.recipes.visualize", "zfcaffe.recipes.analyses", "zfcaffe.recipes.methods",
-                "zfcaffe.recipes.datasets")
+                "zfcaffe.recipes.datasets", "zfcaffe.serve")
 
 
 # -- helpers ------------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import importlib
 from .errors import ZfcaffeError
 
 #: module -> the extra of zfcaffe that installs it
-EXTRAS = {"pyarrow": "analysis", "sklearn": "analysis", "openTSNE": "analysis", "ray": "scale"}
+EXTRAS = {"pyarrow": "analysis", "sklearn": "analysis", "openTSNE": "analysis", "ray": "scale", "starlette": "serve",
+          "uvicorn": "serve"}
 
 
 def require(module: str, what: str):

@@ -35,16 +35,18 @@ class UnitTiles:
 
 
 def project_tiles(net, key: str, units: list[tuple], modes: list[str], image: np.ndarray,
-                  size: int = TILE) -> UnitTiles:
+                  size: int = TILE, boxes: list | None = None) -> UnitTiles:
     """Project units (0, c, y, x) or (0, c) of `key` (after net.forward of one image)
-    in every mode; `image` is that input as (H, W, 1|3) in [0, 1]."""
+    in every mode; `image` is that input as (H, W, 1|3) in [0, 1]. Each unit's tiles are
+    cut to the box where its projections have their energy, or to `boxes` when given
+    (tiles of more modes that must line up with tiles made before)."""
     h, w = image.shape[:2]
     per_mode, ties = {}, {}
     for mode in modes:
         per_mode[mode] = net.project_many(key, units, mode=mode)
         for layer, windows in net.last_near_ties.items():
             ties.setdefault(layer, set()).update(windows)
-    boxes = [energy_box([per_mode[m][i] for m in modes], h, w) for i in range(len(units))]
+    boxes = boxes or [energy_box([per_mode[m][i] for m in modes], h, w) for i in range(len(units))]
     projections = {m: np.stack([projection_tile(p, b, size) for p, b in zip(per_mode[m], boxes)])
                    for m in modes}
     patches = np.stack([patch_tile(image, b, size) for b in boxes])

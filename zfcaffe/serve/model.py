@@ -1,0 +1,383 @@
+"""What `zfcaffe serve` shows, without the web: a served model answers for an image
+id and a layer or unit with PNGs and numbers, and caches them.
+
+Every call that touches the net runs on one thread (the app's worker): the net holds
+the recorded forward pass of one image at a time. Top-9 scans and optimised images
+take seconds to minutes; they run as jobs on a second thread with a net of their own,
+and report their progress."""
+from __future__ import annotations
+
+import base64
+import collections
+import io
+import os
+import re
+import tempfile
+import threading
+import types
+
+import numpy as np
+
+from ..analyses.common import shown_key
+from ..analyses.heads import class_head, top_classes
+from ..analyses.projection import TILE, project_tiles
+from ..errors import ZfcaffeError
+from ..imaging import filter_tiles, tile_blocks, to_uint8, vis_square
+from ..labels import resolve_labels
+
+MODES = ("deconvnet", "guided", "backprop")
+#: uploads kept at once (the oldest goes first), and their caps
+MAX_UPLOADS = 64
+MAX_UPLOAD_BYTES = 20 << 20
+MAX_UPLOAD_PIXELS = 40_000_000
+
+
+class NotFound(ZfcaffeError):
+    """An id, layer or unit the server does not have (HTTP 404)."""
+
+
+def png(img: np.ndarray) -> bytes:
+    """(H, W) or (H, W, 3) uint8 or [0, 1] float as PNG bytes (Pillow: fast, no figure)."""
+    from PIL import Image
+    arr = img if img.dtype == np.uint8 else to_uint8(np.clip(img, 0, 1))
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def data_url(img: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(png(img)).decode()
+
+
+class LRU(collections.OrderedDict):
+    """A bounded cache: memory stays flat however many different requests come."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get_or(self, key, make):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return self.put(key, make())
+
+    def put(self, key, value):
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+def served_layers(net) -> list[dict]:
+    """Each layer whose output can be shown (N x C x H x W maps or N x C vectors), by the
+    value pycaffe shows (after its in-place layers), in net order."""
+    out, seen = [], set()
+    for layer in net.layers:
+        if len(layer.tops) != 1 or layer.type in ("Input", "Split", "Silence"):
+            continue
+        key = shown_key(net, layer.name)
+        shape = net.graph.shapes[key]
+        if key in seen or len(shape) not in (2, 4) or (len(shape) == 4 and shape[1] * shape[2] * shape[3] == 0):
+            continue
+        seen.add(key)
+        g = net.graph.geometry.get(key)
+        rf = None if g is None or g.whole else float(g.rf[0])
+        out.append({"name": layer.name, "key": key, "type": layer.type, "shape": list(shape[1:]),
+                    "filters": layer.type in ("Convolution", "Deconvolution") and bool(layer.blobs),
+                    "receptive_field": rf})
+    return out
+
+
+class ServedModel:
+    def __init__(self, net, pre, images: list[str], labels: str | None = None, class_output: str | None = None,
+                 top9_dir: str | None = None):
+        self.net, self.pre = net, pre
+        self.images = list(images)
+        self.uploads: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._upload_dir = tempfile.TemporaryDirectory(prefix="zfcaffe-serve-")
+        self._uploaded = 0
+        self.head = class_head(net, class_output)
+        self.names = resolve_labels(labels, self.head.classes, pre.channels) if self.head else None
+        self.layers = served_layers(net)
+        self.layer_by_name = {l["name"]: l for l in self.layers}
+        self._current = None
+        self._rgb = None
+        self.cache = LRU(256)
+        self.top9 = _Top9Results(top9_dir, net) if top9_dir else None
+        self.jobs: dict[tuple, dict] = {}
+        self._jobs_lock = threading.Lock()
+        self._job_net = None
+        self._scans: dict = {}              # layer key -> its top-k over the served images (the jobs' thread)
+
+    # -- what the browser may name -------------------------------------------------------
+    def image_path(self, image_id: str) -> str:
+        if re.fullmatch(r"\d{1,9}", image_id) and int(image_id) < len(self.images):
+            return self.images[int(image_id)]
+        if image_id in self.uploads:
+            return self.uploads[image_id]
+        raise NotFound(f"no image '{image_id[:40]}'; expected an id from /api/model")
+
+    def layer(self, name: str) -> dict:
+        if name not in self.layer_by_name:
+            raise NotFound(f"no layer '{name[:60]}'; expected one of /api/model's layers")
+        return self.layer_by_name[name]
+
+    def unit_of(self, layer: dict, c: int, y: int | None, x: int | None) -> tuple:
+        shape = layer["shape"]
+        if not 0 <= c < shape[0]:
+            raise NotFound(f"layer '{layer['name']}' has maps 0 to {shape[0] - 1}, not {c}")
+        if len(shape) == 1:
+            return (0, c)
+        if y is None or x is None:
+            return (0, c) + self._argmax(layer, c)
+        if not (0 <= y < shape[1] and 0 <= x < shape[2]):
+            raise NotFound(f"layer '{layer['name']}' maps are {shape[1]}x{shape[2]}; ({y}, {x}) is outside")
+        return (0, c, y, x)
+
+    def _argmax(self, layer: dict, c: int) -> tuple[int, int]:
+        m = self.net.layer_outputs[layer["key"]][0, c]
+        return tuple(int(v) for v in np.unravel_index(int(m.argmax()), m.shape))
+
+    # -- uploads ------------------------------------------------------------------------
+    def add_upload(self, data: bytes) -> str:
+        """Check an uploaded image as the CLI checks files (size, pixels, decodable) and
+        keep it under a new id; the oldest upload goes when there are too many."""
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise ZfcaffeError(f"upload of {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}")
+        self._uploaded += 1
+        image_id = f"u{self._uploaded}"
+        path = os.path.join(self._upload_dir.name, f"{image_id}.img")
+        with open(path, "wb") as f:
+            f.write(data)
+        try:
+            from ..preprocess import open_image
+            with open_image(path) as im:
+                if im.width * im.height > MAX_UPLOAD_PIXELS:
+                    raise ZfcaffeError(f"the upload is {im.width}x{im.height} pixels, over the limit of "
+                                       f"{MAX_UPLOAD_PIXELS:,}")
+            self.pre.prepare(path)          # decodes: a broken image is refused now, not later
+        except ZfcaffeError as e:
+            os.unlink(path)
+            raise ZfcaffeError(str(e).replace(path, "the upload")) from None
+        self.uploads[image_id] = path
+        while len(self.uploads) > MAX_UPLOADS:
+            old_id, old = self.uploads.popitem(last=False)
+            os.unlink(old)
+            if self._current == old_id:
+                self._current = None
+        return image_id
+
+    def close(self) -> None:
+        self._upload_dir.cleanup()
+
+    # -- the views ------------------------------------------------------------------------
+    def info(self) -> dict:
+        g = self.net.graph
+        return {"name": g.name or os.path.basename(g.path), "prototxt": os.path.basename(g.path),
+                "weights": os.path.basename(g.weights_path or ""), "preprocessing": self.pre.describe(),
+                "input": list(g.inputs[self.net.inputs[0]][1:]),
+                "head": self.head.describe() if self.head else "no class output",
+                "layers": self.layers, "modes": list(MODES),
+                "images": [{"id": str(i), "name": os.path.basename(p)} for i, p in enumerate(self.images)]
+                + [{"id": k, "name": f"upload {k}"} for k in self.uploads],
+                "top9": self.top9.describe() if self.top9 else ("on demand over the served images" if self.images
+                                                                else "none (serve with --images or --top9)")}
+
+    def _forward(self, image_id: str) -> None:
+        if self._current != image_id:
+            x, rgb = self.pre.prepare(self.image_path(image_id))
+            self.net.set_batch(1)
+            self.net.forward(**{self.net.inputs[0]: x[None]})
+            self._current, self._rgb = image_id, rgb
+
+    def input_png(self, image_id: str) -> bytes:
+        def make():
+            self._forward(image_id)
+            return png(self._rgb if self._rgb.shape[2] == 3 else self._rgb[:, :, 0])
+        return self.cache.get_or(("input", image_id), make)
+
+    def scores(self, image_id: str) -> dict:
+        def make():
+            self._forward(image_id)
+            if self.head is None:
+                return {"kind": "outputs", "outputs": [
+                    {"name": self.net.graph.name_of(k), "shape": list(self.net.layer_outputs[k].shape[1:]),
+                     "mean": float(np.mean(self.net.layer_outputs[k][0]))} for k in self.net.graph.outputs()]}
+            top = top_classes(self.head, self.net.layer_outputs[self.head.key], self.names, k=5)
+            return {"kind": "classes", "source": self.names.source,
+                    "top": [{"name": n, "p": p} for n, p in top]}
+        return self.cache.get_or(("scores", image_id), make)
+
+    def maps(self, image_id: str, layer_name: str) -> tuple[bytes, dict]:
+        layer = self.layer(layer_name)
+
+        def make():
+            self._forward(image_id)
+            act = self.net.layer_outputs[layer["key"]][0]
+            act = act.reshape(act.shape[0], 1, 1) if act.ndim == 1 else act
+            c, h, w = act.shape
+            flat = act.reshape(c, -1)
+            best = flat.max(axis=1)
+            atlas = vis_square(act, pad=1, background=1.0, per_item=True)
+            meta = {"channels": c, "height": h, "width": w, "pad": 1, "cols": int(np.ceil(np.sqrt(c))),
+                    "max": [float(v) for v in best],
+                    "strongest": [int(i) for i in np.argsort(-best, kind="stable")[:min(8, c)]]}
+            return png(atlas), meta
+        return self.cache.get_or(("maps", image_id, layer_name), make)
+
+    def unit(self, image_id: str, layer_name: str, c: int, y: int | None, x: int | None, modes: list[str]) -> dict:
+        """A unit's projections in `modes` and the image patch under them. The first
+        request fixes the unit's box (where its projections have their energy); later
+        requests for more modes cut their tiles to the same box, so the page can show
+        the first mode at once and the others as they come."""
+        layer = self.layer(layer_name)
+        self._forward(image_id)
+        unit = self.unit_of(layer, c, y, x)
+        where = (image_id, layer_name, unit)
+        first = self.cache.get(("box",) + where)
+        tiles = {} if first is None else {m: self.cache.get(("tile",) + where + (m,)) for m in modes}
+        missing = [m for m in modes if tiles.get(m) is None]
+        if missing:
+            t = project_tiles(self.net, layer["key"], [unit], missing, self._rgb,
+                              boxes=None if first is None else [first["box"]])
+            if first is None:
+                first = {"box": [int(v) for v in t.boxes[0]], "patch": data_url(t.patches[0]), "near_ties": {}}
+            for k, v in t.near_ties.items():
+                first["near_ties"][k] = first["near_ties"].get(k, 0) + len(v)
+            tiles.update({m: data_url(t.projections[m][0]) for m in missing})
+        self.cache.put(("box",) + where, first)
+        for m in modes:
+            self.cache.put(("tile",) + where + (m,), tiles[m])
+        return {"unit": list(unit[1:]), "value": float(self.net.layer_outputs[layer["key"]][unit]),
+                "box": first["box"], "patch": first["patch"], "near_ties": first["near_ties"],
+                "projections": {m: tiles[m] for m in modes}}
+
+    def warm(self) -> None:
+        """Build the sessions and compile the kernels before the first visitor comes."""
+        shape = self.net.graph.inputs[self.net.inputs[0]]
+        self.net.set_batch(1)
+        self.net.forward(**{self.net.inputs[0]: np.zeros((1,) + tuple(shape[1:]), np.float32)})
+        for layer in (self.layers[0], self.layers[-1]):
+            for mode in MODES:
+                self.net.project(layer["key"], (0, 0) if len(layer["shape"]) == 1 else (0, 0, 0, 0), mode)
+        self._current = None
+
+    def filters(self, layer_name: str) -> bytes:
+        layer = self.layer(layer_name)
+        if not layer["filters"]:
+            raise NotFound(f"layer '{layer_name}' ({layer['type']}) has no filters to show")
+
+        def make():
+            w = self.net.graph.layer(layer_name).blobs[0]
+            return png(filter_tiles(np.asarray(w, np.float32), "auto"))
+        return self.cache.get_or(("filters", layer_name), make)
+
+    # -- jobs: top-9 and optimised images, on their own thread and net ---------------------
+    def job(self, kind: str, layer_name: str, c: int, start) -> dict:
+        """The job's state: {"state": "running", "done", "total"} or {"state": "done", ...}
+        or {"state": "error", "error"}; a new job is handed to start(fn)."""
+        layer = self.layer(layer_name)
+        self.unit_of(layer, c, 0, 0)
+        key = (kind, layer_name, c)
+        with self._jobs_lock:
+            state = self.jobs.get(key)
+            if state is None:
+                if kind == "top9" and not (self.top9 and self.top9.has(layer["key"])) and not self.images:
+                    raise NotFound("no top-9 for this layer: serve with --images (computed on demand) or --top9 OUT")
+                state = self.jobs[key] = {"state": "running", "done": 0, "total": 0}
+                run = self._top9_job if kind == "top9" else self._classviz_job
+                start(lambda: self._run_job(state, run, layer, c))
+            return dict(state)
+
+    def _run_job(self, state: dict, run, layer: dict, c: int) -> None:
+        try:
+            state.update(run(state, layer, c), state="done")
+        except Exception as e:  # noqa: BLE001 - a job's failure is reported, the server goes on
+            state.update(state="error", error=str(e) if isinstance(e, ZfcaffeError) else f"{type(e).__name__}: {e}")
+
+    def _jobnet(self):
+        if self._job_net is None:
+            from ..net import Net
+            g = self.net.graph
+            self._job_net = Net(g.path, g.weights_path, **self.net.options)
+        return self._job_net
+
+    def _top9_job(self, state: dict, layer: dict, c: int) -> dict:
+        from ..analyses import top9
+        from ..scan import Engine
+        key, net = layer["key"], self._jobnet()
+        if self.top9 and self.top9.has(key):
+            tiles = self.top9.tiles(key, c)
+            if tiles is not None:
+                return tiles
+            tops, paths = self.top9.topk(key), self.top9.paths
+        else:
+            if key not in self._scans:       # one scan per layer, over the served images
+                class Counting(Engine):
+                    def map(self, job, paths, first=0):
+                        state["total"] = len(paths)
+                        for item in super().map(job, paths, first):
+                            state["done"] = item[0] + item[1]
+                            yield item
+                self._scans[key] = top9.scan(net, self.images, [key], self.pre, k=min(9, len(self.images)),
+                                             batch=min(16, len(self.images)), engine=Counting(),
+                                             show_progress=False)[key]
+            tops, paths = self._scans[key], self.images
+        t = top9.project_top(net, paths, key, tops, [c], self.pre, list(MODES))
+        return _top9_payload(t, 0)
+
+    def _classviz_job(self, state: dict, layer: dict, c: int) -> dict:
+        from ..methods.classviz import class_model
+        steps = 120
+        state["total"] = steps
+        r = class_model(self._jobnet(), self.pre, layer=layer["name"], channel=c, steps=steps, param="fourier")
+        state["done"] = steps
+        return {"image": data_url(self.pre.to_image(r.image)), "target": r.target,
+                "start": r.start_score, "score": r.score}
+
+
+def _top9_payload(tiles, i: int) -> dict:
+    valid = tiles.valid[i]
+    empty = np.full((TILE, TILE, 3), 235, np.uint8)
+
+    def block(images):
+        return tile_blocks([(img if ok else empty).astype(np.float32) / 255 for img, ok in zip(images, valid)])
+    return {"projections": {m: data_url(block(tiles.projections[m][i])) for m in tiles.projections},
+            "patches": data_url(block(tiles.patches[i])), "count": int(valid.sum())}
+
+
+class _Top9Results:
+    """A `zfcaffe top9` output folder: every map's top-k and the tiles of the shown maps."""
+
+    def __init__(self, folder: str, net):
+        path = os.path.join(folder, "results.npz")
+        if not os.path.exists(path):
+            raise ZfcaffeError(f"{folder}: no results.npz; expected an output folder of 'zfcaffe top9'")
+        with np.load(path, allow_pickle=False) as z:
+            self.arrays = {k: z[k] for k in z.files}
+        self.paths = [str(p) for p in self.arrays.get("images", [])]
+        self.folder = folder
+
+    def describe(self) -> str:
+        keys = sorted({k.split("/")[0] for k in self.arrays if k.endswith("/values")})
+        return f"from {self.folder} ({len(self.paths)} images; layers {', '.join(keys)})"
+
+    def has(self, key: str) -> bool:
+        return f"{key}/values" in self.arrays
+
+    def topk(self, key: str):
+        from ..analyses.top9 import TopK
+        return TopK.from_arrays(self.arrays, f"{key}/")
+
+    def tiles(self, key: str, c: int) -> dict | None:
+        shown = list(self.arrays.get(f"{key}/shown_maps", []))
+        if c not in shown:
+            return None
+        i = shown.index(c)
+        modes = [k.rsplit("/", 1)[1] for k in self.arrays if k.startswith(f"{key}/projection/")]
+
+        tiles = types.SimpleNamespace(projections={m: self.arrays[f"{key}/projection/{m}"] for m in modes},
+                                      patches=self.arrays[f"{key}/patch"], valid=self.arrays[f"{key}/valid"])
+        return _top9_payload(tiles, i)
