@@ -25,6 +25,7 @@ from ..errors import ZfcaffeError
 from ..imaging import filter_tiles, tile_blocks, to_uint8, vis_square
 from ..labels import resolve_labels
 
+#: the page's order: the paper's deconvnet first (shown at once), then guided and backprop
 MODES = ("deconvnet", "guided", "backprop")
 #: uploads kept at once (the oldest goes first), and their caps
 MAX_UPLOADS = 64
@@ -105,7 +106,7 @@ class ServedModel:
         self._current = None
         self._rgb = None
         self.cache = LRU(256)
-        self.top9 = _Top9Results(top9_dir, net) if top9_dir else None
+        self.top9 = _Top9Results(top9_dir) if top9_dir else None
         self.jobs: dict[tuple, dict] = {}
         self._jobs_lock = threading.Lock()
         self._job_net = None
@@ -351,7 +352,7 @@ def _top9_payload(tiles, i: int) -> dict:
 class _Top9Results:
     """A `zfcaffe top9` output folder: every map's top-k and the tiles of the shown maps."""
 
-    def __init__(self, folder: str, net):
+    def __init__(self, folder: str):
         path = os.path.join(folder, "results.npz")
         if not os.path.exists(path):
             raise ZfcaffeError(f"{folder}: no results.npz; expected an output folder of 'zfcaffe top9'")
