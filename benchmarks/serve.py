@@ -51,11 +51,10 @@ def main():
             t = time.perf_counter()
             for path in ("/", "/app.js", "/style.css", "/api/model"):
                 client.get(path)
-            first = "conv1"
-            page = [timed(client, "/api/input.png", image="0"), timed(client, "/api/scores", image="0"),
-                    timed(client, "/api/maps", image="0", layer=first),
-                    timed(client, "/api/maps.png", image="0", layer=first),
-                    timed(client, "/api/unit", image="0", layer=first, c=0, modes="deconvnet")]
+            for path, params in (("/api/input.png", {}), ("/api/scores", {}), ("/api/maps", {"layer": "conv1"}),
+                                 ("/api/maps.png", {"layer": "conv1"}),
+                                 ("/api/unit", {"layer": "conv1", "c": 0, "modes": "deconvnet"})):
+                timed(client, path, image="0", **params)      # what the page fetches, in its order
             page_ms = (time.perf_counter() - t) * 1000
             rows = []
             for layer in [l for l in model["layers"] if l["type"] in ("Convolution", "InnerProduct")]:

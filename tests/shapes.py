@@ -9,7 +9,7 @@ import numpy as np
 CLASSES = ("disc", "square", "triangle", "stripes", "checker")
 
 
-def _draw(kind: str, size: int, rng) -> "PIL.Image.Image":
+def _draw(kind: str, size: int, rng):
     from PIL import Image, ImageDraw
     bg = tuple(int(v) for v in rng.integers(0, 256, 3))
     fg = tuple(int(v) for v in (np.array(bg) + rng.integers(96, 160, 3)) % 256)
