@@ -45,10 +45,13 @@ def test_features_are_the_nets_codes_with_paths_and_labels(feats, cifar, shapes)
     import zfcaffe
     from zfcaffe.analyses import features
     from zfcaffe.preprocess import for_net
-    manifest = json.loads((feats / "manifest.json").read_text())
+    manifest = json.loads((feats / "_manifest.json").read_text())
     assert manifest["complete"] and manifest["images"] == 150 and manifest["pool"] == "max"
     table = pq.read_table(feats / manifest["shards"][0]["file"])
     assert table.column_names == ["index", "path", "label", "conv1", "conv2", "conv3", "ip1", "ip2"]
+    import pandas
+    frame = pandas.read_parquet(feats)                 # the folder reads as one table
+    assert len(frame) == 150 and list(frame["index"]) == list(range(150))
     f = features.read(str(feats), "conv2")
     assert f.codes.shape == (150, 32) and sorted(set(f.labels)) == list(range(5))
     assert f.classes == sorted(CLASSES)
@@ -124,9 +127,9 @@ def test_features_resume_after_an_interruption_and_refuse_another_extraction(cif
     with pytest.raises(KeyboardInterrupt):
         features.extract(*args[:2], str(part), *args[3:], batch=8, shard_rows=16, engine=Interrupted(),
                          show_progress=False)
-    m = json.loads((part / "manifest.json").read_text())
+    m = json.loads((part / "_manifest.json").read_text())
     assert len(m["shards"]) == 2 and not m["complete"]              # 5 batches of 8: two whole shards of 16
-    assert sorted(p.name for p in part.iterdir()) == ["manifest.json", "part-00000.parquet", "part-00001.parquet"]
+    assert sorted(p.name for p in part.iterdir()) == ["_manifest.json", "part-00000.parquet", "part-00001.parquet"]
     features.extract(*args[:2], str(part), *args[3:], batch=8, shard_rows=16, show_progress=False)
     for layer in ("conv3", "ip1"):
         a, b = features.read(str(whole), layer), features.read(str(part), layer)

@@ -80,8 +80,8 @@ def test_top9_features_and_occlusion_on_a_two_node_ray_cluster_equal_the_local_e
         assert sorted(local.files) == sorted(ray.files)
         for key in local.files:
             assert np.array_equal(local[key], ray[key]), (verb, key)
-    manifest = json.loads((tmp_path / "features/manifest.json").read_text())
-    assert manifest == json.loads((tmp_path / "ray-features/manifest.json").read_text())
+    manifest = json.loads((tmp_path / "features/_manifest.json").read_text())
+    assert manifest == json.loads((tmp_path / "ray-features/_manifest.json").read_text())
     for shard in manifest["shards"]:
         assert (tmp_path / "features" / shard["file"]).read_bytes() == \
             (tmp_path / "ray-features" / shard["file"]).read_bytes()

@@ -3,7 +3,7 @@
 shards with a manifest.
 
 Layout of a features folder:
-  manifest.json          what was computed (net, weights, preprocessing, layers, pooling,
+  _manifest.json         what was computed (net, weights, preprocessing, layers, pooling,
                          image source, classes) and which shards are complete
   part-00000.parquet ... one row per image: index, path, label (null when unknown), and one
                          fixed-size list<float32> column per layer, named by the layer
@@ -28,6 +28,9 @@ from ..scan import Engine, Job
 from .common import progress
 
 FORMAT = "zfcaffe-features/1"
+#: the manifest's name: a leading "_" keeps Parquet readers (pyarrow datasets,
+#: pandas.read_parquet(folder)) from taking it for a shard
+MANIFEST = "_manifest.json"
 POOLS = ("max", "mean", "none")
 SHARD_BYTES = 256 << 20          # a shard holds about this much (whole batches; one batch at least)
 ROW_GROUP_BYTES = 32 << 20       # rows buffered before they are written
@@ -66,7 +69,7 @@ def _fingerprint(spec: dict) -> str:
 
 
 def _read_manifest(out: str) -> dict | None:
-    path = os.path.join(out, "manifest.json")
+    path = os.path.join(out, MANIFEST)
     if not os.path.exists(path):
         return None
     try:
@@ -80,7 +83,7 @@ def _read_manifest(out: str) -> dict | None:
 
 
 def _write_manifest(out: str, manifest: dict) -> None:
-    with atomic_file(os.path.join(out, "manifest.json"), "w") as f:
+    with atomic_file(os.path.join(out, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=1)
 
 
@@ -103,7 +106,7 @@ def extract(net, entries: list[tuple[str, int | None]], out: str, pre, layers: l
     manifest = _read_manifest(out)
     if manifest is None:
         if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-            raise ZfcaffeError(f"{out}: exists and is not a features folder (no manifest.json); choose a new -o")
+            raise ZfcaffeError(f"{out}: exists and is not a features folder (no {MANIFEST}); choose a new -o")
         rows = shard_rows or max(1, SHARD_BYTES // row_bytes // batch) * batch
         manifest = {"format": FORMAT, "fingerprint": fingerprint, "net": spec["net"], "weights": spec["weights"],
                     "preprocessing": spec["preprocessing"], "source": source, "images": len(paths),
@@ -205,7 +208,7 @@ def layer_names(folder: str) -> list[str]:
 def open_manifest(folder: str) -> dict:
     manifest = _read_manifest(folder)
     if manifest is None:
-        raise ZfcaffeError(f"{folder}: no manifest.json; expected a folder written by 'zfcaffe features'")
+        raise ZfcaffeError(f"{folder}: no {MANIFEST}; expected a folder written by 'zfcaffe features'")
     return manifest
 
 

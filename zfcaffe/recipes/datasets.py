@@ -136,7 +136,7 @@ def features_verb(ctx, args) -> str:
     shown = ", ".join(f"{e['name']} ({e['size']})" for e in m["layers"])
     print(f"{m['images']} images x [{shown}] in {len(m['shards'])} shard(s)"
           f"{'; classes from folders: ' + ', '.join(m['classes']) if m['classes'] else ''}")
-    return os.path.join(args.output, "manifest.json")
+    return os.path.join(args.output, features.MANIFEST)
 
 
 def _tsne_arguments(p) -> None:
