@@ -143,6 +143,7 @@ def test_bad_ids_traversal_and_hostile_uploads_are_refused(served, shared):
             ("/api/top9", {"layer": "conv2", "c": "-1"}, 404, "maps 0 to 31")]:
         r = get(url, path, **params)
         assert r.status_code == code and words in r.json()["error"], (path, params, r.text)
+        assert str(tmp) not in r.json()["error"] or str(tmp) in str(params)   # only what was sent comes back
     for raw in ("/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/static/../app.py", "/app.py", "/model.py",
                 "/..%2fapp.py"):
         r = httpx.get(url.rstrip("/") + raw, timeout=10)
@@ -159,6 +160,25 @@ def test_bad_ids_traversal_and_hostile_uploads_are_refused(served, shared):
     new = r.json()["id"]
     assert new in [i["id"] for i in get(url, "/api/model").json()["images"]]
     assert get(url, "/api/maps", image=new, layer="conv1").json()["channels"] == 32
+
+
+def test_a_broken_served_image_is_named_by_its_id_not_its_path(shared, tmp_path):
+    import zfcaffe
+    from zfcaffe.errors import ZfcaffeError
+    from zfcaffe.preprocess import for_net
+    from zfcaffe.serve.model import ServedModel
+    m = shared / "models/cifar10_quick"
+    net = zfcaffe.Net(str(m / "cifar10_quick.prototxt"), str(m / "cifar10_quick_iter_4000.caffemodel"))
+    good = make_shapes(tmp_path / "images", per_class=1)[0]
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    model = ServedModel(net, for_net(net, str(m / "mean.binaryproto")), [good, str(tmp_path / "broken.png")])
+    try:
+        assert model.scores("0")["kind"] == "classes"
+        with pytest.raises(ZfcaffeError) as e:
+            model.scores("1")
+        assert "image 1 (broken.png): cannot read image" in str(e.value) and str(tmp_path) not in str(e.value)
+    finally:
+        model.close()
 
 
 def test_a_burst_is_answered_or_refused_and_memory_comes_back(served):

@@ -188,7 +188,11 @@ class ServedModel:
 
     def _forward(self, image_id: str) -> None:
         if self._current != image_id:
-            x, rgb = self.pre.prepare(self.image_path(image_id))
+            path = self.image_path(image_id)
+            try:
+                x, rgb = self.pre.prepare(path)
+            except ZfcaffeError as e:     # the page names the image, never the server's path
+                raise ZfcaffeError(str(e).replace(path, f"image {image_id} ({os.path.basename(path)})")) from None
             self.net.set_batch(1)
             self.net.forward(**{self.net.inputs[0]: x[None]})
             self._current, self._rgb = image_id, rgb
