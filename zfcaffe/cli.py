@@ -73,10 +73,6 @@ def preprocess_for(net, args, announce: bool = True):
     return pre
 
 
-def layers_arg(args) -> list[str] | None:
-    return [s for s in args.layers.split(",") if s] if getattr(args, "layers", None) else None
-
-
 class Context:
     """What a verb's shared option groups describe, built when first asked for."""
 

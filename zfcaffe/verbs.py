@@ -54,6 +54,11 @@ def int_between(low: int, high: int | None = None):
     return parse
 
 
+def layer_list(args) -> list[str] | None:
+    """--layers a,b,c as a list; None where the option is absent or empty (the verb's default)."""
+    return [s for s in args.layers.split(",") if s] if getattr(args, "layers", None) else None
+
+
 #: argparse types for counts (>= 1) and sizes where 0 means "the default" (>= 0)
 positive_int = int_between(1)
 non_negative_int = int_between(0)

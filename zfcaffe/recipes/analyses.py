@@ -13,7 +13,7 @@ from ..analyses.projection import near_tie_note, parse_modes
 from ..analyses.common import default_layers, list_images, safe_name, shown_key
 from ..errors import ZfcaffeError
 from ..viz import analysis_figures as figures
-from ..verbs import non_negative_int, positive_int, verb
+from ..verbs import layer_list, non_negative_int, positive_int, verb
 from .output import write_output
 from ..labels import resolve_labels
 
@@ -215,10 +215,6 @@ def run_correspondence(net, images: str, out: str, pre, parts_path: str | None =
 
 
 # -- the verbs ------------------------------------------------------------------------------------------------
-def _layers(args) -> list[str] | None:
-    return [s for s in args.layers.split(",") if s] if getattr(args, "layers", None) else None
-
-
 def _top9_arguments(p) -> None:
     p.add_argument("--images", required=True, help="image folder, or a list file ('path [label]' per line)")
     p.add_argument("--layers", help="comma-separated layers (default: four convolutions across the depth)")
@@ -230,7 +226,7 @@ def _top9_arguments(p) -> None:
 @verb("top9", "the 9 strongest activations of each feature map over a dataset (Fig. 2)",
       ("net", "preprocess", "engine", "mode:deconvnet,guided", "output:top9"), _top9_arguments)
 def top9_verb(ctx, args) -> str:
-    return run_top9(ctx.net, args.images, args.output, ctx.pre, _layers(args), k=args.k, maps=args.maps,
+    return run_top9(ctx.net, args.images, args.output, ctx.pre, layer_list(args), k=args.k, maps=args.maps,
                     batch=args.batch, engine=ctx.engine, mode=args.mode, show_progress=ctx.progress)
 
 
@@ -266,7 +262,7 @@ def _invariance_arguments(p) -> None:
 @verb("invariance", "translation, scale and rotation sweeps of one image (Fig. 5)",
       ("net", "preprocess", "head", "output:invariance"), _invariance_arguments)
 def invariance_verb(ctx, args) -> str:
-    return run_invariance(ctx.net, args.image, args.output, ctx.pre, _layers(args), args.label, args.labels,
+    return run_invariance(ctx.net, args.image, args.output, ctx.pre, layer_list(args), args.label, args.labels,
                           args.class_output)
 
 
@@ -279,7 +275,7 @@ def _correspondence_arguments(p) -> None:
 @verb("correspondence", "consistency of masking the same part across images (Table 7)",
       ("net", "preprocess", "output:correspondence"), _correspondence_arguments)
 def correspondence_verb(ctx, args) -> str:
-    return run_correspondence(ctx.net, args.images, args.output, ctx.pre, args.parts, _layers(args))
+    return run_correspondence(ctx.net, args.images, args.output, ctx.pre, args.parts, layer_list(args))
 
 
 def _evolution_arguments(p) -> None:

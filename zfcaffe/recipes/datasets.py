@@ -13,7 +13,7 @@ from ..analyses.common import default_layers, folder_classes, list_images, shown
 from ..analyses.probe import probe
 from ..atomic import atomic_file
 from ..errors import ZfcaffeError
-from ..verbs import int_between, positive_int, verb
+from ..verbs import int_between, layer_list, positive_int, verb
 from .output import write_output
 
 
@@ -130,8 +130,7 @@ def _features_arguments(p) -> None:
 @verb("features", "feature codes of chosen layers for every image, as Parquet shards (resumable)",
       ("net", "preprocess", "engine", "output:features"), _features_arguments)
 def features_verb(ctx, args) -> str:
-    layers = [s for s in args.layers.split(",") if s] if args.layers else None
-    m = run_features(ctx.net, args.images, args.output, ctx.pre, layers, args.pool, args.batch, ctx.engine,
+    m = run_features(ctx.net, args.images, args.output, ctx.pre, layer_list(args), args.pool, args.batch, ctx.engine,
                      show_progress=ctx.progress)
     shown = ", ".join(f"{e['name']} ({e['size']})" for e in m["layers"])
     print(f"{m['images']} images x [{shown}] in {len(m['shards'])} shard(s)"
@@ -166,5 +165,4 @@ def _probe_arguments(p) -> None:
 @verb("probe", "linear-probe accuracy of each layer's codes (how generic are the features?)",
       ("output:probe",), _probe_arguments)
 def probe_verb(ctx, args) -> str:
-    layers = [s for s in args.layers.split(",") if s] if args.layers else None
-    return run_probe(args.features, args.output, args.labels, layers, args.folds, args.seed)
+    return run_probe(args.features, args.output, args.labels, layer_list(args), args.folds, args.seed)

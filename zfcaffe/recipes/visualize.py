@@ -24,7 +24,7 @@ from ..labels import resolve_labels
 from ..preprocess import Preprocess, for_net
 from ..viz import activation_tiles, filter_tiles
 from ..viz.figures import image_grid, output_figure, png_bytes_of_array, predictions_figure, vector_figure
-from ..verbs import positive_int, verb
+from ..verbs import layer_list, positive_int, verb
 from ..viz.report import Report
 
 
@@ -184,6 +184,5 @@ def _arguments(p) -> None:
 @verb("visualize", "Zeiler & Fergus figures and an HTML report (index.html)",
       ("net", "preprocess", "keep_size", "head", "mode:deconvnet,guided", "output:zfcaffe-report"), _arguments)
 def visualize_verb(ctx, args) -> str:
-    layers = [s for s in args.layers.split(",") if s] if args.layers else None
-    return visualize(ctx.net, args.image, args.output, layers=layers, top=args.top, mode=args.mode,
+    return visualize(ctx.net, args.image, args.output, layers=layer_list(args), top=args.top, mode=args.mode,
                      preprocess=ctx.pre, labels=args.labels, class_output=args.class_output, progress=ctx.progress)
