@@ -137,7 +137,8 @@ def test_bad_ids_traversal_and_hostile_uploads_are_refused(served, shared):
             ("/api/unit", {"image": "1", "layer": "conv2", "c": "32"}, 404, "maps 0 to 31"),
             ("/api/unit", {"image": "1", "layer": "conv2", "c": "1", "y": "16", "x": "0"}, 404, "outside"),
             ("/api/unit", {"image": "1", "layer": "conv2", "c": "x1"}, 400, "expected a whole number"),
-            ("/api/unit", {"image": "1", "layer": "conv2", "c": "1", "modes": "magic"}, 400, "expected some of"),
+            ("/api/unit", {"image": "1", "layer": "conv2", "c": "1", "modes": "magic"}, 400,
+             "mode 'magic'; expected one or more of"),
             ("/api/unit", {"image": "1", "layer": "conv2"}, 400, "missing ?c=N"),
             ("/api/filters.png", {"layer": "pool1"}, 404, "has no filters"),
             ("/api/top9", {"layer": "conv2", "c": "-1"}, 404, "maps 0 to 31")]:

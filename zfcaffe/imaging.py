@@ -25,10 +25,15 @@ def vis_square(data: np.ndarray, pad: int = 1, background: float = 1.0, per_item
     return out if color else out[..., 0]
 
 
+def grid_columns(n: int) -> int:
+    """The columns of the square-ish grid that n tiles are laid on (row after row)."""
+    return int(math.ceil(math.sqrt(n)))
+
+
 def _square_grid(tiles: np.ndarray, pad: int, background: float) -> np.ndarray:
     """(N, h, w, c) tiles on the smallest square-ish grid, `pad` pixels of background between."""
     n, h, w, c = tiles.shape
-    cols = int(math.ceil(math.sqrt(n)))
+    cols = grid_columns(n)
     rows = int(math.ceil(n / cols))
     out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), background, np.float32)
     from .kernels import tile_into  # Numba loads lazily

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..analyses.projection import parse_modes
 from ..errors import ZfcaffeError
 from .model import MAX_UPLOAD_BYTES, MODES, NotFound, ServedModel
 
@@ -98,13 +99,6 @@ def _png(data: bytes) -> Response:
 def create_app(model: ServedModel, queue: int = 16, jobs: int = 8) -> Starlette:
     worker, job_runner = Worker(queue), Jobs(jobs)
 
-    def modes_of(request: Request) -> list[str]:
-        modes = [m for m in request.query_params.get("modes", ",".join(MODES)).split(",") if m]
-        bad = [m for m in modes if m not in MODES]
-        if bad or not modes:
-            raise ZfcaffeError(f"?modes={','.join(modes)[:60]!r}: expected some of {', '.join(MODES)}")
-        return modes
-
     async def page(request: Request) -> Response:
         name, media = FILES[request.url.path]
         return Response((STATIC / name).read_bytes(), media_type=media, headers=HEADERS)
@@ -126,7 +120,8 @@ def create_app(model: ServedModel, queue: int = 16, jobs: int = 8) -> Starlette:
 
     async def unit(request):
         return await worker.run(model.unit, _str(request, "image"), _str(request, "layer"), _int(request, "c"),
-                                _int(request, "y", False), _int(request, "x", False), modes_of(request))
+                                _int(request, "y", False), _int(request, "x", False),
+                                parse_modes(request.query_params.get("modes", ",".join(MODES))[:200]))
 
     async def filters(request):
         return _png(await worker.run(model.filters, _str(request, "layer")))

@@ -18,11 +18,11 @@ import types
 
 import numpy as np
 
-from ..analyses.common import shown_key
+from ..analyses.common import shown_key, strongest_units
 from ..analyses.heads import class_head, top_classes
 from ..analyses.projection import TILE, project_tiles
 from ..errors import ZfcaffeError
-from ..imaging import filter_tiles, tile_blocks, to_uint8, vis_square
+from ..imaging import filter_tiles, grid_columns, tile_blocks, to_uint8, vis_square
 from ..labels import resolve_labels
 
 #: the page's order: the paper's deconvnet first (shown at once), then guided and backprop
@@ -223,12 +223,10 @@ class ServedModel:
             act = self.net.layer_outputs[layer["key"]][0]
             act = act.reshape(act.shape[0], 1, 1) if act.ndim == 1 else act
             c, h, w = act.shape
-            flat = act.reshape(c, -1)
-            best = flat.max(axis=1)
             atlas = vis_square(act, pad=1, background=1.0, per_item=True)
-            meta = {"channels": c, "height": h, "width": w, "pad": 1, "cols": int(np.ceil(np.sqrt(c))),
-                    "max": [float(v) for v in best],
-                    "strongest": [int(i) for i in np.argsort(-best, kind="stable")[:min(8, c)]]}
+            meta = {"channels": c, "height": h, "width": w, "pad": 1, "cols": grid_columns(c),
+                    "max": [float(v) for v in act.reshape(c, -1).max(axis=1)],
+                    "strongest": [unit[0] for unit in strongest_units(act, 8)]}
             return png(atlas), meta
         return self.cache.get_or(("maps", image_id, layer_name), make)
 
