@@ -1,6 +1,8 @@
 """What every analysis shares: image lists, progress bars, and writing figures plus an HTML page atomically."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 
@@ -59,6 +61,16 @@ def folder_classes(source: str, entries: list[tuple[str, int | None]]):
         return entries, None
     number = {c: i for i, c in enumerate(classes)}
     return [(p, number[parts[0]]) for (p, _), parts in zip(entries, tops)], classes
+
+
+def scan_fingerprint(net, spec) -> str:
+    """What a resumable scan computed, as a digest: the net's files, the weights' time of
+    change (a retrained file under the same name starts over), and `spec` (layers,
+    images, options: anything JSON)."""
+    weights = net.graph.weights_path
+    stamp = os.path.getmtime(weights) if weights and os.path.exists(weights) else None
+    return hashlib.sha256(json.dumps([os.path.abspath(net.graph.path), weights and os.path.abspath(weights),
+                                      stamp, spec], sort_keys=True).encode()).hexdigest()
 
 
 def progress(total: int, desc: str, enabled: bool, unit: str = "step"):

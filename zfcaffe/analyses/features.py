@@ -15,7 +15,6 @@ manifest: an interrupted run resumes at the first missing shard.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 
@@ -25,7 +24,7 @@ from ..atomic import atomic_file
 from ..errors import ZfcaffeError
 from ..extras import require
 from ..scan import Engine, Job
-from .common import progress
+from .common import progress, scan_fingerprint
 
 FORMAT = "zfcaffe-features/1"
 #: the manifest's name: a leading "_" keeps Parquet readers (pyarrow datasets,
@@ -38,18 +37,21 @@ ROW_GROUP_BYTES = 32 << 20       # rows buffered before they are written
 MAX_READ_BYTES = 8 << 30
 
 
+def _pools(shape: tuple, pool: str) -> bool:
+    """Whether a layer of this shape is pooled: spatial maps larger than 1x1, unless none."""
+    return len(shape) == 4 and shape[2] * shape[3] > 1 and pool != "none"
+
+
 def pooled(act: np.ndarray, pool: str) -> np.ndarray:
     """(N, ...) -> (N, D): spatial maps (N, C, H, W) to one value per channel (max or
     mean) or flattened (none); vectors as they are."""
-    if act.ndim == 4 and act.shape[2] * act.shape[3] > 1 and pool != "none":
+    if _pools(act.shape, pool):
         return (act.max(axis=(2, 3)) if pool == "max" else act.mean(axis=(2, 3), dtype=np.float64)).astype(np.float32)
     return act.reshape(act.shape[0], -1)
 
 
 def code_size(shape: tuple, pool: str) -> int:
-    if len(shape) == 4 and shape[2] * shape[3] > 1 and pool != "none":
-        return int(shape[1])
-    return int(np.prod(shape[1:]))
+    return int(shape[1]) if _pools(shape, pool) else int(np.prod(shape[1:]))
 
 
 class FeatureJob(Job):
@@ -62,10 +64,6 @@ class FeatureJob(Job):
     def run(self, x: np.ndarray, real: int, start: int) -> dict[str, np.ndarray]:
         out = self.evaluate(self.keys, x)
         return {key: pooled(out[key][:real], self.pool) for key in self.keys}
-
-
-def _fingerprint(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def _read_manifest(out: str) -> dict | None:
@@ -97,33 +95,33 @@ def extract(net, entries: list[tuple[str, int | None]], out: str, pre, layers: l
     if pool not in POOLS:
         raise ZfcaffeError(f"--pool {pool}: expected one of {', '.join(POOLS)}")
     paths = [os.path.abspath(p) for p, _ in entries]
+    labels = [lab for _, lab in entries]
     dims = {key: code_size(net.graph.shapes[key], pool) for key in keys}
     row_bytes = 4 * sum(dims.values()) + 64
-    spec = {"net": os.path.abspath(net.graph.path), "weights": net.graph.weights_path and
-            os.path.abspath(net.graph.weights_path), "preprocessing": pre.describe(), "keys": keys, "pool": pool,
-            "images": paths, "labels": [lab for _, lab in entries], "batch": batch}
-    fingerprint = _fingerprint(spec)
+    fingerprint = scan_fingerprint(net, {"preprocessing": pre.describe(), "keys": keys, "pool": pool,
+                                         "images": paths, "labels": labels, "batch": batch})
     manifest = _read_manifest(out)
     if manifest is None:
         if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
             raise ZfcaffeError(f"{out}: exists and is not a features folder (no {MANIFEST}); choose a new -o")
         rows = shard_rows or max(1, SHARD_BYTES // row_bytes // batch) * batch
-        manifest = {"format": FORMAT, "fingerprint": fingerprint, "net": spec["net"], "weights": spec["weights"],
-                    "preprocessing": spec["preprocessing"], "source": source, "images": len(paths),
+        weights = net.graph.weights_path
+        manifest = {"format": FORMAT, "fingerprint": fingerprint, "net": os.path.abspath(net.graph.path),
+                    "weights": weights and os.path.abspath(weights), "preprocessing": pre.describe(),
+                    "source": source, "images": len(paths),
                     "pool": pool, "layers": [{"name": n, "key": k, "shape": list(net.graph.shapes[k][1:]),
                                               "size": dims[k]} for n, k in zip(layers, keys)],
                     "classes": classes, "batch": batch, "shard_rows": rows, "shards": [], "complete": False}
         os.makedirs(out, exist_ok=True)
         _write_manifest(out, manifest)
     elif manifest.get("fingerprint") != fingerprint:
-        raise ZfcaffeError(f"{out}: holds features of another extraction (net, weights, images, layers, pooling or "
-                           "batch differ); choose a new -o or remove it")
+        raise ZfcaffeError(f"{out}: holds features of another extraction (net, weights or their time of change, images, layers, "
+                           "pooling or batch differ); choose a new -o or remove it")
     rows = int(manifest["shard_rows"])
     done = sum(s["rows"] for s in manifest["shards"])
     names = dict(zip(keys, layers))
     schema = pa.schema([("index", pa.int64()), ("path", pa.string()), ("label", pa.int64())] +
                        [(names[k], pa.list_(pa.float32(), dims[k])) for k in keys])
-    labels = [lab for _, lab in entries]
     bar = progress(len(paths), "features", show_progress, unit="img")
     bar.update(done)
     shard = _Shard(out, len(manifest["shards"]), schema, pq)

@@ -11,15 +11,13 @@ cache every few batches, so an interrupted scan resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 
 import numpy as np
 
 from ..atomic import atomic_savez
 from ..scan import Engine, Job
-from .common import progress
+from .common import progress, scan_fingerprint
 
 
 FIELDS = ("values", "image", "y", "x")
@@ -81,10 +79,7 @@ class ScanJob(Job):
 
 
 def _fingerprint(net, paths, keys, k) -> str:
-    h = hashlib.sha256(json.dumps([net.graph.path, net.graph.weights_path, keys, k, paths]).encode())
-    if net.graph.weights_path and os.path.exists(net.graph.weights_path):
-        h.update(str(os.path.getmtime(net.graph.weights_path)).encode())
-    return h.hexdigest()
+    return scan_fingerprint(net, [keys, k, paths])
 
 
 def scan(net, paths: list[str], keys: list[str], pre, k: int = 9, batch: int = 16, engine: Engine | None = None,
