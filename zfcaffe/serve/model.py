@@ -107,7 +107,7 @@ class ServedModel:
         self._rgb = None
         self.cache = LRU(256)
         self.top9 = _Top9Results(top9_dir) if top9_dir else None
-        self.jobs: dict[tuple, dict] = {}
+        self.jobs = LRU(256)                # (kind, layer, map) -> state; the oldest finished ones go
         self._jobs_lock = threading.Lock()
         self._job_net = None
         self._scans: dict = {}              # layer key -> its top-k over the served images (the jobs' thread)
@@ -289,9 +289,10 @@ class ServedModel:
             if state is None:
                 if kind == "top9" and not (self.top9 and self.top9.has(layer["key"])) and not self.images:
                     raise NotFound("no top-9 for this layer: serve with --images (computed on demand) or --top9 OUT")
-                state = self.jobs[key] = {"state": "running", "done": 0, "total": 0}
+                state = {"state": "running", "done": 0, "total": 0}
                 run = self._top9_job if kind == "top9" else self._classviz_job
-                start(lambda: self._run_job(state, run, layer, c))
+                start(lambda: self._run_job(state, run, layer, c))   # refused (Busy): nothing is recorded
+                self.jobs.put(key, state)
             return dict(state)
 
     def _run_job(self, state: dict, run, layer: dict, c: int) -> None:
