@@ -8,6 +8,8 @@ import logging
 import os
 from typing import Iterator
 
+import numpy as np
+
 from ..errors import ZfcaffeError
 from .job import Job, pack, unpack
 
@@ -21,12 +23,6 @@ class Engine:
     actors: int | None = None            # Ray actors (default: the cluster's cores / cpus_per_actor)
     cpus_per_actor: int = 1              # cores each actor reserves and its runtime's thread count
     workers: int = 2                     # image-decoding threads (per actor with Ray)
-
-    def describe(self) -> str:
-        if self.name == "local":
-            return f"local engine ({self.workers} decoding threads)"
-        return (f"Ray engine on {self.address or 'a private Ray instance on this machine'} "
-                f"({self.actors or 'one per ' + str(self.cpus_per_actor) + ' core(s)'} actors)")
 
     def map(self, job: Job, paths: list[str], first: int = 0) -> Iterator[tuple[int, int, dict]]:
         """(start, real, results) for the batches of paths[first:], in order."""
@@ -65,7 +61,6 @@ class _Actor:
         job.net   # build now, not in the first batch
 
     def __call__(self, rows: dict) -> dict:
-        import numpy as np
         out = {"start": [], "real": [], "result": [], "error": []}
         for start, paths in zip(rows["start"], rows["paths"]):
             result, error = b"", ""
