@@ -115,9 +115,9 @@ def tile_into(images, out, rows, cols, pad):
 @njit(cache=True)
 def mark_near_ties(x, items, top, switches, KH, KW, stride_h, stride_w, pad_h, pad_w, rel, marks):
     """Mark (marks[r, c, oy, ox] = 1) and count the windows that carry signal (top != 0)
-    whose runner-up differs from their maximum by no more than rel * |maximum| (exact
-    ties excluded: they go to the first maximum everywhere). There the switch was
-    decided by float rounding. x is the whole forward input (N, C, H, W); row r of
+    whose runner-up differs from their maximum by no more than rel * |maximum|, an exact
+    tie included (another rounding may part them). There the switch was decided by
+    float rounding. x is the whole forward input (N, C, H, W); row r of
     top/switches/marks belongs to image items[r]."""
     R, C, OH, OW = top.shape
     H, W = x.shape[2], x.shape[3]
@@ -135,7 +135,7 @@ def mark_near_ties(x, items, top, switches, KH, KW, stride_h, stride_w, pad_h, p
                     if tf[o] != 0:
                         s = sf[o]
                         m = xf[base + s]
-                        if m != 0:  # rel * |m| is 0: only an exact tie could be that close
+                        if m != 0:  # a tie at 0 (a rectified region) is exact everywhere
                             ws = ox * stride_w - pad_w
                             x0, x1 = max(ws, 0), min(ws + KW, W)
                             second = -np.inf
@@ -146,7 +146,7 @@ def mark_near_ties(x, items, top, switches, KH, KW, stride_h, stride_w, pad_h, p
                                     if v > second and iy * W + ix != s:
                                         second = v
                             gap = m - second
-                            if gap > 0 and gap <= rel * abs(m):
+                            if gap <= rel * abs(m):
                                 mf[o] = 1
                                 n += 1
                     o += 1

@@ -263,7 +263,7 @@ class Net:
             faithful = record and self.rounding == "caffe"
             self._sessions[key] = Session(build_onnx(self.graph, record=record, outputs=list(outputs) or None,
                                                      span=span, every_blob=False, faithful=faithful,
-                                                     switches=False), faithful=faithful)
+                                                     switches=False))
         return self._sessions[key]
 
     def forward_span(self, first: int, last: int, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -113,6 +113,7 @@ class Emitter:
         self.initializers: list[onnx.TensorProto] = []
         self.weights: dict[str, np.ndarray] = {}   # name -> array, kept outside the graph
         self.extra_outputs: list[tuple[str, int, Shape]] = []  # (name, elem type, shape)
+        self.producer: dict[str, onnx.NodeProto] = {}   # value name -> the node that makes it
         self._n = 0
         self.layer: "Layer | None" = None
 
@@ -129,6 +130,7 @@ class Emitter:
         if self.layer is not None:
             n.doc_string = f"Caffe layer {self.layer.name} ({self.layer.type})"
         self.nodes.append(n)
+        self.producer.update((o, n) for o in outputs)
         return list(outputs)
 
     def op(self, op: str, inputs: Sequence[str], out: str | None = None, **attrs) -> str:

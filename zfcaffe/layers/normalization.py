@@ -148,7 +148,14 @@ class BatchNorm(Layer):
         if self.use_global_stats:
             mean, std = self.folded()
             if e.faithful:  # Caffe's order of operations: (x - mean) / std
-                centred = e.op("Sub", [ins[0], e.weight(self, 0, _per_channel(mean, rank))])
+                # x + (-mean) rounds as x - mean does, and ONNX Runtime folds it into a
+                # bias-free convolution, whose bias is added to the finished sum: Caffe's
+                # rounding, one pass less. After a biased one it would fold as b - mean.
+                src = e.producer.get(ins[0])
+                if src is not None and src.op_type == "Conv" and len(src.input) > 2:
+                    centred = e.op("Sub", [ins[0], e.weight(self, 0, _per_channel(mean, rank))])
+                else:
+                    centred = e.op("Add", [ins[0], e.weight(self, 0, _per_channel(-mean, rank))])
                 e.op("Div", [centred, e.weight(self, 1, _per_channel(std, rank))], outs[0])
                 return
             # x * (1/std) + (-mean/std): a per-channel Mul and Add that ONNX Runtime
