@@ -48,7 +48,7 @@ class Eltwise(Layer):
         else:
             terms = [x if not self.coeff or self.coeff[i] == 1 else e.op("Mul", [x, e.const(self.coeff[i])])
                      for i, x in enumerate(ins)]
-            e.op("Sum", terms, outs[0])
+            e.op("Add" if len(terms) == 2 else "Sum", terms, outs[0])
 
     def backward(self, ctx, top_diffs):
         top = top_diffs[0]

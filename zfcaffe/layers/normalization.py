@@ -149,10 +149,13 @@ class BatchNorm(Layer):
             mean, std = self.folded()
             if e.faithful:  # Caffe's order of operations: (x - mean) / std
                 # x + (-mean) rounds as x - mean does, and ONNX Runtime folds it into a
-                # bias-free convolution, whose bias is added to the finished sum: Caffe's
-                # rounding, one pass less. After a biased one it would fold as b - mean.
+                # convolution without bias (or with a zero one, as BatchNorm leaves it in
+                # training), whose bias is added to the finished sum: Caffe's rounding, one
+                # pass less. Into a non-zero bias it would fold as b - mean, rounded first.
                 src = e.producer.get(ins[0])
-                if src is not None and src.op_type == "Conv" and len(src.input) > 2:
+                bias = e.weights.get(src.input[2]) if src is not None and src.op_type == "Conv" \
+                    and len(src.input) > 2 else None
+                if bias is not None and bias.any():
                     centred = e.op("Sub", [ins[0], e.weight(self, 0, _per_channel(mean, rank))])
                 else:
                     centred = e.op("Add", [ins[0], e.weight(self, 0, _per_channel(-mean, rank))])
