@@ -60,8 +60,7 @@ def layer_table(proto, weights, x, rounds=30) -> str:
              for layer in net.layers}
     opts = ort.SessionOptions()
     opts.enable_profiling = True
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")  # as zfcaffe's sessions
-    opts.add_session_config_entry("session.force_spinning_stop", "1")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as zfcaffe's sessions
     model = build_onnx(net.graph, record=False, embed_weights=True).model.SerializeToString()
     with tempfile.TemporaryDirectory() as d:  # the profiler's JSON never lands in the working folder
         opts.profile_file_prefix = os.path.join(d, "ort")

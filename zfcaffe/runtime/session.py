@@ -107,12 +107,10 @@ class Session:
         # Caffe's as the plain kernels' (within 1e-6 of each layer's largest value on the
         # oracle nets), and every oracle projection meets Caffe's or is flagged either way.
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Worker threads spin between the nodes of a run (waking a sleeping thread for each
-        # of a ResNet's ~300 small nodes cost a fifth of a batch-1 pass) and stop at the end
-        # of the run, so they do not steal the cores of whatever runs next (another session,
-        # the Numba backward pass).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
-        opts.add_session_config_entry("session.force_spinning_stop", "1")
+        # Idle worker threads would spin and steal the cores from whatever runs next (the
+        # backward pass's BLAS threads): spinning makes a lone batch-1 pass of ResNet-50 10%
+        # faster but the forward passes between projections (top9, visualize) 2x slower.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # a scan's worker given n cores (a Ray actor) runs on n threads, not on every core
         threads = os.environ.get("ZFCAFFE_THREADS", "")
         if threads.isdigit() and int(threads) > 0:
