@@ -191,6 +191,30 @@ def test_batchnorm_divides_by_third_blob(build, factor):
     assert rel_err(y, expect) < 1e-5
 
 
+@pytest.mark.parametrize("conv_bias", [False, True])
+def test_batchnorm_scale_round_as_caffe_bit_for_bit(build, conv_bias):
+    """The recording pass computes convolution -> BatchNorm -> Scale in Caffe's order, each
+    step rounded to float32: (x - mean), / std, * gamma, + beta. ONNX Runtime runs the mean
+    folded into a bias-free convolution and the Scale as a BatchNormalization node; neither
+    may change a bit (16 channels: the blocked NCHWc kernels run)."""
+    x, w = rand(2, 8, 12, 12) * 3, rand(16, 8, 3, 3)
+    mean, var = rand(16) * 4, rand(16, positive=True) * 2
+    gamma, beta = rand(16) * 2, rand(16) * 3
+    b = rand(16) if conv_bias else None
+    text = (layer("conv", "Convolution", "data", "convolution_param { num_output: 16 kernel_size: 3 pad: 1 "
+                  f"bias_term: {str(conv_bias).lower()} }}")
+            + layer("bn", "BatchNorm", "conv", "batch_norm_param { use_global_stats: true eps: 0.001 }")
+            + layer("scale", "Scale", "bn", "scale_param { bias_term: true }")
+            + layer("relu", "ReLU", "scale"))
+    blobs = {"conv": [w] + ([b] if conv_bias else []), "bn": [mean, var, np.ones(1)], "scale": [gamma, beta]}
+    out = run(build, text, {"data": x}, blobs)
+    per_channel = (lambda a: np.float32(a).reshape(1, -1, 1, 1))
+    std = np.sqrt(per_channel(var) + np.float32(0.001))
+    bn = ((out["conv"] - per_channel(mean)) / std).astype(np.float32)
+    assert np.array_equal(out["bn"], bn)
+    assert np.array_equal(out["scale"], bn * per_channel(gamma) + per_channel(beta))
+
+
 def test_batchnorm_batch_statistics(build):
     x = rand(3, 2, 4, 4)
     text = layer("bn", "BatchNorm", "data", "batch_norm_param { use_global_stats: false }")
