@@ -84,14 +84,15 @@ class Scale(_AxisOp):
         src = e.producer.get(ins[0])
         if e.faithful and self.bias_term and not two and self.axis == 1 and len(self.op_shape) == 1 \
                 and src is not None and src.op_type == "Div":
-            # BatchNorm's Scale as ONNX BatchNormalization with mean 0, variance 1, epsilon 0:
-            # ONNX Runtime's CPU kernel multiplies, then adds, rounding each as Caffe does
-            # (bit for bit, tested), in one pass over the blob instead of two. Only after a
-            # division: after a convolution it would be folded into the weights.
-            c = self.op_shape[0]
+            # BatchNorm's Scale as ONNX BatchNormalization with mean 0 and variance + epsilon
+            # exactly 1 in float32 (epsilon 1e-5, which cuDNN accepts unclamped): ONNX Runtime's
+            # CPU kernel multiplies, then adds, rounding each as Caffe does (bit for bit,
+            # tested), in one pass over the blob instead of two. Only after a division: after
+            # a convolution it would be folded into the weights.
+            c, eps = self.op_shape[0], np.float32(1e-5)
             e.op("BatchNormalization", [ins[0], e.weight(self, 0, self.blobs[0].reshape(c)),
-                                        e.weight(self, 1, self.blobs[1].reshape(c)),
-                                        e.const(np.zeros(c)), e.const(np.ones(c))], outs[0], epsilon=0.0)
+                                        e.weight(self, 1, self.blobs[1].reshape(c)), e.const(np.zeros(c)),
+                                        e.const(np.full(c, np.float32(1) - eps))], outs[0], epsilon=float(eps))
             return
         factor = self._operand(e, ins, 0, two)
         y = e.op("Mul", [ins[0], factor], None if self.bias_term else outs[0])
