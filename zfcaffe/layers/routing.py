@@ -7,11 +7,15 @@ import numpy as np
 from .base import WHOLE, Layer, canonical_axis, count, register
 
 
-@register("Concat")
-class Concat(Layer):
-    def backward_reads(self):
-        return []  # routing: the signal moves, no value decides anything
+class _Routing(Layer):
+    """A layer that moves the signal: its backward pass reads no forward value."""
 
+    def backward_reads(self):
+        return []
+
+
+@register("Concat")
+class Concat(_Routing):
     def setup(self, lp):
         p = lp.concat_param
         self.legacy_dim = p.concat_dim if p.HasField("concat_dim") else None
@@ -40,10 +44,7 @@ class Concat(Layer):
 
 
 @register("Slice")
-class Slice(Layer):
-    def backward_reads(self):
-        return []  # routing: the signal moves, no value decides anything
-
+class Slice(_Routing):
     def setup(self, lp):
         p = lp.slice_param
         self.legacy_dim = p.slice_dim if p.HasField("slice_dim") else None
@@ -79,10 +80,7 @@ class Slice(Layer):
 
 
 @register("Split")
-class Split(Layer):
-    def backward_reads(self):
-        return []  # routing: the signal moves, no value decides anything
-
+class Split(_Routing):
     def output_shapes(self, in_shapes):
         return [tuple(in_shapes[0])] * len(self.lp.top)
 
@@ -96,10 +94,7 @@ class Split(Layer):
 
 
 @register("Silence")
-class Silence(Layer):
-    def backward_reads(self):
-        return []  # routing: the signal moves, no value decides anything
-
+class Silence(_Routing):
     def n_bottoms(self):
         return (1, 1 << 30)
 
@@ -114,11 +109,8 @@ class Silence(Layer):
 
 
 @register("Dropout")
-class Dropout(Layer):
+class Dropout(_Routing):
     """Identity at test time: Caffe scales by 1/(1-ratio) while training instead."""
-
-    def backward_reads(self):
-        return []  # routing: the signal moves, no value decides anything
 
     def setup(self, lp):
         self.ratio = lp.dropout_param.dropout_ratio
@@ -134,10 +126,7 @@ class Dropout(Layer):
 
 
 @register("Tile")
-class Tile(Layer):
-    def backward_reads(self):
-        return []  # routing: the signal moves, no value decides anything
-
+class Tile(_Routing):
     def setup(self, lp):
         self.axis_param, self.tiles = lp.tile_param.axis, lp.tile_param.tiles
         if self.tiles < 1:
@@ -163,11 +152,8 @@ class Tile(Layer):
         return [t.reshape(shape).sum(axis=self.axis)]
 
 
-class _Reshaping(Layer):
+class _Reshaping(_Routing):
     """Static reshapes; spatial geometry survives only if H and W are untouched."""
-
-    def backward_reads(self):
-        return []  # routing: the signal moves, no value decides anything
 
     def geometry(self, in_geoms):
         g = in_geoms[0]
@@ -244,11 +230,8 @@ class Reshape(_Reshaping):
 
 
 @register("Crop")
-class Crop(Layer):
+class Crop(_Routing):
     """Cut bottom[0] to bottom[1]'s shape from `axis` on, at the given offsets."""
-
-    def backward_reads(self):
-        return []  # routing: the signal moves, no value decides anything
 
     def setup(self, lp):
         self.axis_param, self.offsets = lp.crop_param.axis, list(lp.crop_param.offset)
