@@ -64,7 +64,7 @@ def run_top9(net, images: str, out: str, pre, layers=None, k: int = 9, maps: int
         rf = "whole image" if g.whole else f"receptive field {g.rf[0]:g} px"
         sections.append((f"{name} ({rf})", [figures.top9_grid(name, tiles)],
                          [f"{len(chosen)} of {t.values.shape[0]} maps (the strongest)"]))
-        arrays.update({f"{key}/{f}": getattr(t, f) for f in ("values", "image", "y", "x")})
+        arrays.update(t.arrays(f"{key}/"))
         arrays.update({f"{key}/shown_maps": np.array(chosen, np.int64), f"{key}/patch": tiles.patches,
                        f"{key}/valid": tiles.valid, f"{key}/boxes": tiles.boxes})
         arrays.update({f"{key}/projection/{m}": tiles.projections[m] for m in modes})
