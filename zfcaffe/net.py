@@ -180,7 +180,7 @@ class Net:
         self.graph.attach_weights(weights, allow_missing=allow_missing_weights, seed=seed)
         if rounding not in ("caffe", "fast"):
             raise ZfcaffeError(f"rounding '{rounding}': expected caffe or fast")
-        #: "caffe": the recording pass keeps BatchNorm in Caffe's order ((x - mean) / std),
+        #: "caffe": the recording pass keeps BatchNorm and Scale in Caffe's order (- mean, / std, ...),
         #: whose rounding every oracle projection meets or flags; "fast": BatchNorm folded
         #: into the convolution, whose cancellation can move a decision beyond the flags
         self.rounding = rounding

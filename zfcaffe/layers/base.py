@@ -105,7 +105,7 @@ class Emitter:
                  switches: bool | None = None):
         self.record = record            # a recording graph (what backward passes read is kept)
         self.dynamic = dynamic          # no constant that holds only for one input size
-        # BatchNorm in Caffe's order ((x - mean) / std), not folded into the convolution
+        # BatchNorm and its Scale in Caffe's order (- mean, / std, * gamma, + beta), not folded
         self.faithful = record if faithful is None else faithful
         # max-pool switches as outputs (an --all-blobs file); a Net computes them itself
         self.switches = record if switches is None else switches

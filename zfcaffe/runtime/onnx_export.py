@@ -58,7 +58,8 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
                faithful: bool | None = None, switches: bool | None = None) -> OnnxNet:
     """record: every layer output (every_blob=False: only those a backward pass reads,
     and the net's outputs) and every max-pool's switches become outputs; faithful
-    (default: record) emits BatchNorm in Caffe's order rather than folded; switches (default: record) adds each max-pool's switches as an output.
+    (default: record) emits BatchNorm and its Scale in Caffe's order rather than folded;
+    switches (default: record) adds each max-pool's switches as an output.
     Without embed_weights the model names the weights but holds none of them: they
     come back in OnnxNet.weights for the caller to supply (streamed to a file, or
     handed to ONNX Runtime from memory). dynamic: "batch" and/or "spatial" axes are
