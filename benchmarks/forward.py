@@ -19,11 +19,11 @@ import json
 import os
 import tempfile
 
-import numpy as np
+import zfcaffe  # before NumPy, as the command line imports it (its BLAS threads then sleep: see Runtime)
 
-from common import make_caffenet, nsfw_files, race, table, workdir
+import numpy as np  # noqa: E402
 
-import zfcaffe
+from common import make_caffenet, nsfw_files, race, table, workdir  # noqa: E402
 
 
 def opencv_runner(proto, weights, x):

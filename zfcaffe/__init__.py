@@ -1,5 +1,17 @@
 """zfcaffe: open legacy Caffe models without Caffe, run them on ONNX Runtime, and see
 what they learned (Zeiler & Fergus deconvnet and the methods after it)."""
+import os
+import sys
+
+# NumPy's OpenBLAS keeps its idle threads spinning for ~0.1 s after each call: between a
+# backward pass (BLAS) and the next forward pass (ONNX Runtime) they hold the cores (a
+# ResNet-50 forward between projections took 28 ms instead of 19, measured). Asked before
+# NumPy loads it, OpenBLAS lets them sleep at once (2^4 cycles).
+if "numpy" not in sys.modules:
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+#: OpenBLAS's idle-thread timeout as NumPy loaded it, where zfcaffe can know it (runtime.session)
+OPENBLAS_THREAD_TIMEOUT = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+
 from .errors import UnsupportedLayerError, ZfcaffeError
 from .net import Net
 

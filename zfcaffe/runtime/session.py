@@ -96,6 +96,20 @@ def device_line() -> str:
     return _CHOICE[1]
 
 
+def threads_may_spin() -> bool:
+    """Whether ONNX Runtime's threads may spin within a run: waking a sleeping thread for
+    each of a ResNet's ~300 small nodes costs a tenth of a batch-1 pass (19.6 vs 17.7
+    ms). Only where NumPy's BLAS threads sleep as soon as their call ends (OpenBLAS with
+    a short OPENBLAS_THREAD_TIMEOUT, which zfcaffe asks for when imported before NumPy):
+    with both spinning, the forward passes between projections took 2x as long."""
+    from .. import OPENBLAS_THREAD_TIMEOUT as timeout
+    try:
+        blas = str(np.__config__.CONFIG["Build Dependencies"]["blas"]["name"])
+    except (AttributeError, KeyError, TypeError):   # NumPy before 1.26 does not say
+        return False
+    return "openblas" in blas.lower() and timeout is not None and timeout.isdigit() and int(timeout) <= 8
+
+
 class Session:
     """One ONNX Runtime session. The weights are handed over as in-memory external
     initializers, so building a session for a new input shape never serialises them."""
@@ -107,10 +121,10 @@ class Session:
         # Caffe's as the plain kernels' (within 1e-6 of each layer's largest value on the
         # oracle nets), and every oracle projection meets Caffe's or is flagged either way.
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle worker threads would spin and steal the cores from whatever runs next (the
-        # backward pass's BLAS threads): spinning makes a lone batch-1 pass of ResNet-50 10%
-        # faster but the forward passes between projections (top9, visualize) 2x slower.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Worker threads spin between the nodes of a run where that takes no core from anyone
+        # (see threads_may_spin), and stop at its end.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if threads_may_spin() else "0")
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
         # a scan's worker given n cores (a Ray actor) runs on n threads, not on every core
         threads = os.environ.get("ZFCAFFE_THREADS", "")
         if threads.isdigit() and int(threads) > 0:
