@@ -9,11 +9,9 @@ import sys
 # NumPy loads it, OpenBLAS lets them sleep at once (2^4 cycles).
 if "numpy" not in sys.modules:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-#: OpenBLAS's idle-thread timeout as NumPy loaded it, where zfcaffe can know it (runtime.session)
-OPENBLAS_THREAD_TIMEOUT = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
 
-from .errors import UnsupportedLayerError, ZfcaffeError
-from .net import Net
+from .errors import UnsupportedLayerError, ZfcaffeError  # noqa: E402 (after the environment above)
+from .net import Net  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["Net", "ZfcaffeError", "UnsupportedLayerError", "__version__"]

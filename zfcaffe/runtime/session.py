@@ -102,7 +102,7 @@ def threads_may_spin() -> bool:
     ms). Only where NumPy's BLAS threads sleep as soon as their call ends (OpenBLAS with
     a short OPENBLAS_THREAD_TIMEOUT, which zfcaffe asks for when imported before NumPy):
     with both spinning, the forward passes between projections took 2x as long."""
-    from .. import OPENBLAS_THREAD_TIMEOUT as timeout
+    timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT")   # unset where NumPy came first (zfcaffe/__init__.py)
     try:
         blas = str(np.__config__.CONFIG["Build Dependencies"]["blas"]["name"])
     except (AttributeError, KeyError, TypeError):   # NumPy before 1.26 does not say
