@@ -19,15 +19,61 @@ from ..errors import ZfcaffeError
 
 Shape = tuple
 REGISTRY: dict[str, type["Layer"]] = {}
+#: type -> [(fork, predicate, class)]: a type name two forks define differently (BN, Upsample)
+VARIANTS: dict[str, list[tuple[str, Callable, type]]] = {}
+#: (module, class) of a well-known pycaffe Python layer -> the built-in layer that runs it
+PYTHON_BUILTINS: dict[tuple[str, str], type["Layer"]] = {}
 
 
-def register(*type_names: str) -> Callable[[type], type]:
+def register(*type_names: str, fork: str | None = None, when: Callable | None = None) -> Callable[[type], type]:
+    """Register a Layer class for Caffe type names; a second class for a name is refused.
+
+    A type name that several forks define differently is registered once per fork with
+    `fork=` and `when=`, a predicate on the LayerParameter (and the graph's fork hints)
+    saying whether a layer is that fork's; the first variant whose predicate holds is
+    used, and one registered with `when=None` is the fallback."""
     def deco(cls):
         for t in type_names:
-            REGISTRY[t] = cls
+            if fork is None:
+                if t in REGISTRY or t in VARIANTS:
+                    raise ValueError(f"layer type '{t}' is registered twice ({REGISTRY.get(t, cls).__module__}."
+                                     f"{REGISTRY.get(t, cls).__name__} and {cls.__module__}.{cls.__name__})")
+                REGISTRY[t] = cls
+            else:
+                if t in REGISTRY:
+                    raise ValueError(f"layer type '{t}' is registered twice ({REGISTRY[t].__name__} and "
+                                     f"{cls.__name__} for fork {fork})")
+                variants = VARIANTS.setdefault(t, [])
+                if any(f == fork for f, _, _ in variants):
+                    raise ValueError(f"layer type '{t}' of fork '{fork}' is registered twice")
+                variants.append((fork, when, cls))
+                variants.sort(key=lambda v: v[1] is None)   # the fallback last
         cls.TYPES = type_names
+        cls.FORK = fork
         return cls
     return deco
+
+
+def register_python(module: str, layer: str) -> Callable[[type], type]:
+    """A built-in layer standing in for a well-known pycaffe Python layer
+    (`python_param { module: ... layer: ... }`) when the user's module is not given."""
+    def deco(cls):
+        if (module, layer) in PYTHON_BUILTINS:
+            raise ValueError(f"Python layer {module}.{layer} is registered twice")
+        PYTHON_BUILTINS[(module, layer)] = cls
+        return cls
+    return deco
+
+
+def layer_class(lp, hints: set[str] = frozenset()) -> type["Layer"] | None:
+    """The class for a LayerParameter: its type's class, or the fork variant that fits.
+    `hints`: the forks other layers of the net point to (a predicate may use them)."""
+    if lp.type in REGISTRY:
+        return REGISTRY[lp.type]
+    for _, when, cls in VARIANTS.get(lp.type, ()):
+        if when is None or when(lp, hints):
+            return cls
+    return None
 
 
 def count(shape: Sequence[int]) -> int:
@@ -166,8 +212,14 @@ class Layer:
     """One layer of a Caffe net. Subclasses read their parameters in `setup`."""
 
     TYPES: tuple[str, ...] = ()
+    FORK: str | None = None
     #: Layers the runtime treats as net inputs (Input and data layers).
     is_input = False
+    #: Layers that run in NumPy between ONNX Runtime segments (`forward`), not in the
+    #: graph: a Python layer, or an output whose exact order of ties or data-dependent
+    #: size ONNX cannot give (DetectionOutput). Their `emit` serves the ONNX export only,
+    #: and may refuse (`self.error`): the export then cuts the net before them.
+    host = False
 
     def __init__(self, lp, line: int = 0, path: str = ""):
         self.lp = lp
@@ -225,6 +277,12 @@ class Layer:
         """Short parameter description for `zfcaffe inspect`."""
         return ""
 
+    def forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """A host layer's forward pass in NumPy (float32 in, float32 out), one array per top.
+        Its outputs may differ in size from `out_shapes` where Caffe's do (a detection
+        output's row count)."""
+        raise self.error("has no NumPy forward")
+
     # -- backward -----------------------------------------------------------------
     def backward_reads(self) -> list[str]:
         """The keys whose forward values `backward` reads: the recording forward pass
@@ -239,7 +297,7 @@ class Layer:
         forward values of a blob for the rows being projected, and
         `ctx.switches(layer_name)`: the recorded max-pool switches for those rows.
         """
-        raise self.error("has no backward rule")
+        raise self.error(f"has no {ctx.mode} rule yet; project units of a layer that comes before it")
 
 
 def spatial_pairs(values: Sequence[int], n: int, default: int, who: Layer, what: str) -> tuple:
