@@ -84,6 +84,39 @@ def load_case(shared: pathlib.Path, name: str) -> dict:
     return case
 
 
+def fork_cases(folder: str) -> list[str]:
+    """The case names of ../shared/<folder> (oracle_ssd, oracle_forks)."""
+    d = SHARED / folder
+    return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.exists() else [f"(no {folder})"]
+
+
+def fork_case(shared: pathlib.Path, folder: str, name: str) -> dict:
+    """One case of ../shared/oracle_ssd or ../shared/oracle_forks: case.json plus
+    dir, prototxt (the net as the fork ran it), weights_path (None where the case has
+    none), input_shapes, inputs ({blob: array}: `inputs` of case.json, else data from
+    input.npy), outputs (the npz), shapes (shapes.json, keyed as outputs.npz: name or
+    name#i) and grads (the npz, or None)."""
+    d = _need(shared / folder / name, f"{folder} case {name}")
+    case = json.loads((d / "case.json").read_text())
+    case["dir"] = d
+    case["prototxt"] = str(d / "deploy.prototxt")
+    w = d / "weights.caffemodel"
+    case["weights_path"] = str(shared / case["weights"]) if case.get("weights") else (str(w) if w.exists() else None)
+    files = case.get("inputs") or {"data": "input.npy"}
+    case["inputs"] = {k: np.load(d / v) for k, v in files.items()}
+    case["input_shapes"] = {k: tuple(v.shape) for k, v in case["inputs"].items()}
+    case["outputs"] = np.load(d / "outputs.npz")
+    shapes = json.loads((d / "shapes.json").read_text())
+    case["shapes"] = {}
+    for layer, tops in shapes.items():
+        if len(tops) == 1:
+            case["shapes"][layer] = tuple(tops[0])
+        else:
+            case["shapes"].update({f"{layer}#{i}": tuple(s) for i, s in enumerate(tops)})
+    case["grads"] = np.load(d / "grads.npz") if (d / "grads.npz").exists() else None
+    return case
+
+
 def run_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
     """`python -m zfcaffe ARGS` in a fresh process."""
     r = subprocess.run([sys.executable, "-m", "zfcaffe", *map(str, args)], capture_output=True, text=True)

@@ -161,7 +161,7 @@ class Net:
     def __init__(self, prototxt: str, weights: str | None = None, *,
                  input_shapes: dict | None = None, phase: str = "TEST", level: int = 0,
                  stages=(), stop_before: str | None = None, allow_missing_weights: bool = False,
-                 seed: int = 0, rounding: str = "caffe"):
+                 seed: int = 0, rounding: str = "caffe", python_path=None):
         for what, value in (("prototxt", prototxt), ("weights", weights)):
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise ZfcaffeError(f"Net({what}={value!r}): expected a file path, not {type(value).__name__}"
@@ -174,9 +174,9 @@ class Net:
         #: what rebuilds this net elsewhere (a scan's worker process): Net(path, weights, **options)
         self.options = dict(input_shapes=input_shapes, phase=phase, level=level, stages=tuple(stages),
                             stop_before=stop_before, allow_missing_weights=allow_missing_weights, seed=seed,
-                            rounding=rounding)
+                            rounding=rounding, python_path=python_path)
         self.graph = load_graph(prototxt, phase=phase, level=level, stages=stages,
-                                input_shapes=input_shapes, stop_before=stop_before)
+                                input_shapes=input_shapes, stop_before=stop_before, python_path=python_path)
         self.graph.attach_weights(weights, allow_missing=allow_missing_weights, seed=seed)
         if rounding not in ("caffe", "fast"):
             raise ZfcaffeError(f"rounding '{rounding}': expected caffe or fast")
@@ -190,6 +190,9 @@ class Net:
         #: after project(): max-pool layer -> the (n, c, y, x) output windows the projection
         #: crossed whose maximum was a near-tie (decided by float rounding; see README)
         self.last_near_ties: dict[str, list[tuple[int, int, int, int]]] = {}
+        #: after to_onnx(): the layers the file left out, with why (a Python layer, a host
+        #: layer ONNX cannot express, and what reads their outputs)
+        self.export_cut: list[tuple[str, str]] = []
         self._reset_inputs()
 
     # -- structure -------------------------------------------------------------------
@@ -257,6 +260,9 @@ class Net:
     # -- running ---------------------------------------------------------------------------
     def session(self, record: bool = True, outputs: tuple = (), span: tuple[int, int] | None = None):
         shapes = tuple(sorted(self.graph.inputs.items()))
+        if span is not None:   # what a span reads may be a host layer's output, whose size varies
+            shapes += tuple((b, self.graph.shapes[b]) for l in self.graph.layers[span[0]:span[1] + 1]
+                            for b in l.bottoms)
         key = (shapes, record, tuple(outputs), span)
         if key not in self._sessions:
             from .runtime.session import Session  # onnxruntime loads only when a net runs
@@ -266,16 +272,49 @@ class Net:
                                                      switches=False))
         return self._sessions[key]
 
+    def segments(self, first: int = 0, last: int | None = None) -> list[tuple[int, int, bool]]:
+        """Layers first..last as runs (lo, hi, host): ONNX Runtime spans, and each host
+        layer (a Python layer, DetectionOutput) alone, in the net's order."""
+        last = len(self.graph.layers) - 1 if last is None else last
+        runs: list[list] = []
+        for i in range(first, last + 1):
+            layer = self.graph.layers[i]
+            if layer.is_input:
+                continue
+            if layer.host or not runs or runs[-1][2]:
+                runs.append([i, i, layer.host])
+            else:
+                runs[-1][1] = i
+        return [tuple(r) for r in runs]
+
+    def _run_host(self, layer, values: dict) -> dict[str, np.ndarray]:
+        outs = layer.forward([np.asarray(values[b]) for b in layer.bottoms])
+        if len(outs) != len(layer.tops):
+            raise layer.error(f"its forward returned {len(outs)} arrays for {len(layer.tops)} tops")
+        out = {k: np.ascontiguousarray(v, np.float32) for k, v in zip(layer.tops, outs)}
+        changed = {k: v.shape for k, v in out.items() if v.shape != tuple(self.graph.shapes[k])}
+        if changed:   # Caffe reshapes the layers after it on every forward pass; so do we
+            self.graph.reshape_from(layer, changed)
+        return out
+
     def forward_span(self, first: int, last: int, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run only the layers first..last (indices into net.graph.layers), recording,
         on `values` of the keys they read from outside the span (pycaffe's
         forward(start=, end=)). Updates layer_outputs of those layers (their switches
         follow); returns their new values by key."""
-        sess = self.session(True, span=(first, last))
-        missing = [k for k in sess.input_names if k not in values]
-        if missing:
-            raise ZfcaffeError(f"running layers {first}..{last} needs values of {', '.join(missing)}")
-        out = sess.run({k: np.ascontiguousarray(values[k], np.float32) for k in sess.input_names})
+        out: dict[str, np.ndarray] = {}
+        known = dict(values)
+        for lo, hi, host in self.segments(first, last):
+            if host:
+                part = self._run_host(self.graph.layers[lo], known)
+            else:
+                sess = self.session(True, span=(lo, hi))
+                missing = [k for k in sess.input_names if k not in known]
+                if missing:
+                    raise ZfcaffeError(f"running layers {first}..{last} needs values of {', '.join(missing)}")
+                part = sess.run({k: np.ascontiguousarray(known[k], np.float32) for k in sess.input_names})
+            known.update(part)
+            out.update(part)
         if not isinstance(self.layer_outputs, RecordedValues):
             self.layer_outputs = RecordedValues(self, self.layer_outputs)
         self.layer_outputs.update(out)
@@ -302,7 +341,8 @@ class Net:
     def _feeds(self, kwargs) -> dict[str, np.ndarray]:
         feeds = {}
         for name, value in kwargs.items():
-            key = self.graph.blob_of.get(name, name)
+            # an input's name feeds the input even when a layer later writes in place onto it
+            key = name if name in self.graph.inputs else self.graph.blob_of.get(name, name)
             if key not in self.graph.inputs:
                 raise ZfcaffeError(f"'{name}' is not an input of the net (inputs: {', '.join(self.inputs)})")
             arr = np.ascontiguousarray(value, dtype=np.float32)
@@ -331,7 +371,12 @@ class Net:
         if unknown:
             raise ZfcaffeError(f"forward(blobs=...): {', '.join(map(repr, unknown))} not a blob of the net "
                                f"(blobs: {', '.join(list(self.graph.blob_of)[:12])}{' ...' if len(self.graph.blob_of) > 12 else ''})")
-        if record:
+        if self.has_host_layers:   # ONNX Runtime spans with the host layers between them
+            self._input_data = dict(feeds)
+            self.layer_outputs, self.switches = RecordedValues(self, {}), Switches(self)
+            self.forward_span(0, len(self.graph.layers) - 1, feeds)
+            values = self.layer_outputs
+        elif record:
             sess = self.session(True)
             values = sess.run({k: v for k, v in feeds.items() if k in sess.input_names})
             self._input_data = dict(feeds)
@@ -355,7 +400,14 @@ class Net:
         exactly those outputs: the fast path for scanning a dataset."""
         return self._run_lean(list(keys), self._feeds(inputs))
 
+    @property
+    def has_host_layers(self) -> bool:
+        return any(l.host for l in self.graph.layers)
+
     def _run_lean(self, keys: list[str], feeds: dict) -> dict[str, np.ndarray]:
+        if self.has_host_layers:
+            self.forward(**{self.graph.name_of(k): v for k, v in feeds.items()})
+            return {k: self.layer_outputs[k] for k in keys}
         sess = self.session(False, tuple(keys))
         return sess.run({k: v for k, v in feeds.items() if k in sess.input_names})
 
@@ -392,5 +444,5 @@ class Net:
             from .runtime.dynamic import write_dynamic_onnx
             return write_dynamic_onnx(self, path, all_blobs=all_blobs)
         from .runtime.onnx_file import write_onnx
-        write_onnx(self.graph, path, all_blobs=all_blobs)
+        self.export_cut = write_onnx(self.graph, path, all_blobs=all_blobs)
         return ()

@@ -178,14 +178,18 @@ class ParamBlob:
 
 
 class Layer:
-    """pycaffe's Layer: `.type` and `.blobs` (its parameters)."""
+    """pycaffe's Layer: `.type` and `.blobs` (its parameters) of a net's layer; and, as in
+    pycaffe, the base class of Python layers (`class ProposalLayer(caffe.Layer)`), whose
+    setup/reshape/forward zfcaffe calls with `self.param_str` set (zfcaffe/layers/python.py)."""
 
     def __init__(self, net: "Net", layer):
         self._net, self._layer = net, layer
         self.type = layer.type
 
     @property
-    def blobs(self) -> list[ParamBlob]:
+    def blobs(self) -> list:
+        if "_net" not in self.__dict__:      # a Python layer's own learnable blobs
+            return self.__dict__.setdefault("_own_blobs", [])
         return [ParamBlob(self._net, self._layer, i) for i in range(len(self._layer.blobs))]
 
     def reshape(self, bottom, top):

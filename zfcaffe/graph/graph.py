@@ -18,9 +18,10 @@ from ..errors import UnsupportedLayerError, ZfcaffeError
 from ..io.prototxt import fork_layer_error, parse_net_text
 from ..io.upgrade import net_format, upgrade_net
 from ..io.weights import LayerWeights, read_weights
-from ..layers import REGISTRY, TRAINING_ONLY, Geometry, Layer
+from ..layers import PYTHON_BUILTINS, TRAINING_ONLY, Geometry, Layer, layer_class
 from ..layers.base import count
 from ..layers.data import PythonData
+from ..layers.python import PythonLayer
 from .fillers import fill
 
 def did_you_mean(name: str, candidates: list[str]) -> str:
@@ -129,6 +130,21 @@ class Graph:
         self.shapes, self.geometry = shapes, geoms
         self.inputs = {t: shapes[t] for l in self.layers if l.is_input for t in l.tops}
 
+    def reshape_from(self, layer: Layer, changed: dict[str, tuple]) -> None:
+        """A host layer's outputs took other shapes this forward pass (a detection count):
+        Caffe's Reshape of every layer after it, as each forward pass does."""
+        self.shapes.update(changed)
+        layer.out_shapes = [self.shapes[t] for t in layer.tops]
+        for later in self.layers[self.layers.index(layer) + 1:]:
+            if later.is_input:
+                continue
+            in_shapes = [self.shapes[b] for b in later.bottoms]
+            if in_shapes == later.in_shapes:
+                continue
+            later.in_shapes = in_shapes
+            later.out_shapes = [tuple(int(d) for d in s) for s in later.output_shapes(in_shapes)]
+            self.shapes.update(zip(later.tops, later.out_shapes))
+
     # -- weights -----------------------------------------------------------------
     def attach_weights(self, path: str | None, allow_missing: bool = False, seed: int = 0) -> None:
         """Match weight blobs to layers by name, checking every shape."""
@@ -213,6 +229,9 @@ def _filled(layer: Layer, shapes: list[tuple], rng) -> list[np.ndarray]:
         fillers = [p.filler if p.HasField("filler") else caffe_pb2.FillerParameter(type="constant", value=0.25)]
     if layer.type == "Bias":
         fillers = [lp.bias_param.filler]
+    own = layer.fillers()
+    if own is not None:
+        fillers = own
     try:
         return [fill(f, s, rng) for f, s in zip(fillers, shapes)]
     except ValueError as e:
@@ -244,9 +263,10 @@ def _included(lp: caffe_pb2.LayerParameter, state: caffe_pb2.NetState) -> bool:
 
 def load_graph(path: str, phase: str = "TEST", level: int = 0, stages=(),
                input_shapes: dict | None = None, stop_before: str | None = None,
-               text: str | None = None, infer: bool = True) -> Graph:
+               text: str | None = None, infer: bool = True, python_path=None) -> Graph:
     """Read a prototxt (any version) into a shape-inferred Graph (no weights yet;
-    infer=False: not even shapes)."""
+    infer=False: not even shapes). python_path: folders holding the modules of the net's
+    Python layers (only then does their code run)."""
     parsed = parse_net_text(path, text)
     net, lines = parsed.param, parsed.layer_lines
     fmt = net_format(net)
@@ -283,33 +303,47 @@ def load_graph(path: str, phase: str = "TEST", level: int = 0, stages=(),
             if len(lp.bottom) and lp.bottom[0] in current:
                 loss_inputs.setdefault(current[lp.bottom[0]], lp.type)
             continue
-        cls = REGISTRY.get(lp.type)
-        if lp.type == "Python" and not len(lp.bottom):
-            cls = PythonData
-            notes.append(f"Python data layer '{lp.name}' stands for net inputs {', '.join(lp.top)}")
+        cls = layer_class(lp)
+        if lp.type == "Python":
+            cls, why = _python_layer_class(lp, python_path, notes)
+            if cls is None:
+                unsupported.append(UnsupportedLayerError(
+                    f"{path}:{line}: layer '{lp.name}' is a Python layer ({why}); zfcaffe runs a model's own "
+                    f"Python code only from a folder you name: python_path=[DIR] (CLI: --python-path DIR, the "
+                    f"folder holding {lp.python_param.module.replace('.', '/')}.py), or load the net up to the "
+                    f"layer before it with stop_before='{lp.name}' (CLI: --stop-before {lp.name})",
+                    lp.name, lp.type))
+                continue
         if cls is None:
-            what = ("a Python layer runs user code that zfcaffe cannot load"
-                    if lp.type == "Python" else "this layer type is not in BVLC Caffe's inference set")
             unsupported.append(UnsupportedLayerError(
-                f"{path}:{line}: layer '{lp.name}' has type '{lp.type}': {what}; load the net up to "
-                f"the layer before it with stop_before='{lp.name}' (CLI: --stop-before {lp.name})",
-                lp.name, lp.type))
+                f"{path}:{line}: layer '{lp.name}' has type '{lp.type}': no BVLC Caffe or known fork layer has "
+                f"this type; load the net up to the layer before it with stop_before='{lp.name}' (CLI: "
+                f"--stop-before {lp.name})", lp.name, lp.type))
             continue
         if unsupported:
             continue    # layers after an unsupported one are only checked for support
         layer = cls(lp, line, path)
+        if isinstance(layer, PythonLayer):
+            layer.python_path, layer.phase = list(python_path or ()), phase.upper()
         for b in lp.bottom:
             if b not in current:
                 raise layer.error(f"bottom '{b}' is not produced by any earlier layer")
             layer.bottoms.append(current[b])
         if layer.is_input:
             tops = list(lp.top)
+            for k in tops:
+                if k in keys:
+                    raise layer.error(f"its top '{k}' is already an input or a layer's output key")
         else:
-            tops = [lp.name] if len(lp.top) == 1 else [f"{lp.name}#{i}" for i in range(len(lp.top))]
-        for k in tops:
-            if k in keys:
-                raise layer.error(f"its output key '{k}' is already used (duplicate layer or blob name)")
-            keys.add(k)
+            # Caffe accepts a repeated layer name: the name stays as written, the key gets a suffix
+            base, n = lp.name, 1
+            while any(k in keys for k in _top_keys(base, len(lp.top))):
+                n += 1
+                base = f"{lp.name}~{n}"
+            if n > 1:
+                notes.append(f"layer name '{lp.name}' repeats (line {line}); its outputs are keyed '{base}'")
+            tops = _top_keys(base, len(lp.top))
+        keys.update(tops)
         layer.tops = tops
         for b, k in zip(lp.top, tops):
             current[b] = k
@@ -333,6 +367,27 @@ def load_graph(path: str, phase: str = "TEST", level: int = 0, stages=(),
     if infer:
         graph.infer(input_shapes)
     return graph
+
+
+def _top_keys(base: str, n: int) -> list[str]:
+    return [base] if n == 1 else [f"{base}#{i}" for i in range(n)]
+
+
+def _python_layer_class(lp, python_path, notes: list[str]):
+    """(class, why not) for a Python layer: the user's module when they named where it
+    lives, else a built-in for a well-known one, else (None, why)."""
+    p = lp.python_param
+    if not len(lp.bottom):
+        notes.append(f"Python data layer '{lp.name}' stands for net inputs {', '.join(lp.top)}")
+        return PythonData, ""
+    if python_path:
+        return PythonLayer, ""
+    builtin = PYTHON_BUILTINS.get((p.module, p.layer))
+    if builtin is not None:
+        notes.append(f"Python layer '{lp.name}' ({p.module}.{p.layer}) runs as zfcaffe's built-in "
+                     f"{builtin.__name__} (give --python-path to run the model's own code)")
+        return builtin, ""
+    return None, f"{p.module}.{p.layer}, not one zfcaffe has built in"
 
 
 def _drop_unread_inputs(layers: list[Layer], notes: list[str]) -> None:

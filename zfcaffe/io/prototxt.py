@@ -191,7 +191,19 @@ def parse_net_text(path: str, text: str | None = None) -> ParsedNet:
     net = caffe_pb2.NetParameter()
     lines: list[int] = []
     rejected: dict[int, str] = {}
+    first_of: dict[str, int] = {}
     for entry in split_entries(text, path):
+        if entry.field in _LAYER_FIELDS:
+            first_of.setdefault(entry.field, entry.line)
+            if len(first_of) == 2:
+                v1 = first_of["layers"]
+                raise ZfcaffeError(
+                    f"{path}:{v1 if entry.field == 'layers' else entry.line}: "
+                    + ("a V1 'layers { }' block in a V2 file (whose layers are 'layer { }'); Caffe refuses "
+                       "the mix: write it as 'layer { }' with a string type (V1 RELU is \"ReLU\", "
+                       "CONVOLUTION \"Convolution\", ...)" if first_of["layer"] < v1 else
+                       "a V2 'layer { }' block in a V1 file (whose layers are 'layers { }'); Caffe refuses "
+                       "the mix: write every layer in one format"))
         if entry.field not in _LAYER_FIELDS:
             _parse_into(net, entry, path)
             continue
@@ -224,8 +236,9 @@ def parse_message_text(path: str, message) -> None:
 
 def fork_layer_error(path: str, name: str, typ: str, line: int, reason: str) -> UnsupportedLayerError:
     field = re.search(r'no field named "(\w+)"', reason)
-    what = (f"uses field '{field.group(1)}', which BVLC Caffe does not have (a fork-only layer)"
+    what = (f"uses field '{field.group(1)}', which neither BVLC Caffe nor a fork zfcaffe knows has"
             if field else f"does not parse: {reason.split(': ', 1)[-1].rstrip('.')}")
     return UnsupportedLayerError(
-        f"{path}:{line}: layer '{name}' (type {typ}) {what}; load the net up to the layer before it "
-        f"with stop_before='{name}' (CLI: --stop-before {name})", name, typ)
+        f"{path}:{line}: layer '{name}' (type {typ}) {what}; read it with the fork's own schema "
+        f"(CLI: --caffe-proto FORK/caffe.proto; zfcaffe.io.schema.use_proto(path)), or load the net up to "
+        f"the layer before it with stop_before='{name}' (CLI: --stop-before {name})", name, typ)

@@ -251,6 +251,11 @@ class Layer:
         """Shapes the layer's parameter blobs must have (empty: none)."""
         return []
 
+    def fillers(self) -> list | None:
+        """The FillerParameter of each parameter blob, for a layer missing from the weights
+        file (Caffe keeps the blobs its fillers made); None: the graph's rules for BVLC types."""
+        return None
+
     def n_bottoms(self) -> tuple[int, int]:
         """Allowed (min, max) number of bottoms."""
         return (1, 1)

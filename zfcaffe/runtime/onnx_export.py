@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..errors import ZfcaffeError
 from ..graph import Graph
 from ..layers import Emitter
 
@@ -29,6 +30,9 @@ class OnnxNet:
     weights: dict[str, np.ndarray]         # parameter initializers kept outside the model
     outputs: list[str]                     # the model's output names
     keys: list[str]                        # the graph key of each output (switches: their own name)
+    #: host layers the file leaves out (a Python layer, a type ONNX cannot express) with
+    #: why, and every layer after them that reads their outputs
+    cut: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 def onnx_names(graph: Graph) -> dict[str, str]:
@@ -70,10 +74,35 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
     e = Emitter(record, dynamic="spatial" in dynamic, faithful=faithful, switches=switches)
     layers = graph.compute_layers if span is None else \
         [l for l in graph.layers[span[0]:span[1] + 1] if not l.is_input]
+    cut: list[tuple[str, str]] = []
+    cut_keys: set[str] = set()
+    kept = []
     for layer in layers:
         e.layer = layer
-        layer.emit(e, layer.bottoms, layer.tops)
+        if cut_keys.intersection(layer.bottoms):
+            cut.append((layer.name, "reads the output of a layer left out"))
+            cut_keys.update(layer.tops)
+            continue
+        marks = len(e.nodes), len(e.initializers), len(e.weights), len(e.extra_outputs)
+        try:
+            layer.emit(e, layer.bottoms, layer.tops)
+        except ZfcaffeError as err:
+            if not layer.host:
+                raise
+            # a host layer without an ONNX form: the file stops before it (its inputs become outputs)
+            del e.nodes[marks[0]:], e.initializers[marks[1]:], e.extra_outputs[marks[3]:]
+            for name in list(e.weights)[marks[2]:]:
+                del e.weights[name]
+            cut.append((layer.name, str(err)))
+            cut_keys.update(layer.tops)
+            continue
+        kept.append(layer)
     e.layer = None
+    if cut:
+        read_by_cut = [b for l in layers if l.name in {c[0] for c in cut} for b in l.bottoms if b not in cut_keys]
+        layers = kept
+        outputs = list(dict.fromkeys([k for k in (list(outputs) if outputs else graph.outputs())
+                                      if k not in cut_keys] + read_by_cut))
 
     produced = {k for l in layers for k in l.tops}
     if record and (every_blob or span is not None):
@@ -86,6 +115,8 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
         outs = [k for l in layers for k in l.tops if k in read] + graph.outputs()
     else:
         outs = list(outputs) if outputs else graph.outputs()
+    if cut and record:
+        outs = [k for k in outs if k not in cut_keys] + [k for k in outputs if k not in outs]
     # Keys that are also inputs or re-exported would be duplicate outputs: keep the first.
     seen, final = set(), []
     for k in outs:
@@ -121,5 +152,5 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
         "caffe_layers": json.dumps(layer_of),
     })
     keys = final + [n for n, _, _ in e.extra_outputs]
-    return OnnxNet(model, {} if embed_weights else e.weights, [rename.get(k, k) for k in keys], keys)
+    return OnnxNet(model, {} if embed_weights else e.weights, [rename.get(k, k) for k in keys], keys, cut)
 

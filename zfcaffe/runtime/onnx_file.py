@@ -23,7 +23,8 @@ def _tensor_header(name: str, arr: np.ndarray) -> bytes:
     return t.SerializeToString() + len_field(_RAW_DATA_FIELD, arr.nbytes)
 
 
-def write_onnx(graph: Graph, path: str, all_blobs: bool = False, dynamic: tuple[str, ...] = ()) -> None:
+def write_onnx(graph: Graph, path: str, all_blobs: bool = False, dynamic: tuple[str, ...] = ()) -> list:
+    """Returns the layers the file leaves out, with why (see OnnxNet.cut)."""
     onnx_net = build_onnx(graph, record=all_blobs, embed_weights=False, dynamic=dynamic)
     model = onnx_net.model
     graph_bytes = model.graph.SerializeToString()
@@ -44,3 +45,4 @@ def write_onnx(graph: Graph, path: str, all_blobs: bool = False, dynamic: tuple[
         for h, arr in records:
             f.write(h)
             f.write(memoryview(arr).cast("B"))
+    return onnx_net.cut
