@@ -58,8 +58,19 @@ def net_of_solver(path: str) -> str:
 
 
 def net_options(args) -> dict:
-    """The Net keyword arguments the shared net options ask for."""
-    return dict(input_shapes=dict(args.input_shape) or None, phase=args.phase, stop_before=args.stop_before)
+    """The Net keyword arguments the shared net options ask for (a --caffe-proto schema is
+    read here, before any net is)."""
+    if getattr(args, "caffe_proto", None):
+        _use_caffe_proto(resolve_path(args.caffe_proto))
+    return dict(input_shapes=dict(args.input_shape) or None, phase=args.phase, stop_before=args.stop_before,
+                python_path=getattr(args, "python_path", None) or None)
+
+
+@functools.lru_cache(maxsize=None)
+def _use_caffe_proto(path: str) -> None:
+    from .io.schema import use_proto
+    for note in use_proto(path):
+        print(f"zfcaffe: {note}", file=sys.stderr)
 
 
 def preprocess_for(net, args, announce: bool = True):
@@ -128,6 +139,11 @@ def _net_group(p, weights: str) -> None:
                    help="override an input's shape (repeatable)")
     g.add_argument("--phase", default="TEST", choices=["TEST", "TRAIN"], help="net phase (default TEST)")
     g.add_argument("--stop-before", metavar="LAYER", help="load the net only up to the layer before LAYER")
+    g.add_argument("--python-path", action="append", default=[], metavar="DIR",
+                   help="folder holding the modules of the net's Python layers (e.g. py-faster-rcnn's lib/); "
+                        "their code runs only when given (repeatable)")
+    g.add_argument("--caffe-proto", metavar="FORK.proto",
+                   help="a Caffe fork's caffe.proto, for fields no fork zfcaffe ships has (read without a compiler)")
     if weights != "none":
         g.add_argument("--allow-missing-weights", action="store_true",
                        help="fill layers missing from the weights as Caffe's fillers would")
@@ -225,8 +241,10 @@ def cmd_convert(ctx, args) -> int:
     size = os.path.getsize(args.output)
     free = {("batch",): "batch size open (the image size is fixed by the net)",
             ("batch", "spatial"): "batch and image size open"}.get(tuple(axes), "fixed shapes")
-    print(f"wrote {args.output} ({size / 1e6:.1f} MB, {len(net.layers)} layers, {free}"
+    print(f"wrote {args.output} ({size / 1e6:.1f} MB, {len(net.layers) - len(net.export_cut)} layers, {free}"
           f"{', every layer output exposed' if args.all_blobs else ''})")
+    for name, why in net.export_cut:
+        print(f"  left out: layer '{name}': {why}")
     return 0
 
 
