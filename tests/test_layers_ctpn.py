@@ -283,6 +283,9 @@ def test_lstm_fillers_and_refusals(build):
     assert (w_h == 0.5).all() and (b == -1).all()
     with pytest.raises(zfcaffe.ZfcaffeError, match="num_output"):
         build(layer("lstm", "Lstm", "data", "lstm_param { }"), {"data": (3, 2, 5)})
+    with pytest.raises(zfcaffe.ZfcaffeError, match="clip"):
+        build(layer("lstm", "Lstm", ["data", "cont"], "lstm_param { num_output: 4 }"),
+              {"data": (3, 2, 5), "cont": (3, 2)})
 
 
 # -- the proposal layer ----------------------------------------------------------------------------

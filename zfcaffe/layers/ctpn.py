@@ -34,10 +34,13 @@ class Lstm(Layer):
             raise self.error("lstm_param.num_output is missing or 0; expected the number of hidden units")
 
     def n_bottoms(self):
-        return (1, 1)
+        return (1, 2)
 
     def output_shapes(self, in_shapes):
         s = in_shapes[0]
+        if len(in_shapes) > 1:
+            raise self.error("has a second (clip) bottom, with which Caffe carries h_T and c_T from one forward "
+                             "pass into the next; expected one bottom (state starting at 0)")
         if len(s) < 2:
             raise self.error(f"input has shape {list(s)}; expected T x N x ... (time, batch, inputs)")
         return [(s[0], s[1], self.num_output)]
@@ -300,9 +303,6 @@ class CtpnProposal(Layer):
         y1 = e.op("Sub", [e.op("Add", [e.op("Mul", [dy, ah]), yc]), e.op("Div", [gh, e.const(2.0, "two")])])
         y2 = e.op("Add", [y1, gh])
         x1, x2 = e.const(anchors[:, [0]], "anchor_x1"), e.const(anchors[:, [2]], "anchor_x2")
-        n = anchors.shape[0]
-        x1 = e.op("Expand", [x1, e.ints([n, 1])])
-        x2 = e.op("Expand", [x2, e.ints([n, 1])])
         box = e.op("Concat", [x1, y1, x2, y2], axis=1)
         # im_info[0, :2] - 1 as (height-1, width-1), then per column: x <= w-1, y <= h-1, >= 0
         hw = e.op("Slice", [ins[2], e.ints([0, 0], "starts"), e.ints([1, 2], "ends"), e.ints([0, 1], "axes")])
