@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import caffe_pb2
-from .base import WHOLE, Layer, canonical_axis, count, register, register_python
+from .base import WHOLE, Layer, count, register, register_python
 from .conv import _ConvBase
-
-CTPN = "tianzhi0549/CTPN@f77ec9e7c4c0"
 
 
 @register("Lstm")
