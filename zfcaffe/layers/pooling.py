@@ -7,6 +7,14 @@ Caffe's rules, which ONNX's ceil_mode does not reproduce on its own:
   AVE sums over the clipped window and divides by the window clipped to [-p, H + p).
 So each pooling is emitted with explicit, possibly asymmetric, padding and, for AVE,
 a constant map that turns ONNX's k*k divisor into Caffe's.
+
+MAX pooling may have a second top, the mask (BVLC Caffe and its forks; SegNet's
+Upsample reads it): float, the flat index h * W + w of each window's first maximum
+within its own input plane, the switches' numbers as floats.
+
+`pooling_param.ceil_mode: false` (BVLC/caffe pull request 3057, dujianyi/caffe@aed992ed
+src/caffe/layers/pooling_layer.cpp; DenseNet-Caffe uses it; default true) takes
+floor((H + 2p - k) / s) + 1 instead of ceil; the pad rule after it is the same.
 """
 from __future__ import annotations
 
@@ -15,15 +23,15 @@ import math
 import numpy as np
 
 from .. import caffe_pb2
-from .base import INT32, WHOLE, Layer, count, register
+from .base import FLOAT, INT32, WHOLE, Layer, count, register
 
 P = caffe_pb2.PoolingParameter
 #: a window whose runner-up is this close (relative) to its maximum is a near-tie
 NEAR_TIE = 1e-6
 
 
-def caffe_pooled_size(size: int, k: int, s: int, p: int, any_pad: bool) -> int:
-    out = int(math.ceil((size + 2 * p - k) / s)) + 1
+def caffe_pooled_size(size: int, k: int, s: int, p: int, any_pad: bool, ceil: bool = True) -> int:
+    out = (int(math.ceil((size + 2 * p - k) / s)) if ceil else (size + 2 * p - k) // s) + 1
     if any_pad and (out - 1) * s >= size + p:
         out -= 1
     return out
@@ -44,6 +52,12 @@ class Pooling(Layer):
         p = lp.pooling_param
         self.method = p.pool
         self.global_pooling = p.global_pooling
+        self.ceil_mode = p.ceil_mode
+        self.n_tops = len(lp.top)
+        if self.n_tops > (2 if self.method == P.MAX else 1):
+            raise self.error(f"has {self.n_tops} tops; expected 1" + (" or 2 (the pooled values and the mask)"
+                                                                      if self.method == P.MAX else
+                                                                      " (only MAX pooling has a mask top)"))
         if p.HasField("kernel_h") or p.HasField("kernel_w"):
             self.kernel = (p.kernel_h, p.kernel_w)
         else:
@@ -73,29 +87,29 @@ class Pooling(Layer):
             raise self.error(f"kernel {list(self.kernel)} and stride {list(self.stride)} must be positive, "
                              f"pad {list(self.pad)} not negative")
         any_pad = any(self.pad)
-        out = tuple(caffe_pooled_size(size, k, st, p, any_pad)
+        out = tuple(caffe_pooled_size(size, k, st, p, any_pad, self.ceil_mode)
                     for size, k, st, p in zip(s[2:], self.kernel, self.stride, self.pad))
         if min(out) < 1:
             raise self.error(f"kernel {list(self.kernel)} does not fit input {list(s[2:])}")
-        return [(s[0], s[1], *out)]
+        return [(s[0], s[1], *out)] * self.n_tops
 
     def geometry(self, in_geoms):
         g = in_geoms[0]
         if g is None:
-            return [None]
+            return [None] * self.n_tops
         if self.global_pooling:
-            return [WHOLE]
-        return [g.window(self.kernel, self.stride, self.pad)]
+            return [WHOLE] * self.n_tops
+        return [g.window(self.kernel, self.stride, self.pad)] * self.n_tops
 
     def macs(self):
         return count(self.out_shapes[0]) * count(self.kernel)
 
     def summary(self):
-        name = P.PoolMethod.Name(self.method)
+        name = P.PoolMethod.Name(self.method) + (" +mask" if self.n_tops == 2 else "")
         if self.global_pooling:
             return f"{name} global"
         s = f"{name} {self.kernel[0]}x{self.kernel[1]}/{self.stride[0]}"
-        return s + (f" pad {self.pad[0]}" if any(self.pad) else "")
+        return s + (f" pad {self.pad[0]}" if any(self.pad) else "") + ("" if self.ceil_mode else " floor")
 
     # -- backward ---------------------------------------------------------------
     def backward(self, ctx, top_diffs):
@@ -133,7 +147,7 @@ class Pooling(Layer):
         x = ins[0]
         _, _, h, w = self.in_shapes[0]
         if e.dynamic and not self.global_pooling and self.method != P.STOCHASTIC:
-            self._emit_ceil_mode(e, x, outs[0])
+            self._emit_ceil_mode(e, x, outs)
             return
         end = self.end_pads()
         if any(pe >= k for pe, k in zip(end, self.kernel)):
@@ -145,38 +159,46 @@ class Pooling(Layer):
             end = (max(end[0], 0), max(end[1], 0))
         pads = [self.pad[0], self.pad[1], end[0], end[1]]
         if self.method == P.MAX:
-            self._emit_max(e, x, outs[0], pads)
+            self._emit_max(e, x, outs, pads)
         elif self.method == P.AVE:
             self._emit_ave(e, x, outs[0], pads)
         else:
             self._emit_stochastic(e, x, outs[0], end)
 
-    def _emit_ceil_mode(self, e, x, out):
+    def _emit_ceil_mode(self, e, x, outs):
         """For graphs whose image size is left open (convert --dynamic): ONNX's ceil_mode
         instead of pads computed for one size. AVE pads explicitly and counts only the
         padded tensor's own cells, which is Caffe's divisor (the window clipped to
         [-pad, size + pad)). export_dynamic checks the result against Caffe's rules."""
         ph, pw = self.pad
-        attrs = dict(kernel_shape=list(self.kernel), strides=list(self.stride), ceil_mode=1)
+        out = outs[0]
+        attrs = dict(kernel_shape=list(self.kernel), strides=list(self.stride), ceil_mode=int(self.ceil_mode))
         if self.method == P.MAX:
-            outputs = [out, f"{self.name}/indices"] if e.switches else [out]
+            indexed = e.switches or len(outs) > 1
+            outputs = [out, f"{self.name}/indices"] if indexed else [out]
             names = e.node("MaxPool", [x], outputs, pads=[ph, pw, ph, pw], **attrs)
-            if e.switches:
+            if indexed:
                 plane = e.op("ReduceProd", [e.op("Shape", [x], start=2)], keepdims=0)
-                self._emit_switches(e, e.op("Mod", [names[1], plane]))
+                self._emit_indices(e, e.op("Mod", [names[1], plane]), outs)
             return
         if ph or pw:
             x = e.op("Pad", [x, e.ints([0, 0, ph, pw, 0, 0, ph, pw])])
         e.op("AveragePool", [x], out, count_include_pad=0, **attrs)
 
-    def _emit_switches(self, e, plane_index: str) -> None:
-        name = f"{self.name}/switches"
-        e.op("Cast", [plane_index], name, to=INT32)
-        e.output(name, INT32, self.out_shapes[0])
-
-    def _emit_max(self, e, x, out, pads):
-        attrs = dict(kernel_shape=list(self.kernel), strides=list(self.stride), pads=pads)
+    def _emit_indices(self, e, plane_index: str, outs) -> None:
+        """The switches output (int32) and the mask top (float), from the int64 index
+        of each window's maximum within its input plane (y * W + x)."""
         if e.switches:
+            name = f"{self.name}/switches"
+            e.op("Cast", [plane_index], name, to=INT32)
+            e.output(name, INT32, self.out_shapes[0])
+        if len(outs) > 1:
+            e.op("Cast", [plane_index], outs[1], to=FLOAT)
+
+    def _emit_max(self, e, x, outs, pads):
+        out = outs[0]
+        attrs = dict(kernel_shape=list(self.kernel), strides=list(self.stride), pads=pads)
+        if e.switches or len(outs) > 1:
             # MaxPool's Indices are Caffe's switches (first maximum in row-major order),
             # but counted over the whole (N, C, h, w) tensor that was pooled; Caffe's mask
             # counts within one plane of the unsliced input: y * W + x. Converted here,
@@ -188,7 +210,7 @@ class Pooling(Layer):
             if uw != w:
                 row = e.op("Div", [local, e.ints(uw)])
                 local = e.op("Add", [e.op("Mul", [row, e.ints(w)]), e.op("Mod", [local, e.ints(uw)])])
-            self._emit_switches(e, local)
+            self._emit_indices(e, local, outs)
         elif self.global_pooling:
             e.op("GlobalMaxPool", [x], out)
         else:
