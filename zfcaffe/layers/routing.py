@@ -110,19 +110,32 @@ class Silence(_Routing):
 
 @register("Dropout")
 class Dropout(_Routing):
-    """Identity at test time: Caffe scales by 1/(1-ratio) while training instead."""
+    """Identity at test time: Caffe scales by 1/(1-ratio) while training instead.
+
+    `scale_train: false` (DropoutParameter field 2 of rbgirshick/caffe-fast-rcnn@4115385d
+    src/caffe/layers/dropout_layer.cpp, also in Microsoft/caffe): training keeps units
+    unscaled and the test phase multiplies by 1/scale, scale = 1/(1 - ratio), each float32."""
 
     def setup(self, lp):
-        self.ratio = lp.dropout_param.dropout_ratio
+        p = lp.dropout_param
+        self.ratio = p.dropout_ratio
+        self.scale_train = getattr(p, "scale_train", True)
+        scale = np.float32(1.0 / (1.0 - float(np.float32(self.ratio))))
+        self.factor = 1.0 if self.scale_train else float(np.float32(1.0 / float(scale)))
 
     def summary(self):
+        if self.factor != 1.0:
+            return f"ratio {self.ratio:g}, scale_train false (x {self.factor:g} at test)"
         return f"ratio {self.ratio:g} (identity at test)"
 
     def emit(self, e, ins, outs):
-        e.op("Identity", ins, outs[0])
+        if self.factor != 1.0:
+            e.op("Mul", [ins[0], e.const(self.factor, "dropout_factor")], outs[0])
+        else:
+            e.op("Identity", ins, outs[0])
 
     def backward(self, ctx, top_diffs):
-        return [top_diffs[0]]
+        return [top_diffs[0] * np.float32(self.factor) if self.factor != 1.0 else top_diffs[0]]
 
 
 @register("Tile")
