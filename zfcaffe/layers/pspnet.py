@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import caffe_pb2
-from .base import Layer, count, register
+from .base import FLOAT, INT64, Layer, count, register
 
 #: bn_param fields that only PSPNet's BN has (SegNet/ENet's has bn_mode, scale_filler, shift_filler)
 PSPNET_BN_FIELDS = ("slope_filler", "bias_filler", "frozen", "momentum", "eps")
@@ -208,6 +208,9 @@ class Interp(Layer):
         return hl0[:, None] * t[..., i0, :] + hl1[:, None] * t[..., i1, :]
 
     def emit(self, e, ins, outs):
+        if e.dynamic:
+            self._emit_open_size(e, ins[0], outs[0])
+            return
         _, _, h, w = self.in_shapes[0]
         h_in, w_in = self.eff
         h_out, w_out = self.out_shapes[0][2:]
@@ -233,4 +236,50 @@ class Interp(Layer):
             return e.op("Gather", [x, e.ints(i0 + offset)], out, axis=axis)
         a = e.op("Mul", [e.op("Gather", [x, e.ints(i0 + offset)], axis=axis), e.const(l0.reshape(shape))])
         b = e.op("Mul", [e.op("Gather", [x, e.ints(i1 + offset)], axis=axis), e.const(l1.reshape(shape))])
+        return e.op("Add", [a, b], out)
+
+    # -- open image size (convert --dynamic) -------------------------------------------------
+    def _emit_open_size(self, e, x, out):
+        """The same taps, computed in the graph from the input's size with the fork's float32
+        arithmetic (r, s = r * o, trunc, lambda), so any input size gives the fork's numbers."""
+        b = -self.pad_beg
+        if (self.mode == "zoom" and self.zoom == 1) or (self.mode == "shrink" and self.shrink == 1):
+            # the output is always the cropped input: the copy special case
+            end = self.pad_end if self.pad_end else np.iinfo(np.int64).max
+            e.op("Slice", [x, e.ints([b, b]), e.ints([end, end]), e.ints([2, 3])], out)
+            return
+        hw = e.op("Slice", [e.op("Shape", [x]), e.ints([2]), e.ints([4])])
+        eff = e.op("Add", [hw, e.ints([self.pad_beg + self.pad_end] * 2)])
+        if self.mode == "size":
+            size = e.ints(list(self.size))
+        else:
+            size = eff
+            one = e.ints([1, 1])
+            if self.mode in ("shrink", "shrink_zoom"):
+                size = e.op("Add", [e.op("Div", [e.op("Sub", [size, one]), e.ints([self.shrink] * 2)]), one])
+            if self.mode in ("zoom", "shrink_zoom"):
+                size = e.op("Add", [size, e.op("Mul", [e.op("Sub", [size, one]), e.ints([self.zoom - 1] * 2)])])
+        y = self._open_axis(e, x, 3, eff, size, b, None)
+        self._open_axis(e, y, 2, eff, size, b, out)
+
+    def _open_axis(self, e, x, axis, eff, size, offset, out):
+        pick = e.ints([axis - 2])
+        n_in = e.op("Gather", [eff, pick], axis=0)               # [1] int64
+        n_out = e.op("Gather", [size, pick], axis=0)
+        one = e.ints([1])
+        f_in = e.op("Cast", [e.op("Sub", [n_in, one])], to=FLOAT)
+        f_out = e.op("Cast", [e.op("Sub", [n_out, one])], to=FLOAT)
+        r = e.op("Where", [e.op("Greater", [n_out, one]), e.op("Div", [f_in, f_out]), e.const([0.0])])
+        scalar = lambda v: e.const(v, "scalar", np.int64)     # noqa: E731
+        o = e.op("Range", [scalar(0), e.op("Squeeze", [n_out, e.ints([0])]), scalar(1)])
+        s = e.op("Mul", [r, e.op("Cast", [o], to=FLOAT)])
+        i0 = e.op("Cast", [s], to=INT64)                         # truncation, as C's int conversion
+        l1 = e.op("Sub", [s, e.op("Cast", [i0], to=FLOAT)])
+        l0 = e.op("Sub", [e.const([1.0]), l1])
+        i1 = e.op("Add", [i0, e.op("Cast", [e.op("Less", [i0, e.op("Sub", [n_in, one])])], to=INT64)])
+        if axis == 2:
+            l0, l1 = (e.op("Unsqueeze", [v, e.ints([1])]) for v in (l0, l1))
+        at = e.ints([offset])
+        a = e.op("Mul", [e.op("Gather", [x, e.op("Add", [i0, at])], axis=axis), l0])
+        b = e.op("Mul", [e.op("Gather", [x, e.op("Add", [i1, at])], axis=axis), l1])
         return e.op("Add", [a, b], out)
