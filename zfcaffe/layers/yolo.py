@@ -1,0 +1,540 @@
+"""The YOLO ports of Caffe: nearest-neighbour `Upsample` (one bottom), Darknet's `Reorg`,
+and the detection outputs `YoloDetectionOutput` (YOLOv2) and `Yolov3DetectionOutput`.
+
+Sources: eric612/MobileNet-YOLO@69b4441cb3ec8d553fbdef788ad033e246f901bd (its
+src/caffe/layers/*.cpp and caffe.proto) and, for Upsample, the layer ChenYingpeng's
+caffe-yolov3@8db9e3882045 nets are run with (ChenYingpeng/darknet2caffe@f6d9ea33
+caffe_layers/upsample_layer/upsample_layer.cpp, the same forward as eric612's).
+
+The detection outputs are host layers: their row count depends on the data, and their
+order of equal scores is that of libstdc++'s std::sort (not stable), transcribed here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import WHOLE, Layer, register
+
+F32 = np.float32
+#: the SegNet fields of the merged UpsampleParameter; the YOLO Upsample has only `scale`
+_SEGNET_UPSAMPLE = ("scale_h", "scale_w", "pad_out_h", "pad_out_w", "upsample_h", "upsample_w")
+
+
+# -- Upsample (YOLO) -------------------------------------------------------------------------
+
+@register("Upsample", fork="yolo", when=lambda lp, hints: len(lp.bottom) == 1)
+class YoloUpsample(Layer):
+    """Nearest-neighbour upsampling by an integer factor: top[n, c, y, x] =
+    bottom[n, c, y // scale, x // scale]; the last two axes grow by `scale` (default 1).
+
+    eric612/MobileNet-YOLO@69b4441c src/caffe/layers/upsample_layer.cpp (identical forward in
+    ChenYingpeng/darknet2caffe@f6d9ea33 caffe_layers/upsample_layer/upsample_layer.cpp)."""
+
+    def setup(self, lp):
+        p = lp.upsample_param
+        given = [f for f in _SEGNET_UPSAMPLE if p.HasField(f)]
+        if given:
+            raise self.error(f"upsample_param.{given[0]} belongs to SegNet's two-bottom Upsample; "
+                             f"expected only `scale` for the one-bottom (YOLO) Upsample")
+        # the YOLO forks' default is 1 (SegNet's, in the merged schema, is 2)
+        self.scale = int(p.scale) if p.HasField("scale") else 1
+        if self.scale < 1:
+            raise self.error(f"upsample_param.scale is {self.scale}; expected a positive integer")
+
+    def output_shapes(self, in_shapes):
+        s = in_shapes[0]
+        if len(s) != 4:
+            raise self.error(f"input has shape {list(s)}; expected N x C x H x W")
+        return [(s[0], s[1], s[2] * self.scale, s[3] * self.scale)]
+
+    def geometry(self, in_geoms):
+        g = in_geoms[0]
+        if g is None:
+            return [None]
+        k = (self.scale, self.scale)
+        return [g.upsample(k, k, (0, 0))]
+
+    def summary(self):
+        return f"nearest x{self.scale}"
+
+    def emit(self, e, ins, outs):
+        if self.scale == 1:
+            e.op("Identity", ins, outs[0])
+            return
+        s = float(self.scale)
+        e.op("Resize", [ins[0], "", e.const([1.0, 1.0, s, s], "scales")], outs[0], mode="nearest",
+             coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+
+
+# -- Reorg -----------------------------------------------------------------------------------
+
+def reorg_reference(x: np.ndarray, stride: int, reverse: bool) -> np.ndarray:
+    """The fork's reorg_cpu as NumPy index arithmetic (for tests): a literal loop nest."""
+    n, c, h, w = x.shape
+    t_c = c // (stride * stride)
+    src = x.reshape(-1)
+    out = np.empty_like(src)
+    nn, cc, hh, ww = np.meshgrid(np.arange(n), np.arange(c), np.arange(h), np.arange(w), indexing="ij")
+    bottom_index = ww + w * (hh + h * (cc + c * nn))
+    c2, offset = cc % t_c, cc // t_c
+    w2, h2 = ww * stride + offset % stride, hh * stride + offset // stride
+    top_index = w2 + w * stride * (h2 + h * stride * (c2 + t_c * nn))
+    if reverse:   # forward = true: out[top_index] = in[bottom_index]
+        out[top_index.ravel()] = src[bottom_index.ravel()]
+    else:         # forward = false: out[bottom_index] = in[top_index]
+        out[bottom_index.ravel()] = src[top_index.ravel()]
+    return out
+
+
+@register("Reorg")
+class Reorg(Layer):
+    """Darknet's reorg, exactly as the fork's reorg_cpu (not a plain space-to-depth).
+
+    With reverse false (the default) the bottom's buffer is read as if it were shaped
+    (N, C/s², H·s, W·s): with X that view and C' = C/s²,
+    top_flat[n, c, h, w] (indexed with the bottom's C, H, W) = X[n, c % C', h·s + (c // C') // s,
+    w·s + (c // C') % s], and the buffer is then shaped (N, C·s², H/s, W/s).
+    With reverse true it is the inverse map, shaped (N, C/s², H·s, W·s).
+
+    eric612/MobileNet-YOLO@69b4441c src/caffe/layers/reorg_layer.cpp, include/caffe/layers/reorg_layer.hpp
+    (reorg_cpu; the forward passes `reverse_` as reorg_cpu's `forward` flag)."""
+
+    def setup(self, lp):
+        p = lp.reorg_param
+        if not lp.HasField("reorg_param") or not p.HasField("stride"):
+            raise self.error("reorg_param.stride is required")
+        self.stride = int(p.stride)
+        self.reverse = bool(p.reverse)
+        if self.stride < 1:
+            raise self.error(f"reorg_param.stride is {self.stride}; expected a positive integer")
+
+    def output_shapes(self, in_shapes):
+        s = in_shapes[0]
+        if len(s) != 4:
+            raise self.error(f"input has shape {list(s)}; expected N x C x H x W")
+        n, c, h, w = s
+        st = self.stride
+        if c % (st * st):
+            raise self.error(f"{c} channels are not a multiple of stride² = {st * st}")
+        if self.reverse:
+            return [(n, c // (st * st), h * st, w * st)]
+        if h % st or w % st:
+            raise self.error(f"input {h}x{w} is not a multiple of stride {st}")
+        return [(n, c * st * st, h // st, w // st)]
+
+    def geometry(self, in_geoms):
+        # the top's (y, x) reads bottom positions scattered over rows and columns
+        return [WHOLE if in_geoms[0] is not None else None]
+
+    def summary(self):
+        return f"stride {self.stride}" + (" reverse" if self.reverse else "")
+
+    def forward_numpy(self, x: np.ndarray) -> np.ndarray:
+        """The same map by reshapes (what `emit` writes in ONNX)."""
+        n, c, h, w = x.shape
+        s, cp = self.stride, c // (self.stride ** 2)
+        if self.reverse:
+            t = x.reshape(n, s, s, cp, h, w).transpose(0, 3, 4, 1, 5, 2)
+            return np.ascontiguousarray(t).reshape(n, cp, h * s, w * s)
+        t = x.reshape(n, cp, h, s, w, s).transpose(0, 3, 5, 1, 2, 4)
+        return np.ascontiguousarray(t).reshape(n, c * s * s, h // s, w // s)
+
+    def emit(self, e, ins, outs):
+        _, c, h, w = self.in_shapes[0]
+        s, cp = self.stride, c // (self.stride ** 2)
+        x = ins[0]
+        if e.dynamic:   # N, H, W from the tensor itself
+            shape = e.op("Shape", [x])
+            hh = e.op("Gather", [shape, e.ints([2])], axis=0)
+            ww = e.op("Gather", [shape, e.ints([3])], axis=0)
+            if self.reverse:
+                first = e.op("Concat", [e.ints([0, s, s, cp]), hh, ww], axis=0)
+                last = e.op("Concat", [e.ints([0, cp]), e.op("Mul", [hh, e.ints([s])]),
+                                       e.op("Mul", [ww, e.ints([s])])], axis=0)
+            else:
+                first = e.op("Concat", [e.ints([0, cp]), hh, e.ints([s]), ww, e.ints([s])], axis=0)
+                last = e.op("Concat", [e.ints([0, c * s * s]), e.op("Div", [hh, e.ints([s])]),
+                                       e.op("Div", [ww, e.ints([s])])], axis=0)
+        elif self.reverse:
+            first, last = e.ints([0, s, s, cp, h, w]), e.ints([0, cp, h * s, w * s])
+        else:
+            first, last = e.ints([0, cp, h, s, w, s]), e.ints([0, c * s * s, h // s, w // s])
+        perm = [0, 3, 4, 1, 5, 2] if self.reverse else [0, 3, 5, 1, 2, 4]
+        t = e.op("Transpose", [e.op("Reshape", [x, first])], perm=perm)
+        e.op("Reshape", [t, last], outs[0])
+
+
+# -- the fork's sort and NMS -----------------------------------------------------------------
+
+_S_THRESHOLD = 16
+
+
+def std_sort_order(keys: np.ndarray) -> np.ndarray:
+    """The permutation libstdc++'s std::sort (GCC >= 4.9: introsort, median of
+    first+1/mid/last-1 moved to first, heapsort past depth 2·lg n, final insertion sort)
+    leaves a vector in, sorted by `a > b` on keys: the fork's BoxSortDecendScore.
+    Without equal keys this is just the descending order."""
+    n = len(keys)
+    if n < 2:
+        return np.arange(n)
+    if len(np.unique(keys)) == n:
+        return np.argsort(-keys.astype(np.float64), kind="stable")
+    k = keys.tolist()
+    a = list(range(n))
+
+    def comp(i, j):   # comp(*i, *j) on positions of `a`
+        return k[a[i]] > k[a[j]]
+
+    def comp_v(v, j):  # comp(value, *j)
+        return k[v] > k[a[j]]
+
+    def comp_jv(j, v):  # comp(*j, value)
+        return k[a[j]] > k[v]
+
+    def push_heap(first, hole, top, value):
+        parent = (hole - 1) // 2
+        while hole > top and comp_jv(first + parent, value):
+            a[first + hole] = a[first + parent]
+            hole = parent
+            parent = (hole - 1) // 2
+        a[first + hole] = value
+
+    def adjust_heap(first, hole, length, value):
+        top = hole
+        second = hole
+        while second < (length - 1) // 2:
+            second = 2 * (second + 1)
+            if comp(first + second, first + second - 1):
+                second -= 1
+            a[first + hole] = a[first + second]
+            hole = second
+        if (length & 1) == 0 and second == (length - 2) // 2:
+            second = 2 * (second + 1)
+            a[first + hole] = a[first + second - 1]
+            hole = second - 1
+        push_heap(first, hole, top, value)
+
+    def heap_sort(first, last):
+        length = last - first
+        if length >= 2:
+            parent = (length - 2) // 2
+            while True:
+                adjust_heap(first, parent, length, a[first + parent])
+                if parent == 0:
+                    break
+                parent -= 1
+        while last - first > 1:
+            last -= 1
+            value = a[last]
+            a[last] = a[first]
+            adjust_heap(first, 0, last - first, value)
+
+    def median_to_first(result, x, y, z):
+        if comp(x, y):
+            if comp(y, z):
+                a[result], a[y] = a[y], a[result]
+            elif comp(x, z):
+                a[result], a[z] = a[z], a[result]
+            else:
+                a[result], a[x] = a[x], a[result]
+        elif comp(x, z):
+            a[result], a[x] = a[x], a[result]
+        elif comp(y, z):
+            a[result], a[z] = a[z], a[result]
+        else:
+            a[result], a[y] = a[y], a[result]
+
+    def unguarded_partition(first, last, pivot):
+        while True:
+            while comp(first, pivot):
+                first += 1
+            last -= 1
+            while comp(pivot, last):
+                last -= 1
+            if not first < last:
+                return first
+            a[first], a[last] = a[last], a[first]
+            first += 1
+
+    def introsort_loop(first, last, depth):
+        while last - first > _S_THRESHOLD:
+            if depth == 0:
+                heap_sort(first, last)
+                return
+            depth -= 1
+            mid = first + (last - first) // 2
+            median_to_first(first, first + 1, mid, last - 1)
+            cut = unguarded_partition(first + 1, last, first)
+            introsort_loop(cut, last, depth)
+            last = cut
+
+    def unguarded_linear_insert(last):
+        val = a[last]
+        nxt = last - 1
+        while comp_v(val, nxt):
+            a[last] = a[nxt]
+            last = nxt
+            nxt -= 1
+        a[last] = val
+
+    def insertion_sort(first, last):
+        for i in range(first + 1, last):
+            if comp(i, first):
+                val = a[i]
+                a[first + 1:i + 1] = a[first:i]
+                a[first] = val
+            else:
+                unguarded_linear_insert(i)
+
+    introsort_loop(0, n, 2 * (n.bit_length() - 1))
+    if n > _S_THRESHOLD:
+        insertion_sort(0, _S_THRESHOLD)
+        for i in range(_S_THRESHOLD, n):
+            unguarded_linear_insert(i)
+    else:
+        insertion_sort(0, n)
+    return np.asarray(a, dtype=np.int64)
+
+
+def fork_nms(boxes: np.ndarray, threshold: float) -> np.ndarray:
+    """The fork's ApplyNms on score-sorted (x, y, w, h) float32 boxes: class-agnostic
+    greedy suppression, a box j > i is dropped when IoU(i, j) >= threshold, computed in
+    float32 on centre-form boxes as box_iou does. Returns the kept indices, in order."""
+    b = boxes.astype(F32, copy=False)
+    n = len(b)
+    thr = F32(threshold)
+    half = F32(2)
+    x, y, w, h = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    l, r = x - w / half, x + w / half
+    t, bo = y - h / half, y + h / half
+    area = w * h
+    alive = np.ones(n, bool)
+    for i in range(n - 1):
+        if not alive[i]:
+            continue
+        j = np.nonzero(alive[i + 1:])[0] + i + 1
+        if not len(j):
+            break
+        ow = np.minimum(r[i], r[j]) - np.maximum(l[i], l[j])
+        oh = np.minimum(bo[i], bo[j]) - np.maximum(t[i], t[j])
+        inter = np.where((ow < 0) | (oh < 0), F32(0), ow * oh)
+        union = (area[i] + area[j]) - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = inter / union
+        alive[j[iou >= thr]] = False
+    return np.nonzero(alive)[0]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """The fork's `1. / (1. + exp(-x))`: double arithmetic, stored as float."""
+    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(F32)
+
+
+def _exp(x: np.ndarray) -> np.ndarray:
+    return np.exp(x.astype(np.float64)).astype(F32)
+
+
+def detection_rows(x, y, w, h, label, conf, nms_threshold, batch: int) -> np.ndarray:
+    """Sort, NMS and the fork's top blob (1, 1, kept, 7): [0, label + 1, confidence,
+    x - w/2, y - h/2, x + w/2, y + h/2]; with nothing kept (1, 1, batch, 7) of -1 with
+    the item index in column 0."""
+    if len(conf) == 0:
+        out = np.full((1, 1, batch, 7), -1, F32)
+        out[0, 0, :, 0] = np.arange(batch)
+        return out
+    order = std_sort_order(conf)
+    boxes = np.stack([x, y, w, h], axis=1)[order]
+    keep = order[fork_nms(boxes, nms_threshold)]
+    x64, y64 = x[keep].astype(np.float64), y[keep].astype(np.float64)
+    w2, h2 = w[keep].astype(np.float64) / 2.0, h[keep].astype(np.float64) / 2.0
+    out = np.stack([np.zeros(len(keep)), label[keep] + 1.0, conf[keep].astype(np.float64),
+                    x64 - w2, y64 - h2, x64 + w2, y64 + h2], axis=1)
+    return out.astype(F32)[None, None]
+
+
+class _Detection(Layer):
+    host = True
+
+    def geometry(self, in_geoms):
+        return [WHOLE if any(g is not None for g in in_geoms) else None]
+
+    def output_shapes(self, in_shapes):
+        self.check(in_shapes)
+        return [(1, 1, 1, 7)]   # Caffe's Reshape: one (fake) row until a forward pass
+
+    def emit(self, e, ins, outs):
+        raise self.error(f"{self.type} cannot be exported to ONNX: the fork's greedy NMS (IoU >= threshold "
+                         f"in float32 on centre-form boxes, std::sort's order of equal scores) has no exact "
+                         f"ONNX form; the file ends at its inputs")
+
+
+@register("Yolov3DetectionOutput")
+class Yolov3DetectionOutput(_Detection):
+    """YOLOv3 decoding, class-agnostic NMS and a (1, 1, N, 7) detection list.
+
+    Per bottom t (N, num_box·(5 + K), H, W), anchor n, cell (y, x), the channels
+    n·(5 + K) + c hold tx, ty, tw, th, objectness, K class logits (Darknet's layout):
+    x = (x + σ(tx)) / W, y = (y + σ(ty)) / H, w = exp(tw)·biases[2m] / (W·anchors_scale[t]),
+    h = exp(th)·biases[2m+1] / (H·anchors_scale[t]), m = mask[n + t·(len(mask)/mask_group_num)];
+    every class k with σ(obj)·σ(logit_k) > confidence_threshold is a detection of its own.
+    All bottoms and batch items go into one list (image id written as 0), sorted by
+    confidence (std::sort), then greedy NMS across classes.
+
+    eric612/MobileNet-YOLO@69b4441c src/caffe/layers/yolov3_detection_output_layer.cpp
+    (Forward_cpu, ApplyNms, box_iou), src/caffe/util/bbox_util.cpp (get_region_box)."""
+
+    def setup(self, lp):
+        p = lp.yolov3_detection_output_param
+        if not p.HasField("num_classes"):
+            raise self.error("yolov3_detection_output_param.num_classes is required")
+        self.num_classes = int(p.num_classes)
+        self.num_box = int(p.num_box)
+        self.confidence_threshold = F32(p.confidence_threshold)
+        self.nms_threshold = F32(p.nms_threshold)
+        self.biases = np.asarray(p.biases, F32)
+        self.mask = [int(m) for m in p.mask]
+        self.anchors_scale = [int(a) for a in p.anchors_scale]
+        self.mask_group_num = int(p.mask_group_num)
+        if p.gaussian_box:
+            raise self.error("gaussian_box: true is not supported: the fork's CPU forward reads the objectness "
+                             "from memory it never writes (and the GPU one differs); expected gaussian_box: false")
+        if self.mask_group_num < 1:
+            raise self.error("mask_group_num must be at least 1")
+        self.groups_num = len(self.mask) // self.mask_group_num
+
+    def n_bottoms(self):
+        return (1, 1 << 30)
+
+    def check(self, in_shapes):
+        if len(in_shapes) != self.mask_group_num:
+            raise self.error(f"{len(in_shapes)} bottoms; expected mask_group_num = {self.mask_group_num}")
+        if len(self.anchors_scale) < len(in_shapes):
+            raise self.error(f"{len(self.anchors_scale)} anchors_scale values; expected one per bottom "
+                             f"({len(in_shapes)})")
+        length = 5 + self.num_classes
+        for t, s in enumerate(in_shapes):
+            if len(s) != 4:
+                raise self.error(f"bottom {t} has shape {list(s)}; expected N x C x H x W")
+            if s[1] < self.num_box * length:
+                raise self.error(f"bottom {t} has {s[1]} channels; expected num_box * (5 + num_classes) = "
+                                 f"{self.num_box * length}")
+            if s[0] != in_shapes[0][0]:
+                raise self.error(f"bottom {t} has batch {s[0]}; expected {in_shapes[0][0]} as bottom 0")
+            for n in range(self.num_box):
+                i = n + t * self.groups_num
+                if i >= len(self.mask):
+                    raise self.error(f"bottom {t}, box {n} needs mask[{i}]; expected at least {i + 1} mask values")
+                if 2 * self.mask[i] + 1 >= len(self.biases):
+                    raise self.error(f"mask value {self.mask[i]} needs biases[{2 * self.mask[i] + 1}]; expected "
+                                     f"at least {2 * self.mask[i] + 2} biases")
+
+    def summary(self):
+        return (f"{self.num_classes} classes, {self.num_box} boxes/cell, conf > {float(self.confidence_threshold):g}, "
+                f"nms {float(self.nms_threshold):g}")
+
+    def decode(self, inputs):
+        """All candidate detections in the fork's order: (x, y, w, h, class, confidence)."""
+        length = 5 + self.num_classes
+        parts = []
+        for t, blob in enumerate(inputs):
+            blob = np.asarray(blob, F32)
+            nb, _, hh, ww = blob.shape
+            v = blob[:, :self.num_box * length].reshape(nb, self.num_box, length, hh * ww)
+            sig = _sigmoid(v)
+            obj = sig[:, :, 4]                                      # (b, n, s)
+            score = sig[:, :, 5:] * obj[:, :, None]                 # float32 product
+            m = np.asarray([self.mask[n + t * self.groups_num] for n in range(self.num_box)])
+            nw, nh = ww * self.anchors_scale[t], hh * self.anchors_scale[t]
+            s = np.arange(hh * ww)
+            cx = ((s % ww).astype(F32) + sig[:, :, 0]) / F32(ww)
+            cy = ((s // ww).astype(F32) + sig[:, :, 1]) / F32(hh)
+            bw = (_exp(v[:, :, 2]) * self.biases[2 * m][None, :, None]) / F32(nw)
+            bh = (_exp(v[:, :, 3]) * self.biases[2 * m + 1][None, :, None]) / F32(nh)
+            # the fork's loop order: item b, cell s, box n, class k
+            score = score.transpose(0, 3, 1, 2)                     # (b, s, n, k)
+            hit = score > self.confidence_threshold
+            b_i, s_i, n_i, k_i = np.nonzero(hit)
+            parts.append((cx[b_i, n_i, s_i], cy[b_i, n_i, s_i], bw[b_i, n_i, s_i], bh[b_i, n_i, s_i],
+                          k_i, score[hit]))
+        return [np.concatenate(c) for c in zip(*parts)]
+
+    def forward(self, inputs):
+        x, y, w, h, label, conf = self.decode(inputs)
+        return [detection_rows(x, y, w, h, label, conf, self.nms_threshold, np.shape(inputs[0])[0])]
+
+
+@register("YoloDetectionOutput")
+class YoloDetectionOutput(_Detection):
+    """YOLOv2 (region) decoding, class-agnostic NMS and a (1, 1, N, 7) detection list.
+
+    Per bottom (N, num_box·D, S, S) — square; at most two bottoms are read — anchor n and
+    cell (j, i): channels n·D + 0..3 are tx, ty, tw, th, n·D + 4 the objectness, n·D + 5..
+    the class logits. x = (i + σ(tx)) / S, y = (j + σ(ty)) / S, w = exp(tw)·biases[2n] / S,
+    h = exp(th)·biases[2n+1] / S; the class is the argmax of a float32 softmax, the
+    confidence σ(obj)·max softmax, kept when >= confidence_threshold. One detection per box.
+    Then as Yolov3DetectionOutput: std::sort by confidence, class-agnostic greedy NMS.
+
+    eric612/MobileNet-YOLO@69b4441c src/caffe/layers/yolo_detection_output_layer.cpp
+    (Forward_cpu, get_region_box, class_index_and_score, ApplyNms)."""
+
+    def setup(self, lp):
+        p = lp.yolo_detection_output_param
+        if not p.HasField("num_classes"):
+            raise self.error("yolo_detection_output_param.num_classes is required")
+        self.num_classes = int(p.num_classes)
+        self.num_box = int(p.num_box)
+        self.confidence_threshold = F32(p.confidence_threshold)
+        self.nms_threshold = F32(p.nms_threshold)
+        self.biases = np.asarray(p.biases, F32)
+        if self.num_box < 1:
+            raise self.error("num_box must be at least 1")
+        if len(self.biases) < 2 * self.num_box:
+            raise self.error(f"{len(self.biases)} biases; expected 2 * num_box = {2 * self.num_box}")
+
+    def n_bottoms(self):
+        return (1, 1 << 30)
+
+    def check(self, in_shapes):
+        for t, s in enumerate(in_shapes[:2]):
+            if len(s) != 4:
+                raise self.error(f"bottom {t} has shape {list(s)}; expected N x C x H x W")
+            if s[2] != s[3]:
+                raise self.error(f"bottom {t} is {s[2]}x{s[3]}; expected a square map (the fork reads width x width)")
+            if s[1] % self.num_box or s[1] // self.num_box < 5 + self.num_classes:
+                raise self.error(f"bottom {t} has {s[1]} channels; expected num_box * D with D >= 5 + num_classes "
+                                 f"= {5 + self.num_classes}")
+
+    def summary(self):
+        return (f"{self.num_classes} classes, {self.num_box} boxes/cell, conf >= {float(self.confidence_threshold):g}, "
+                f"nms {float(self.nms_threshold):g}")
+
+    def decode(self, inputs):
+        parts = []
+        for blob in inputs[:2]:
+            blob = np.asarray(blob, F32)
+            nb, c, side, _ = blob.shape
+            d = c // self.num_box
+            v = blob.reshape(nb, self.num_box, d, side * side).transpose(0, 3, 1, 2)   # (b, cell, n, d)
+            s = np.arange(side * side)[None, :, None]
+            cx = ((s % side).astype(F32) + _sigmoid(v[..., 0])) / F32(side)
+            cy = ((s // side).astype(F32) + _sigmoid(v[..., 1])) / F32(side)
+            bw = (_exp(v[..., 2]) * self.biases[0:2 * self.num_box:2]) / F32(side)
+            bh = (_exp(v[..., 3]) * self.biases[1:2 * self.num_box:2]) / F32(side)
+            obj = _sigmoid(v[..., 4])
+            logits = v[..., 5:5 + self.num_classes]
+            e = _exp(logits - logits.max(axis=-1, keepdims=True))
+            total = np.cumsum(e, axis=-1, dtype=F32)[..., -1:]          # the fork's running float sum
+            prob = e / total
+            label = prob.argmax(axis=-1)                                 # the first maximum
+            conf = obj * prob.max(axis=-1)
+            hit = conf >= self.confidence_threshold
+            parts.append((cx[hit], cy[hit], bw[hit], bh[hit], label[hit], conf[hit]))
+        return [np.concatenate(c) for c in zip(*parts)]
+
+    def forward(self, inputs):
+        x, y, w, h, label, conf = self.decode(inputs)
+        return [detection_rows(x, y, w, h, label, conf, self.nms_threshold, np.shape(inputs[0])[0])]
+
+
+__all__ = ["YoloUpsample", "Reorg", "Yolov3DetectionOutput", "YoloDetectionOutput", "std_sort_order", "fork_nms",
+           "reorg_reference"]
