@@ -181,7 +181,8 @@ class Interp(Layer):
         g = g.shift((-self.pad_beg, -self.pad_beg))
         out = self.out_shapes[0][2:]
         ratio = tuple((e - 1) / (o - 1) if o > 1 else 0.0 for e, o in zip(self.eff, out))
-        rf = tuple(r + (j if q != int(q) or q < 1 else 0) for r, j, q in zip(g.rf, g.jump, ratio))
+        # a fractional step blends two neighbouring units (an integer one, or 0, picks one)
+        rf = tuple(r + (j if q != int(q) else 0) for r, j, q in zip(g.rf, g.jump, ratio))
         return [type(g)(rf, tuple(j * q for j, q in zip(g.jump, ratio)), g.start)]
 
     def macs(self):
