@@ -15,12 +15,8 @@ from zfcaffe.io.prototxt import parse_net_text
 from zfcaffe.io.solver import read_solver
 from zfcaffe.io.weights import read_weights, write_caffemodel
 
-# Prototxts BVLC Caffe itself cannot build, and why.
-UNBUILDABLE = {
-    "zf_faster_rcnn/fast_rcnn_test.prototxt": ("roi_pool_conv5", "roi_pooling_param"),
-    "zf_faster_rcnn/faster_rcnn_end2end_test.prototxt": ("proposal", "Python"),
-    "zf_faster_rcnn/rpn_test.prototxt": ("proposal", "Python"),
-}
+# Prototxts no Caffe zfcaffe knows can build, and why (the fork nets of ../shared/models all load now).
+UNBUILDABLE: dict[str, tuple[str, str]] = {}
 # train/test nets whose data shape only the database knows
 DB_SHAPES = {"mnist": (4, 1, 28, 28), "cifar": (4, 3, 32, 32), "pair_data": (4, 2, 28, 28)}
 
@@ -64,11 +60,13 @@ def test_every_shared_solver_parses(shared):
         assert s.net_path or len(s.param.net_param.layers) or len(s.param.train_net_param.layer), path
 
 
-def test_fork_layer_has_line_and_type(shared):
-    path = shared / "models/zf_faster_rcnn/fast_rcnn_test.prototxt"
-    with pytest.raises(zfcaffe.UnsupportedLayerError) as e:
-        zfcaffe.Net(str(path))
-    assert e.value.layer_type == "ROIPooling" and ":162:" in str(e.value)
+def test_forks_nets_bvlc_cannot_build_load(shared):
+    """ZF Faster R-CNN: ROIPooling (caffe-fast-rcnn) and the Python proposal layer (built in)."""
+    d = shared / "models/zf_faster_rcnn"
+    g = load_graph(str(d / "fast_rcnn_test.prototxt"))
+    assert [l.type for l in g.layers if l.name == "roi_pool_conv5"] == ["ROIPooling"]
+    g = load_graph(str(d / "faster_rcnn_end2end_test.prototxt"))
+    assert any("rpn.proposal_layer.ProposalLayer" in n and "built-in" in n for n in g.notes)
 
 
 def test_train_val_selects_test_phase(shared):
