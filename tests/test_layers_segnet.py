@@ -194,6 +194,17 @@ def test_pool_ceil_mode_false(build, tmp_path, method, k, s, p, hw):
     assert net.layer_shapes["pool"] == ref_pool(x, k, s, p, method)[0].shape
 
 
+def test_pool_round_mode_floor(build):
+    """round_mode: FLOOR (BVLC/caffe#6282, eric612/MobileNet-YOLO) is the same rule as ceil_mode: false."""
+    x = rand(1, 2, 13, 14)
+    text = layer("pool", "Pooling", "data", "pooling_param { pool: MAX kernel_size: 3 stride: 2 round_mode: FLOOR }")
+    net = build(text, {"data": x.shape})
+    net.forward(data=x)
+    y, _ = ref_pool(x, 3, 2, 0, ceil=False)
+    assert net.layer_shapes["pool"] == y.shape == (1, 2, 6, 6)
+    assert rel_err(net.layer_outputs["pool"], y) < 1e-6
+
+
 def test_pool_ceil_mode_against_opencv(build):
     """OpenCV's Caffe importer reads ceil_mode (and a MAX pooling's mask top)."""
     cv2 = pytest.importorskip("cv2")
@@ -275,6 +286,22 @@ def test_upsample_errors(build):
         net.graph.layer("up").forward([np.ones((1, 1, 2, 2), np.float32), np.full((1, 1, 2, 2), 16, np.float32)])
     with pytest.raises(Exception, match="out of"):          # ONNX Runtime: ScatterElements out of bounds
         net.forward(v=np.ones((1, 1, 2, 2), np.float32), m=np.full((1, 1, 2, 2), 16, np.float32))
+
+
+def test_open_size_export(build):
+    """convert --dynamic: BN LEARN, a floor-mode pooling's mask and Upsample by scale hold
+    at other batch and image sizes (measured by runtime.dynamic); fixed upsample_h/w do not."""
+    from zfcaffe.runtime.dynamic import free_axes
+    head = layer("bn", "BN", "data", "", tops=["bn", "m", "v"]) + \
+        layer("pool", "Pooling", "bn", "pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 ceil_mode: false }",
+              tops=["pool", "mask"])
+    for params in ("scale: 2 pad_out_h: true", "scale_h: 3 scale_w: 2"):
+        net = build(head + layer("up", "Upsample", ["pool", "mask"], f"upsample_param {{ {params} }}"),
+                    {"data": (2, 3, 10, 12)}, name=params.split(":")[0])
+        assert free_axes(net, all_blobs=True) == ("batch", "spatial")
+    net = build(head + layer("up", "Upsample", ["pool", "mask"], "upsample_param { upsample_h: 10 upsample_w: 12 }"),
+                {"data": (2, 3, 10, 12)}, name="fixed")
+    assert free_axes(net) == ("batch",)
 
 
 # -- DenseImageData ---------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ within its own input plane, the switches' numbers as floats.
 
 `pooling_param.ceil_mode: false` (BVLC/caffe pull request 3057, dujianyi/caffe@aed992ed
 src/caffe/layers/pooling_layer.cpp; DenseNet-Caffe uses it; default true) takes
-floor((H + 2p - k) / s) + 1 instead of ceil; the pad rule after it is the same.
+floor((H + 2p - k) / s) + 1 instead of ceil; the pad rule after it is the same. So does
+`round_mode: FLOOR` (its successor, BVLC/caffe pull request 6282, as
+eric612/MobileNet-YOLO@69b4441c src/caffe/layers/pooling_layer.cpp has it).
 """
 from __future__ import annotations
 
@@ -52,7 +54,8 @@ class Pooling(Layer):
         p = lp.pooling_param
         self.method = p.pool
         self.global_pooling = p.global_pooling
-        self.ceil_mode = p.ceil_mode
+        # ceil_mode (BVLC/caffe#3057) or round_mode (BVLC/caffe#6282, in eric612/MobileNet-YOLO): same rule
+        self.ceil_mode = p.ceil_mode and not (hasattr(p, "round_mode") and p.round_mode == getattr(P, "FLOOR", -1))
         self.n_tops = len(lp.top)
         if self.n_tops > (2 if self.method == P.MAX else 1):
             raise self.error(f"has {self.n_tops} tops; expected 1" + (" or 2 (the pooled values and the mask)"

@@ -119,7 +119,8 @@ class SegNetUpsample(Layer):
             if min(self.size) <= 1:
                 raise self.error(f"upsample_h {p.upsample_h} and upsample_w {p.upsample_w}; expected both > 1")
         else:
-            self.scale = (p.scale_h, p.scale_w) if p.HasField("scale_h") else (p.scale, p.scale)
+            scale = p.scale if p.HasField("scale") else 2     # SegNet's default (the YOLO ports' differs)
+            self.scale = (p.scale_h, p.scale_w) if p.HasField("scale_h") else (scale, scale)
             if min(self.scale) <= 1:
                 raise self.error(f"scale {list(self.scale)}; expected > 1")
             self.pad_out = (int(p.pad_out_h), int(p.pad_out_w))
