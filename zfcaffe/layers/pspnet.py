@@ -40,7 +40,9 @@ class PSPNetBN(Layer):
     would use the batch's statistics; zfcaffe runs nets as Caffe's TEST phase does.)"""
 
     def backward_reads(self):
-        return []   # with the stored statistics the layer is a per-channel affine map
+        # frozen: a per-channel affine map. Not frozen, the fork's backward uses the batch
+        # statistics' formula even in TEST phase, which reads the input (see the oracle README).
+        return [] if self.frozen else list(self.bottoms)
 
     def setup(self, lp):
         p = lp.bn_param
