@@ -213,6 +213,32 @@ def test_fast_rcnn_oracle(shared, tmp_path, name):
         assert rel_err(alone[k], ref[k]) <= 1e-4, k
 
 
+@pytest.mark.parametrize("name", ["fast_rcnn_zf", "roi_pooling_variants"])
+def test_fast_rcnn_oracle_layers_alone_are_exact(shared, build, name):
+    """Each ROIPooling and Dropout of the case, fed the fork's own bottoms, gives its output bit for bit."""
+    from google.protobuf import text_format
+    case = fork_case(shared, "oracle_forks", name)
+    ref, feeds = case["outputs"], case["inputs"]
+    net = zfcaffe.Net(case["prototxt"], case["weights_path"], input_shapes=case["input_shapes"])
+    checked = 0
+    for layer in net.graph.layers:
+        if layer.type not in ("ROIPooling", "Dropout"):
+            continue
+        lp = caffe_pb2.LayerParameter()
+        lp.CopyFrom(layer.lp)
+        names = [f"in{i}" for i in range(len(layer.bottoms))]
+        lp.ClearField("bottom")
+        lp.bottom.extend(names)
+        lp.top[:] = ["out"]
+        values = [ref[b] if b in ref.files else feeds[b] for b in layer.bottoms]
+        one = build("layer { " + text_format.MessageToString(lp, as_one_line=True) + " }\n",
+                    {n: v.shape for n, v in zip(names, values)}, name=layer.name)
+        one.forward(**dict(zip(names, values)))
+        np.testing.assert_array_equal(one.layer_outputs[layer.name], ref[layer.tops[0]], err_msg=layer.name)
+        checked += 1
+    assert checked == {"fast_rcnn_zf": 3, "roi_pooling_variants": 7}[name]
+
+
 # -- the proposal layer ---------------------------------------------------------------
 def proposal_lp(tops=("rois",), param_str="'feat_stride': 16"):
     lp = caffe_pb2.LayerParameter(name="proposal", type="Python", bottom=["cls", "bbox", "im_info"], top=list(tops))
