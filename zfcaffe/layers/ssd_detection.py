@@ -151,6 +151,30 @@ def _sort_desc(scores: np.ndarray) -> np.ndarray:
     return order
 
 
+def _sift_up(h, i):
+    """Min-heap h[0..i]: move h[i] up to its place."""
+    while i > 0:
+        parent = (i - 1) // 2
+        if h[parent] <= h[i]:
+            break
+        h[parent], h[i] = h[i], h[parent]
+        i = parent
+
+
+def _sift_down(h, i, n):
+    """Min-heap h[0..n): move h[i] down to its place."""
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and h[child + 1] < h[child]:
+            child += 1
+        if h[i] <= h[child]:
+            break
+        h[i], h[child] = h[child], h[i]
+        i = child
+
+
 def _nms_groups(scores, bits, boxes, sizes, box_of_group, conf_thresh, top_k, nms_threshold, eta):
     """GetMaxScoreIndex + ApplyNMSFast for each group (image, label): scores [G, P] (no
     -0.0) and their bits as int32, boxes [B, P, 4] with their BBoxSize [B, P],
@@ -173,23 +197,30 @@ def _nms_groups(scores, bits, boxes, sizes, box_of_group, conf_thresh, top_k, nm
                     i = i ^ 0x7FFFFFFF
                 keys[n] = (i << 32) | (0xFFFFFFFF - p)
                 n += 1
-        if n == 0:
+        if n == 0 or top_k == 0:
             continue
-        if -1 < top_k < n:
-            top = np.sort(np.partition(keys[:n], n - top_k)[n - top_k:])
-            n = top_k
-        else:
-            top = np.sort(keys[:n])
+        # the best k keys, best first: a min-heap of the k largest, then heapsort it
+        k = n if (top_k < 0 or top_k > n) else top_k
+        for i in range(k):
+            _sift_up(keys, i)
+        for i in range(k, n):
+            if keys[i] > keys[0]:
+                keys[0] = keys[i]
+                _sift_down(keys, 0, k)
+        for end in range(k - 1, 0, -1):
+            keys[0], keys[end] = keys[end], keys[0]
+            _sift_down(keys, 0, end)
+        n = k
         for i in range(n):
-            order[i] = 0xFFFFFFFF - (top[n - 1 - i] & 0xFFFFFFFF)
+            order[i] = 0xFFFFFFFF - (keys[i] & 0xFFFFFFFF)
         b = box_of_group[g]
         thr = nms_threshold
         m = 0
         for i in range(n):
             p = order[i]
             keep = True
-            for k in range(m):
-                q = kept[g, k]
+            for j in range(m):
+                q = kept[g, j]
                 # JaccardOverlap(bboxes[p], bboxes[q]): 0 unless the boxes overlap
                 iw = min(boxes[b, p, 2], boxes[b, q, 2]) - max(boxes[b, p, 0], boxes[b, q, 0])
                 ih = min(boxes[b, p, 3], boxes[b, q, 3]) - max(boxes[b, p, 1], boxes[b, q, 1])
@@ -213,9 +244,10 @@ _JIT = None
 
 def _nms_kernel():
     """_nms_groups compiled by Numba, loaded at the first forward (not when a net loads)."""
-    global _JIT
+    global _JIT, _sift_up, _sift_down
     if _JIT is None:
         from numba import njit
+        _sift_up, _sift_down = njit(cache=True)(_sift_up), njit(cache=True)(_sift_down)
         _JIT = njit(cache=True)(_nms_groups)
     return _JIT
 
@@ -347,6 +379,10 @@ class DetectionOutput(Layer):
 
     def forward(self, inputs):
         self._check_background()
+        with np.errstate(over="ignore", invalid="ignore"):   # exploding boxes are the fork's too
+            return self._forward(inputs)
+
+    def _forward(self, inputs):
         loc, conf, prior = (np.asarray(x, dtype=np.float32) for x in inputs[:3])
         N, P, L, C = loc.shape[0], self.num_priors, self.num_loc_classes, self.num_classes
         # the fork walks the raw arrays: image i starts at i * (values per image)
@@ -401,9 +437,10 @@ class DetectionOutput(Layer):
         per (image, class) group (ONNX Runtime: overlap > threshold suppresses, score >
         threshold passes, as the fork), keep_top_k by TopK over each image's scores, then
         the rows put back in NMS-output order (label ascending, score descending).
-        Differs from the fork where scores tie (NonMaxSuppression's priority queue and
-        TopK order equal scores their own way), and for boxes with xmax < xmin or
-        ymax < ymin (ONNX Runtime swaps the corners; the fork gives them size 0)."""
+        A box with xmax < xmin or ymax < ymin (CORNER decoding makes them) enters the NMS
+        as a point, since ONNX Runtime would swap its corners where the fork gives it size
+        0. Differs from the fork only where scores tie (NonMaxSuppression's priority queue
+        and TopK order equal scores their own way)."""
         self._check_background()
         if self.eta < 1:
             raise self.error(f"nms_param.eta {float(self.eta):g} cannot be exported: ONNX NonMaxSuppression "
@@ -425,7 +462,6 @@ class DetectionOutput(Layer):
         def col(x, i, axis):
             return e.op("Slice", [x, e.ints([i]), e.ints([i + 1]), e.ints([axis])])
 
-        f2 = e.const(np.float32(2), "two")
         # priors [P, 4] and variances [P, 4], as columns [P, 1]
         pr = e.op("Reshape", [ins[2], e.ints([-1, 4])])
         pb = e.op("Slice", [pr, e.ints([0]), e.ints([P]), e.ints([0])])
@@ -445,6 +481,7 @@ class DetectionOutput(Layer):
         else:
             pw, ph = e.op("Sub", [px1, px0]), e.op("Sub", [py1, py0])
             if self.code_type == CENTER_SIZE:
+                f2 = e.const(np.float32(2), "two")
                 pcx = e.op("Div", [e.op("Add", [px0, px1]), f2])
                 pcy = e.op("Div", [e.op("Add", [py0, py1]), f2])
                 cx = e.op("Add", [e.op("Mul", [sc(v[0], l0), pw]), pcx])
@@ -477,7 +514,12 @@ class DetectionOutput(Layer):
             idx = e.op("Expand", [e.op("Unsqueeze", [idx, e.ints([2])]), e.ints([G, k, 4])])
             boxes = e.op("GatherElements", [boxes, idx], axis=1)               # [G, k, 4]
         thr = min(float(self.nms_threshold), 1.0)   # ORT wants [0, 1]; an overlap never exceeds 1
-        sel = e.op("NonMaxSuppression", [boxes, e.op("Reshape", [scores, e.ints([G, 1, k])]), e.ints([k]),
+        # a box with xmax < xmin or ymax < ymin overlaps nothing in the fork (size 0); ONNX
+        # Runtime would swap its corners, so NMS sees it as a point (overlapping nothing)
+        x0, y0, x1, y1 = (col(boxes, i, 2) for i in range(4))
+        bad = e.op("Or", [e.op("Less", [x1, x0]), e.op("Less", [y1, y0])])
+        nms_boxes = e.op("Where", [bad, e.const(np.zeros(4, np.float32), "point"), boxes])
+        sel = e.op("NonMaxSuppression", [nms_boxes, e.op("Reshape", [scores, e.ints([G, 1, k])]), e.ints([k]),
                                          e.const([thr], "iou"), e.const([float(self.conf_thresh)], "score")],
                    center_point_box=0)                                          # [M, 3]: group, 0, position
         gj = e.op("Gather", [sel, e.ints([0, 2])], axis=1)                     # [M, 2]
