@@ -6,9 +6,11 @@ they are emitted as an ONNX Loop over the ROIs that slices each ROI's part of th
 ROIPooling gathers each bin's rows (then columns) and takes ReduceMax, PSROIPooling sums
 each bin under a row/column mask. The bin bounds are computed outside the loop with the
 forks' own float32 arithmetic (C round() halves away from zero, computed in double so it
-is exact). 300 ROIs on a 38x63 VGG-16 map take about 0.1 s. ONNX's
-MaxRoiPool is not used: ONNX Runtime starts every bin at FLT_MIN (the smallest positive
-float) instead of -FLT_MAX, so a bin of negative values pools to 1.2e-38.
+is exact). 300 ROIs on a 38x63 VGG-16 map take about 0.1 s. ONNX's MaxRoiPool is not
+used: the ONNX spec leaves its bin rounding open (OpenVINO computes the borders with
+integer division, not Caffe's float32 floor/ceil) and ONNX Runtime's CPU kernel has
+started bins at FLT_MIN, not -FLT_MAX (microsoft/onnxruntime@0ed0289b roi_pool.cc), which
+pools a bin of negative values to 1.2e-38; ONNX Runtime 1.31 happens to agree with Caffe.
 """
 from __future__ import annotations
 
