@@ -205,8 +205,8 @@ def test_pool_round_mode_floor(build):
     assert rel_err(net.layer_outputs["pool"], y) < 1e-6
 
 
-def test_pool_ceil_mode_against_opencv(build):
-    """OpenCV's Caffe importer reads ceil_mode (and a MAX pooling's mask top)."""
+def test_pool_ceil_mode_and_mask_against_opencv(build):
+    """OpenCV's Caffe importer reads ceil_mode and a MAX pooling's mask top."""
     cv2 = pytest.importorskip("cv2")
     x = rand(1, 3, 12, 11)
     text = layer("pool", "Pooling", "data", "pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 "
@@ -224,6 +224,18 @@ def test_pool_ceil_mode_against_opencv(build):
     for name, got in zip(["pool", "pool2"], outs):
         assert got.shape == net.layer_outputs[name].shape
         assert rel_err(net.layer_outputs[name], got) < 1e-6
+    # a MAX pooling's mask top, with ties (small integers): OpenCV's first maximum is Caffe's
+    x = RNG.integers(-2, 3, (2, 3, 12, 11)).astype(np.float32)
+    text = layer("pool", "Pooling", "data", "pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }",
+                 tops=["pool", "mask"])
+    proto, _ = build.write(text, {"data": x.shape}, name="cvmask")
+    cv_net = cv2.dnn.readNetFromCaffe(str(proto))
+    cv_net.setInput(x)
+    values, mask = cv_net.forwardAndRetrieve(["pool"])[0]
+    net = zfcaffe.Net(str(proto))
+    net.forward(data=x)
+    np.testing.assert_array_equal(net.layer_outputs["pool#0"], values)
+    np.testing.assert_array_equal(net.layer_outputs["pool#1"], mask)
 
 
 # -- Upsample -------------------------------------------------------------------------------------------
