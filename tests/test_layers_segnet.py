@@ -261,6 +261,8 @@ def test_upsample_through_pool_mask(build, tmp_path, ksp, params, hw):
     want = ref_upsample(y, mask, oh, ow)
     np.testing.assert_array_equal(net.layer_outputs["up"], want)
     np.testing.assert_array_equal(onnx_values(net, tmp_path / "m.onnx", {"data": x})["up"], want)
+    g = net.graph.geometry["up"]            # back on the pooling input's grid
+    assert g.jump == (1, 1) and (g.start == (0, 0) or ksp != (2, 2, 0))
 
 
 def test_upsample_later_write_wins(build, tmp_path):

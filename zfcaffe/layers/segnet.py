@@ -151,8 +151,12 @@ class SegNetUpsample(Layer):
         if g is None or g.whole:
             return [g]
         # each output unit holds (or is next to) a pooled unit's value: the pooling's
-        # input grid again; the field of view is the pooled unit's
-        ratio = tuple(o / i for o, i in zip(self.out_shapes[0][2:], self.in_shapes[0][2:]))
+        # input grid again (its stride: the scale, or the rounded size ratio for
+        # upsample_h/w, 23 -> 45 being 2); the field of view is the pooled unit's
+        if self.scale is not None:
+            ratio = self.scale
+        else:
+            ratio = tuple(max(1, round(o / i)) for o, i in zip(self.out_shapes[0][2:], self.in_shapes[0][2:]))
         return [g.upsample(ratio, ratio, (0, 0))]
 
     def macs(self):
