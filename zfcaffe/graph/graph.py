@@ -323,8 +323,9 @@ def load_graph(path: str, phase: str = "TEST", level: int = 0, stages=(),
         if unsupported:
             continue    # layers after an unsupported one are only checked for support
         layer = cls(lp, line, path)
+        layer.phase = phase.upper()
         if isinstance(layer, PythonLayer):
-            layer.python_path, layer.phase = list(python_path or ()), phase.upper()
+            layer.python_path = list(python_path or ())
         for b in lp.bottom:
             if b not in current:
                 raise layer.error(f"bottom '{b}' is not produced by any earlier layer")

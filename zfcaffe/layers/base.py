@@ -220,6 +220,8 @@ class Layer:
     #: size ONNX cannot give (DetectionOutput). Their `emit` serves the ONNX export only,
     #: and may refuse (`self.error`): the export then cuts the net before them.
     host = False
+    #: the net's phase ("TEST" or "TRAIN"), set by the graph
+    phase = "TEST"
 
     def __init__(self, lp, line: int = 0, path: str = ""):
         self.lp = lp

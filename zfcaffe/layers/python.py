@@ -75,7 +75,6 @@ class PythonLayer(Layer):
         p = lp.python_param
         self.module, self.class_name, self.param_str = p.module, p.layer, p.param_str
         self.python_path: list[str] = []
-        self.phase = "TEST"
         self._obj = None
         self._shapes_for = None
 
