@@ -55,6 +55,13 @@ def test_upsample(build, tmp_path, params, scale):
     assert rel_err(run_onnx(tmp_path / "up.onnx", {"data": x})["up"], ref) == 0
 
 
+def test_upsample_dynamic(build, tmp_path):
+    net = build(layer_text("up", "Upsample", "data", "upsample_param { scale: 2 }"), {"data": (1, 2, 3, 4)})
+    assert net.to_onnx(tmp_path / "dyn.onnx", dynamic=True) == ("batch", "spatial")
+    x = np.random.default_rng(10).standard_normal((2, 2, 5, 9)).astype(np.float32)
+    assert rel_err(run_onnx(tmp_path / "dyn.onnx", {"data": x})["up"], upsample_ref(x, 2)) == 0
+
+
 def test_upsample_refuses_segnet_fields(build):
     with pytest.raises(ZfcaffeError, match="upsample_h"):
         build(layer_text("up", "Upsample", "data", "upsample_param { upsample_h: 4 upsample_w: 4 }"),

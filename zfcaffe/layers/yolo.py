@@ -459,8 +459,9 @@ class Yolov3DetectionOutput(_Detection):
         return [np.concatenate(c) for c in zip(*parts)]
 
     def forward(self, inputs):
-        x, y, w, h, label, conf = self.decode(inputs)
-        return [detection_rows(x, y, w, h, label, conf, self.nms_threshold, np.shape(inputs[0])[0])]
+        with np.errstate(over="ignore", invalid="ignore"):   # inf/NaN logits go through, as in the fork
+            x, y, w, h, label, conf = self.decode(inputs)
+            return [detection_rows(x, y, w, h, label, conf, self.nms_threshold, np.shape(inputs[0])[0])]
 
 
 @register("YoloDetectionOutput")
@@ -532,8 +533,9 @@ class YoloDetectionOutput(_Detection):
         return [np.concatenate(c) for c in zip(*parts)]
 
     def forward(self, inputs):
-        x, y, w, h, label, conf = self.decode(inputs)
-        return [detection_rows(x, y, w, h, label, conf, self.nms_threshold, np.shape(inputs[0])[0])]
+        with np.errstate(over="ignore", invalid="ignore"):   # inf/NaN logits go through, as in the fork
+            x, y, w, h, label, conf = self.decode(inputs)
+            return [detection_rows(x, y, w, h, label, conf, self.nms_threshold, np.shape(inputs[0])[0])]
 
 
 __all__ = ["YoloUpsample", "Reorg", "Yolov3DetectionOutput", "YoloDetectionOutput", "std_sort_order", "fork_nms",
