@@ -141,14 +141,17 @@ def libstdcxx_sort_desc(scores) -> list[int]:
     return [i for _, i in v]
 
 
-def _sort_desc(scores: np.ndarray) -> np.ndarray:
-    """The fork's std::sort by score, descending: a NumPy sort where no two scores tie
-    (then every sort agrees), the libstdc++ emulation where some do."""
+def _keep_best(scores: np.ndarray, labels: np.ndarray, keep: int) -> np.ndarray:
+    """The fork's keep_top_k: std::sort by score, descending, the first `keep`. A NumPy
+    sort gives the same unless tied scores straddle the cut or two tied rows of one label
+    are kept (their order then shows); only then is libstdc++'s algorithm replayed."""
     order = np.argsort(-scores, kind="stable")
-    s = scores[order]
-    if np.any(s[1:] == s[:-1]):
-        return np.asarray(libstdcxx_sort_desc(scores), dtype=np.int64)
-    return order
+    s, best = scores[order], order[:keep]
+    straddle = keep < len(s) and s[keep] == s[keep - 1]
+    pairs = np.stack([scores[best], labels[best]], 1)
+    if straddle or len(np.unique(pairs, axis=0)) < len(pairs):
+        return np.asarray(libstdcxx_sort_desc(scores), dtype=np.int64)[:keep]
+    return best
 
 
 def _sift_up(h, i):
@@ -421,7 +424,7 @@ class DetectionOutput(Layer):
                 for i in range(N):
                     r = rows[bounds[i]:bounds[i + 1]]
                     if len(r) > self.keep_top_k:
-                        best = _sort_desc(r[:, 2])[:self.keep_top_k]
+                        best = _keep_best(r[:, 2], r[:, 1], self.keep_top_k)
                         # regrouped by label (a std::map), each label in the sorted order
                         r = r[best[np.argsort(r[best, 1], kind="stable")]]
                     parts.append(r)
