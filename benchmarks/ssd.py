@@ -9,9 +9,10 @@ Models: the WeChat QR-code detector (census/wechat_qrcode, real weights, the ora
 461x346 two-code image) and MobileNet-SSD (census/mobilenet_ssd, Caffe's fillers written once
 to a caffemodel, the oracle's 300x300 photo). zfcaffe runs forward(record=False), and the
 same net cut before its DetectionOutput (stop_before; a lean graph keeping only the layer's
-three bottoms) followed by the layer's forward; OpenCV the OpenCV backend on the CPU. DetectionOutput alone: the layer's NumPy/Numba forward on the
-oracle's own bottoms (mobilenet_ssd_slim: confidence > 0.05, 100 rows kept), against
-OpenCV's DetectionOutput in a three-input net. PriorBox is a constant of the graph: it costs
+three bottoms) followed by the layer's forward; OpenCV the OpenCV backend on the CPU.
+DetectionOutput alone: the layer's NumPy/Numba forward on the oracle's own bottoms
+(mobilenet_ssd_slim: confidence > 0.05, 100 rows kept), against OpenCV's DetectionOutput in a
+three-input net. PriorBox is a constant of the graph: it costs
 nothing per image.
 """
 from __future__ import annotations

@@ -355,6 +355,7 @@ def test_oracle_net_and_export(shared, tmp_path, name):
     net = zfcaffe.Net(case["prototxt"], case["weights_path"], input_shapes=case["input_shapes"])
     assert all(net.layer_shapes[l.name] == (1, 1, 1, 7) for l in detection_layers(net))
     net.forward(**case["inputs"])
+    assert all(tuple(net.layer_shapes[k]) == tuple(s) for k, s in case["shapes"].items())   # K rows now
     dets = [l.name for l in detection_layers(net)]
     for d in dets:
         # 1e-4 of the coordinate's size: variance_encoded_in_target boxes reach |x| ~ 400,

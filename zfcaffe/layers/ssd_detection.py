@@ -269,6 +269,9 @@ class DetectionOutput(Layer):
     """
 
     host = True
+    #: per top, the axes whose size each forward decides (the row count K): an exported
+    #: file could leave them open instead of Reshape's [1, 1, 1, 7]
+    open_axes = ((2,),)
 
     def setup(self, lp):
         p = lp.detection_output_param
@@ -406,8 +409,8 @@ class DetectionOutput(Layer):
         x0, y0, x1, y1 = (boxes[..., i] for i in range(4))
         sizes = np.where((x1 < x0) | (y1 < y0), np.float32(0), (x1 - x0) * (y1 - y0))   # BBoxSize
         scores = scores + np.float32(0)                                            # -0.0 ties +0.0
-        kept, counts = _nms_kernel()(scores, scores.view(np.int32), boxes, sizes, box_of_group, self.conf_thresh, self.top_k,
-                                     self.nms_threshold, self.eta)
+        kept, counts = _nms_kernel()(scores, scores.view(np.int32), boxes, sizes, box_of_group, self.conf_thresh,
+                                     self.top_k, self.nms_threshold, self.eta)
         g, pos = np.nonzero(np.arange(kept.shape[1]) < counts[:, None])  # image-major, label ascending, NMS order
         p = kept[g, pos]
         img = g // Cp
