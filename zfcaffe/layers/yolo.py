@@ -325,13 +325,16 @@ def fork_nms(boxes: np.ndarray, threshold: float) -> np.ndarray:
     return np.nonzero(alive)[0]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """The fork's `1. / (1. + exp(-x))`: double arithmetic, stored as float."""
-    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(F32)
-
-
 def _exp(x: np.ndarray) -> np.ndarray:
+    """`exp` of a float: the float overload (as with CUDA's or <math.h>'s declarations in
+    scope), here the correctly rounded float of the exponential."""
     return np.exp(x.astype(np.float64)).astype(F32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """The fork's `1. / (1. + exp(-x))` for a float x: a float exp, then double
+    arithmetic, stored as float."""
+    return (1.0 / (1.0 + _exp(-x).astype(np.float64))).astype(F32)
 
 
 def detection_rows(x, y, w, h, label, conf, nms_threshold, batch: int) -> np.ndarray:
