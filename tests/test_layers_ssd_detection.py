@@ -44,6 +44,11 @@ def ref_detection_output(p: dict, loc, conf, prior):
     cf = conf.reshape(N, P, C).astype(np.float64)
 
     def decode(b, v, l):
+        out = _decode(b, v, l)
+        # OpenCV's `clip` field: ClipBBox after decoding (the size from the clipped box)
+        return [min(max(c, 0.0), 1.0) for c in out] if p.get("clip") else out
+
+    def _decode(b, v, l):
         v = [1.0] * 4 if vet else v
         if code == "CORNER":
             return [b[i] + v[i] * l[i] for i in range(4)]
@@ -172,6 +177,8 @@ CONFIGS = {
     "nothing": dict(num_classes=4, code_type="CENTER_SIZE", confidence_threshold=0.9999, keep_top_k=5),
     "keep_zero": dict(num_classes=4, code_type="CENTER_SIZE", keep_top_k=0, confidence_threshold=0.2),
     "top_k_zero": dict(num_classes=4, code_type="CENTER_SIZE", top_k=0),
+    "clip_opencv": dict(num_classes=4, code_type="CENTER_SIZE", clip=True, confidence_threshold=0.2,
+                        keep_top_k=30, top_k=20),
     "ties_keep": dict(num_classes=4, code_type="CENTER_SIZE", keep_top_k=17, confidence_threshold=0.1,
                       nms_threshold=0.6),
 }
@@ -182,7 +189,8 @@ def test_transcription(build, name):
     p = CONFIGS[name]
     rng = np.random.default_rng(sorted(CONFIGS).index(name))
     loc, conf, prior = make_inputs(rng, C=p["num_classes"], share=p.get("share_location", True),
-                                   tie_step=1 / 16 if name.startswith("ties") else None)
+                                   tie_step=1 / 16 if name.startswith("ties") else None,
+                                   loc_scale=2.0 if name == "clip_opencv" else 0.5)
     net = det_net(build, p, loc, conf, prior)
     assert net.layer_shapes["det"] == (1, 1, 1, 7)        # Caffe's Reshape; Forward sets the rows
     out = net.forward(loc=loc, conf=conf, prior=prior)["det"]
@@ -285,10 +293,13 @@ def test_export_reruns_equal(build, tmp_path, name):
     CORNER decoding makes boxes with xmax < xmin, which the export feeds its NMS as points)."""
     p = CONFIGS[name]
     rng = np.random.default_rng(100 + sorted(CONFIGS).index(name))
-    loc, conf, prior = make_inputs(rng, C=p["num_classes"], share=p.get("share_location", True))
+    loc, conf, prior = make_inputs(rng, C=p["num_classes"], share=p.get("share_location", True),
+                                   loc_scale=2.0 if name == "clip_opencv" else 0.5)
     net = det_net(build, p, loc, conf, prior)
     feeds = {"loc": loc, "conf": conf, "prior": prior}
     out = net.forward(**feeds)["det"]
+    if p.get("clip"):
+        assert np.any(out[0, 0, :, 3:] == 0) and np.any(out[0, 0, :, 3:] == 1)
     if p.get("code_type") == "CORNER":
         assert np.any(out[0, 0, :, 5] < out[0, 0, :, 3])      # the case the export takes care of
     assert_rows(onnx_rows(net, tmp_path, feeds)["det"], out)
