@@ -129,6 +129,14 @@ def test_reorg_dynamic(build, tmp_path):
     assert rel_err(run_onnx(tmp_path / "dyn.onnx", {"data": x})["reorg"], ref) == 0
 
 
+def test_reorg_reverse_dynamic(build, tmp_path):
+    net = build(layer_text("reorg", "Reorg", "data", "reorg_param { stride: 2 reverse: true }"), {"data": (1, 8, 3, 5)})
+    assert net.to_onnx(tmp_path / "dyn.onnx", dynamic=True) == ("batch", "spatial")
+    x = np.random.default_rng(11).standard_normal((2, 8, 4, 7)).astype(np.float32)
+    ref = reorg_ref(x, 2, forward=True).reshape(2, 2, 8, 14)
+    assert rel_err(run_onnx(tmp_path / "dyn.onnx", {"data": x})["reorg"], ref) == 0
+
+
 def test_reorg_errors(build):
     with pytest.raises(ZfcaffeError, match="multiple of stride"):
         build(layer_text("reorg", "Reorg", "data", "reorg_param { stride: 2 }"), {"data": (1, 3, 4, 4)})
