@@ -139,15 +139,14 @@ def test_a_forks_schema_read_at_run_time(tmp_path):
                     'message LayerParameter {\n  optional FooParameter foo_param = 9001;\n}\n'
                     'message FooParameter {\n  optional float a = 1 [default = 0.5];\n'
                     '  enum Mode { X = 0; Y = 1; }\n  optional Mode mode = 2 [default = Y];\n}\n')
-    saved = {n: getattr(caffe_pb2, n) for n in ("LayerParameter", "NetParameter", "DESCRIPTOR")}
+    saved = dict(vars(caffe_pb2))        # every class: use_proto replaces them all
     try:
         use_proto(str(fork))
         lp = text_format.Parse('name: "foo" type: "Foo" foo_param { a: 2 }', caffe_pb2.LayerParameter())
         assert lp.foo_param.a == 2 and lp.foo_param.mode == 1
         assert caffe_pb2.NetParameter().DESCRIPTOR.fields_by_name["layer"].message_type.fields_by_name["foo_param"]
     finally:
-        for n, v in saved.items():
-            setattr(caffe_pb2, n, v)
+        vars(caffe_pb2).update(saved)
 
 
 def test_registration_refuses_a_second_class_for_a_type():

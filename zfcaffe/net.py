@@ -405,9 +405,17 @@ class Net:
         return any(l.host for l in self.graph.layers)
 
     def _run_lean(self, keys: list[str], feeds: dict) -> dict[str, np.ndarray]:
-        if self.has_host_layers:
-            self.forward(**{self.graph.name_of(k): v for k, v in feeds.items()})
-            return {k: self.layer_outputs[k] for k in keys}
+        if self.has_host_layers:   # lean spans keep only what later layers read and what is asked for
+            known = dict(feeds)
+            for lo, hi, host in self.segments():
+                if host:
+                    known.update(self._run_host(self.graph.layers[lo], known))
+                    continue
+                later = {b for l in self.graph.layers[hi + 1:] for b in l.bottoms}
+                need = tuple(t for l in self.graph.layers[lo:hi + 1] for t in l.tops if t in later or t in keys)
+                sess = self.session(False, need, span=(lo, hi))
+                known.update(sess.run({k: known[k] for k in sess.input_names}))
+            return {k: known[k] for k in keys}
         sess = self.session(False, tuple(keys))
         return sess.run({k: v for k, v in feeds.items() if k in sess.input_names})
 

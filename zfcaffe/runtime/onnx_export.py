@@ -135,6 +135,11 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
     for node in e.nodes:
         node.input[:] = [rename.get(n, n) for n in node.input]
         node.output[:] = [rename.get(n, n) for n in node.output]
+    # a host layer's data-dependent axes (a detection output's row count) are left open
+    open_axes = {t: axes for l in layers for t, axes in zip(l.tops, getattr(l, "open_axes", ()))}
+    for info in value_outs:
+        if info.name in open_axes:
+            _symbolic(info, {a: f"{info.name}_{a}" for a in open_axes[info.name]})
     for info in inputs + value_outs:
         info.name = rename.get(info.name, info.name)
         if dynamic:
