@@ -371,7 +371,7 @@ class Net:
         if unknown:
             raise ZfcaffeError(f"forward(blobs=...): {', '.join(map(repr, unknown))} not a blob of the net "
                                f"(blobs: {', '.join(list(self.graph.blob_of)[:12])}{' ...' if len(self.graph.blob_of) > 12 else ''})")
-        if self.has_host_layers:   # ONNX Runtime spans with the host layers between them
+        if record and self.has_host_layers:   # ONNX Runtime spans with the host layers between them
             self._input_data = dict(feeds)
             self.layer_outputs, self.switches = RecordedValues(self, {}), Switches(self)
             self.forward_span(0, len(self.graph.layers) - 1, feeds)
