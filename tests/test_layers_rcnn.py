@@ -308,7 +308,8 @@ def proposal_ref(cls_prob, deltas, im_info, feat_stride=16, pre=6000, post=300, 
                 w, h = F32(anchor[2] - anchor[0] + 1.0), F32(anchor[3] - anchor[1] + 1.0)
                 cx, cy = F32(F32(anchor[0]) + F32(0.5) * w), F32(F32(anchor[1]) + F32(0.5) * h)
                 pcx, pcy = F32(d[0] * w + cx), F32(d[1] * h + cy)
-                pw, ph = F32(np.exp(d[2]) * w), F32(np.exp(d[3]) * h)
+                # the float exponential correctly rounded (libm's expf; NumPy's SIMD float32 exp varies by CPU)
+                pw, ph = F32(F32(math.exp(d[2])) * w), F32(F32(math.exp(d[3])) * h)
                 box = [pcx - F32(0.5) * pw, pcy - F32(0.5) * ph, pcx + F32(0.5) * pw, pcy + F32(0.5) * ph]
                 lim = [im_info[0, 1] - 1, im_info[0, 0] - 1] * 2
                 box = [max(min(v, l), F32(0)) for v, l in zip(box, lim)]
@@ -349,6 +350,69 @@ def test_proposal_layer_refuses():
         layer.output_shapes([(1, 16, 4, 4), (1, 36, 4, 4), (1, 3)])
 
 
+PROPOSAL_NET = ('layer { name: "proposal" type: "Python" bottom: "cls" bottom: "bbox" bottom: "im_info" '
+                'top: "rois" top: "scores" python_param { module: "rpn.proposal_layer" layer: "ProposalLayer" '
+                'param_str: "\'feat_stride\': 16" } }\n')
+
+
+def proposal_inputs(rng, h, w, spread=0.3):
+    """Softmax scores (continuous: no ties), deltas, im_info of a map of h x w."""
+    logits = rng.standard_normal((1, 2, 9, h, w)).astype(F32)
+    prob = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).reshape(1, 18, h, w).astype(F32)
+    return prob, (rng.standard_normal((1, 36, h, w)) * spread).astype(F32)
+
+
+@pytest.mark.parametrize("h,w,im,phase", [
+    (6, 7, (100, 115, 0.8), "TEST"),          # the test above's case: NMS leaves fewer than 300
+    (28, 26, (440, 410, 1.0), "TEST"),        # 6,552 anchors: the pre-NMS cut (6,000) and the 300 after NMS
+    (28, 26, (440, 410, 1.0), "TRAIN"),       # 12,000 / 2,000
+    (9, 11, (150, 170, 2.5), "TEST"),         # min size 40: most boxes filtered
+])
+def test_proposal_layer_exports_exactly(build, tmp_path, h, w, im, phase):
+    prob, deltas = proposal_inputs(np.random.default_rng(h * w), h, w)
+    im_info = np.array([im], F32)
+    proto, weights = build.write(PROPOSAL_NET, {"cls": prob.shape, "bbox": deltas.shape, "im_info": (1, 3)})
+    net = zfcaffe.Net(str(proto), phase=phase)
+    feeds = {"cls": prob, "bbox": deltas, "im_info": im_info}
+    out = net.forward(**feeds)
+    alone = onnx_alone(net, tmp_path / "proposal.onnx", feeds)
+    assert net.export_cut == []
+    pre, post = ProposalLayer.CONFIG[phase][:2]
+    assert 0 < len(out["rois"]) <= post
+    if h * w * 9 > pre:
+        assert len(out["rois"]) == post
+    # the same rows, in the same order, to the bit
+    np.testing.assert_array_equal(alone[net.graph.blob_of["rois"]], out["rois"])
+    np.testing.assert_array_equal(alone[net.graph.blob_of["scores"]], out["scores"])
+    # a file written before any forward pass leaves the row count open
+    sess = ort.InferenceSession(str(tmp_path / "proposal.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.get_outputs()[0].shape[0] == "rois_0"
+
+
+def test_proposal_export_drops_at_equal_overlap(build, tmp_path, monkeypatch):
+    """cpu_nms drops a box whose overlap equals the threshold (>=); ONNX NonMaxSuppression
+    only above it (>): the exported threshold is the float below, so the file drops it too."""
+    rng = np.random.default_rng(4)
+    prob, deltas = proposal_inputs(rng, 1, 2)
+    deltas[:] = 0                                      # proposals = anchors (clipped)
+    # anchor 3 (128 x 128 at (-56, -56)) at x = 0 and x = 16, decoded (centre +- 64) and clipped
+    prob[0, 9 + 3] = [0.99, 0.98]
+    a, b = np.array([0, 0, 72, 72], F32), np.array([0, 0, 88, 72], F32)
+    ovr = F32(73 * 73) / F32(F32(73 * 73) + F32(89 * 73) - F32(73 * 73))
+    thresh = float(ovr)                                # exactly the overlap of the two best boxes
+    monkeypatch.setattr(ProposalLayer, "CONFIG", {"TEST": (6000, 300, thresh, 16)})
+    assert nms(np.array([[*a, 0.99], [*b, 0.98]], F32), thresh) == [0]
+    im_info = np.array([[300, 300, 0.1]], F32)
+    proto, _ = build.write(PROPOSAL_NET, {"cls": prob.shape, "bbox": deltas.shape, "im_info": (1, 3)})
+    net = zfcaffe.Net(str(proto))
+    feeds = {"cls": prob, "bbox": deltas, "im_info": im_info}
+    rois = net.forward(**feeds)["rois"]
+    np.testing.assert_array_equal(rois[0, 1:], a)
+    assert not (rois[:, 1:] == b).all(axis=1).any()   # dropped at equality
+    alone = onnx_alone(net, tmp_path / "proposal.onnx", feeds)
+    np.testing.assert_array_equal(alone[net.graph.blob_of["rois"]], rois)
+
+
 # -- census nets ------------------------------------------------------------------------
 CENSUS = {"faster_rcnn_vgg16": ("test.prototxt", ["rpn_cls_prob_reshape", "rpn_bbox_pred", "conv5_3"]),
           "rfcn_resnet50": ("test_agnostic.prototxt", ["rpn_cls_prob_reshape", "rpn_bbox_pred", "res5c"])}
@@ -368,6 +432,16 @@ def test_census_net(shared, tmp_path, name):
     assert out["cls_prob"].shape == (len(rois), 21)
     np.testing.assert_allclose(out["cls_prob"].sum(axis=1), 1, rtol=1e-5)
     alone = onnx_alone(net, tmp_path / f"{name}.onnx", {"data": x, "im_info": im_info})
-    for k in keys:   # the file stops before the Python proposal layer
+    assert net.export_cut == []   # the whole net: the proposals in standard ops, then (PS)ROI pooling
+    for k in keys:
         assert rel_err(alone[k], net.layer_outputs[k]) <= 1e-5, k
-    assert "proposal" in {c[0] for c in net.export_cut}
+    rois = net.graph.blob_of["rois"]
+    assert alone[rois].shape[1] == 5
+    # filler weights tie every score (0.5): ONNX's TopK / NonMaxSuppression may order ties otherwise,
+    # so what follows the proposals is compared only where the two chose the same ROIs
+    if alone[rois].shape == net.layer_outputs[rois].shape and (alone[rois] == net.layer_outputs[rois]).all():
+        for k, v in alone.items():
+            assert v.shape == net.layer_outputs[k].shape and rel_err(v, net.layer_outputs[k]) <= 1e-5, k
+    # the file holds for any number of ROIs (the ROIs' axis is open downstream)
+    sess = ort.InferenceSession(str(tmp_path / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+    assert {o.name: o.shape[0] for o in sess.get_outputs()}["cls_prob"] == "cls_prob_0"

@@ -303,8 +303,20 @@ def generate_anchors(base_size=16, ratios=(0.5, 1, 2), scales=2 ** np.arange(3, 
     return np.vstack(out)
 
 
+def _exp(x: np.ndarray) -> np.ndarray:
+    """np.exp of a float32 array as the correctly rounded float32 (through float64).
+    NumPy's own float32 exp depends on the build and CPU (its AVX-512/AVX2 loops differ
+    from the correctly rounded value by up to 2 ulp in about 40% of inputs, NumPy 2.4);
+    py-faster-rcnn's NumPy of its day called libm's expf (within half an ulp). Rounded
+    this way the exported file (Exp in double, then Cast) gives the same bits."""
+    if x.dtype != np.float32:
+        return np.exp(x)
+    return np.exp(x.astype(np.float64)).astype(np.float32)
+
+
 def bbox_transform_inv(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
-    """py-faster-rcnn lib/fast_rcnn/bbox_transform.py, in the deltas' dtype (float32)."""
+    """py-faster-rcnn lib/fast_rcnn/bbox_transform.py, in the deltas' dtype (float32); the
+    exponential correctly rounded (see _exp)."""
     if boxes.shape[0] == 0:
         return np.zeros((0, deltas.shape[1]), dtype=deltas.dtype)
     boxes = boxes.astype(deltas.dtype, copy=False)
@@ -316,8 +328,8 @@ def bbox_transform_inv(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     pred_ctr_x = dx * widths[:, None] + ctr_x[:, None]
     pred_ctr_y = dy * heights[:, None] + ctr_y[:, None]
     with np.errstate(over="ignore"):
-        pred_w = np.exp(dw) * widths[:, None]
-        pred_h = np.exp(dh) * heights[:, None]
+        pred_w = _exp(dw) * widths[:, None]
+        pred_h = _exp(dh) * heights[:, None]
     out = np.zeros(deltas.shape, dtype=deltas.dtype)
     out[:, 0::4] = pred_ctr_x - 0.5 * pred_w
     out[:, 1::4] = pred_ctr_y - 0.5 * pred_h
@@ -371,6 +383,8 @@ class ProposalLayer(Layer):
     (batch index 0, x1, y1, x2, y2), optionally scores [R, 1]. Caffe shapes them [1, 5]
     (and [1, 1, 1, 1]) at reshape time; the forward pass gives the real R."""
     host = True
+    #: the row count of rois (and scores) is decided by each forward pass
+    open_axes = ((0,), (0,))
     #: lib/fast_rcnn/config.py: (RPN_PRE_NMS_TOP_N, RPN_POST_NMS_TOP_N, RPN_NMS_THRESH, RPN_MIN_SIZE)
     CONFIG = {"TEST": (6000, 300, 0.7, 16), "TRAIN": (12000, 2000, 0.7, 16)}
 
@@ -407,8 +421,103 @@ class ProposalLayer(Layer):
         return f"feat_stride {self.feat_stride}, {self.anchors.shape[0]} anchors, NMS {thresh:g} {pre} -> {post}"
 
     def emit(self, e, ins, outs):
-        raise self.error("cannot be exported to ONNX: py-faster-rcnn's greedy NMS (+1 box areas, >= threshold, "
-                         "data-dependent output count) has no exact ONNX form; the export stops before it")
+        """Standard operators, step by step as `forward`: anchors shifted over the map
+        (from its shape), bbox_transform_inv in float32 (the exponential in double, then
+        rounded: `_exp`), clip to im_info, the min-size filter (Compress), TopK for the
+        pre-NMS cut, NonMaxSuppression for cpu_nms, Gather. NonMaxSuppression gets the
+        corners (y1, x1, y2 + 1, x2 + 1): the real-valued overlap is py-faster-rcnn's
+        (areas with the +1), and its threshold is the float just below the smallest float
+        >= RPN_NMS_THRESH, so ONNX's `iou > threshold` is cpu_nms's `ovr >= thresh`
+        (float32 ovr, double thresh) exactly. Differs from `forward` only (a) where
+        scores tie (TopK and NonMaxSuppression take the lower index first; NumPy's
+        argsort order of equal scores is its introsort's), and (b) where an overlap lies
+        within float32 rounding of the threshold: ONNX Runtime rounds (x2 + 1) - x1 where
+        cpu_nms rounds (x2 - x1) + 1, so the float32 overlap can differ in its last bits."""
+        if self.in_shapes[0][0] != 1:
+            raise self.error(f"input batch is {self.in_shapes[0][0]}; py-faster-rcnn supports only single "
+                             "item batches (cannot be exported)")
+        pre_nms_top_n, post_nms_top_n, nms_thresh, min_size = self.CONFIG[self.phase]
+        a = self.anchors.shape[0]
+        cls, bbox, info = ins
+        one_f = e.const(np.float32(1), "one_f")
+        half = e.const(np.float32(0.5), "half_f")
+
+        def col(x, i):
+            return _col(e, x, i)
+
+        # anchors [K * A, 4] for the map's H x W, row (y, x, anchor) as forward's; integers, exact in float32
+        h, w = _dim(e, cls, 2), _dim(e, cls, 3)
+        stride = e.const(np.float32(self.feat_stride), "feat_stride")
+        zero_i, one_i = e.ints(0, "zero"), e.ints(1, "one")
+        sx = e.op("Mul", [e.op("Cast", [e.op("Range", [zero_i, w, one_i])], to=FLOAT), stride])   # [W]
+        sy = e.op("Mul", [e.op("Cast", [e.op("Range", [zero_i, h, one_i])], to=FLOAT), stride])   # [H]
+        sx = e.op("Unsqueeze", [sx, e.ints([0, 2, 3])])                                  # [1, W, 1, 1]
+        sy = e.op("Unsqueeze", [sy, e.ints([1, 2, 3])])                                  # [H, 1, 1, 1]
+        xs = e.op("Mul", [sx, e.const(np.array([1, 0, 1, 0], np.float32), "x_cols")])
+        ys = e.op("Mul", [sy, e.const(np.array([0, 1, 0, 1], np.float32), "y_cols")])
+        base = e.const(self.anchors.reshape(1, 1, a, 4).astype(np.float32), "anchors")
+        anchors = e.op("Reshape", [e.op("Add", [e.op("Add", [base, xs]), ys]), e.ints([-1, 4])])
+        widths = e.op("Add", [e.op("Sub", [col(anchors, 2), col(anchors, 0)]), one_f])           # [M, 1]
+        heights = e.op("Add", [e.op("Sub", [col(anchors, 3), col(anchors, 1)]), one_f])
+        ctr_x = e.op("Add", [col(anchors, 0), e.op("Mul", [half, widths])])
+        ctr_y = e.op("Add", [col(anchors, 1), e.op("Mul", [half, heights])])
+        # deltas [1, 4A, H, W] -> [M, 4]; foreground scores (the second A channels) -> [M]
+        d = e.op("Reshape", [e.op("Transpose", [bbox], perm=[0, 2, 3, 1]), e.ints([-1, 4])])
+        fg = e.op("Slice", [cls, e.ints([a]), e.ints([2 * a]), e.ints([1])])
+        scores = e.op("Reshape", [e.op("Transpose", [fg], perm=[0, 2, 3, 1]), e.ints([-1])])
+
+        def exp(x):   # the correctly rounded float32 exponential, as _exp
+            return e.op("Cast", [e.op("Exp", [e.op("Cast", [x], to=DOUBLE)])], to=FLOAT)
+        pcx = e.op("Add", [e.op("Mul", [col(d, 0), widths]), ctr_x])
+        pcy = e.op("Add", [e.op("Mul", [col(d, 1), heights]), ctr_y])
+        pw = e.op("Mul", [exp(col(d, 2)), widths])
+        ph = e.op("Mul", [exp(col(d, 3)), heights])
+        hw, hh = e.op("Mul", [half, pw]), e.op("Mul", [half, ph])
+        # clip_boxes: min(max(v, 0) ...) as np.maximum(np.minimum(v, lim), 0), lim = size - 1 in float32
+        im = e.op("Slice", [e.op("Reshape", [info, e.ints([-1])]), e.ints([0]), e.ints([3]), e.ints([0])])
+        lim_y = e.op("Sub", [e.op("Gather", [im, e.ints(0, "im_h")]), one_f])
+        lim_x = e.op("Sub", [e.op("Gather", [im, e.ints(1, "im_w")]), one_f])
+        zero_f = e.const(np.float32(0), "zero_f")
+
+        def clip(v, lim):
+            return e.op("Max", [e.op("Min", [v, lim]), zero_f])
+        x1, y1 = clip(e.op("Sub", [pcx, hw]), lim_x), clip(e.op("Sub", [pcy, hh]), lim_y)
+        x2, y2 = clip(e.op("Add", [pcx, hw]), lim_x), clip(e.op("Add", [pcy, hh]), lim_y)
+        # min-size filter: width and height (with the +1) >= RPN_MIN_SIZE * im_info[2]
+        floor = e.op("Mul", [e.const(np.float32(min_size), "min_size"), e.op("Gather", [im, e.ints(2, "im_scale")])])
+        ws = e.op("Add", [e.op("Sub", [x2, x1]), one_f])
+        hs = e.op("Add", [e.op("Sub", [y2, y1]), one_f])
+        keep = e.op("Reshape", [e.op("And", [e.op("GreaterOrEqual", [ws, floor]),
+                                             e.op("GreaterOrEqual", [hs, floor])]), e.ints([-1])])
+        # NonMaxSuppression's corners (y1, x1, y2 + 1, x2 + 1): the +1 of py-faster-rcnn's areas
+        boxes = e.op("Concat", [x1, y1, x2, y2], axis=1)                                          # [M, 4]
+        nms_boxes = e.op("Concat", [y1, x1, e.op("Add", [y2, one_f]), e.op("Add", [x2, one_f])], axis=1)
+        both = e.op("Compress", [e.op("Concat", [boxes, nms_boxes], axis=1), keep], axis=0)       # [M', 8]
+        scores = e.op("Compress", [scores, keep], axis=0)                                          # [M']
+        k = e.op("Shape", [scores])
+        if pre_nms_top_n > 0:
+            k = e.op("Min", [k, e.ints([pre_nms_top_n], "pre_nms_top_n")])
+        scores, order = e.node("TopK", [scores, k], 2, axis=0, largest=1, sorted=1)
+        both = e.op("Gather", [both, order], axis=0)
+        # cpu_nms drops a box at ovr >= thresh (float32 ovr, double thresh); ONNX at iou > its float
+        # threshold: the float just below the smallest float >= thresh makes the two the same
+        t = np.float32(nms_thresh)
+        if float(t) < nms_thresh:
+            t = np.nextafter(t, np.float32(np.inf))
+        t = np.nextafter(t, np.float32(-np.inf))
+        limit = e.op("Shape", [scores]) if post_nms_top_n <= 0 else e.ints([post_nms_top_n], "post_nms_top_n")
+        nb = e.op("Slice", [both, e.ints([4]), e.ints([8]), e.ints([1])])
+        sel = e.op("NonMaxSuppression", [e.op("Unsqueeze", [nb, e.ints([0])]),
+                                         e.op("Reshape", [scores, e.ints([1, 1, -1])]), limit,
+                                         e.const([t], "nms_thresh")], center_point_box=0)   # [R, 3]
+        idx = e.op("Reshape", [e.op("Slice", [sel, e.ints([2]), e.ints([3]), e.ints([1])]), e.ints([-1])])
+        kept = e.op("Gather", [e.op("Slice", [both, e.ints([0]), e.ints([4]), e.ints([1])]), idx], axis=0)
+        batch = e.op("ConstantOfShape", [e.op("Concat", [e.op("Shape", [idx]), e.ints([1])], axis=0)],
+                     value=helper.make_tensor("zero", FLOAT, [1], [0.0]))
+        e.op("Concat", [batch, kept], outs[0], axis=1)                                            # [R, 5]
+        if len(outs) > 1:
+            rank = len(self.out_shapes[1]) if self.out_shapes else 2
+            e.op("Reshape", [e.op("Gather", [scores, idx], axis=0), e.ints([-1] + [1] * (rank - 1))], outs[1])
 
     def forward(self, inputs):
         cls_prob, deltas, im_info = (np.asarray(x, np.float32) for x in inputs)

@@ -175,8 +175,15 @@ class _Reshaping(_Routing):
             return [g]
         return [WHOLE]
 
+    def keeps_first_axis(self) -> bool:
+        """Whether Caffe's rule gives the top the bottom's first axis at any size of it."""
+        return False
+
     def emit(self, e, ins, outs):
-        e.op("Reshape", [ins[0], e.ints(self.out_shapes[0])], outs[0])
+        shape = list(self.out_shapes[0])
+        if self.keeps_first_axis():   # ONNX's 0 copies it: rows a proposal layer decides stay open
+            shape[0] = 0
+        e.op("Reshape", [ins[0], e.ints(shape)], outs[0])
 
     def backward(self, ctx, top_diffs):
         if self.in_shapes[0][0] != self.out_shapes[0][0]:
@@ -197,6 +204,9 @@ class Flatten(_Reshaping):
         if b < a:
             raise self.error(f"end_axis {self.end_param} comes before axis {self.axis_param} of a {len(s)}-D input")
         return [(*s[:a], count(s[a:b + 1]), *s[b + 1:])]
+
+    def keeps_first_axis(self):
+        return canonical_axis(self.axis_param, len(self.in_shapes[0]), self) > 0
 
 
 @register("Reshape")
@@ -240,6 +250,14 @@ class Reshape(_Reshaping):
         if count(out) != count(s):
             raise self.error(f"shape {out} has {count(out)} elements; the input {s} has {count(s)}")
         return [tuple(out)]
+
+    def keeps_first_axis(self):
+        s, out = self.in_shapes[0], self.out_shapes[0]
+        start = self.axis_param if self.axis_param >= 0 else len(s) + self.axis_param + 1
+        if start > 0:
+            return True
+        # 0 copies it; a -1 there is inferred as it whenever the other axes hold the rest
+        return bool(self.dims) and (self.dims[0] == 0 or (self.dims[0] == -1 and count(s[1:]) == count(out[1:])))
 
 
 @register("Crop")

@@ -35,15 +35,16 @@ class OnnxNet:
     cut: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
-def onnx_names(graph: Graph) -> dict[str, str]:
+def onnx_names(graph: Graph, keys: list[str] | None = None) -> dict[str, str]:
     """Graph key -> value name in the ONNX file, where they differ. The net's outputs
-    carry their Caffe blob names (as pycaffe's net.outputs and forward() say them:
-    `conv6_3` after an in-place ReLU); a value that already had that name (the
-    convolution's own output) becomes `conv6_3/before_relu6_3`."""
+    (and `keys`: the inputs of a layer the export cuts, which become outputs) carry their
+    Caffe blob names where the key holds the blob's final value (as pycaffe's net.outputs
+    and forward() say them: `conv6_3` after an in-place ReLU); a value that already had
+    that name (the convolution's own output) becomes `conv6_3/before_relu6_3`."""
     rename = {}
-    for key in graph.outputs():
+    for key in dict.fromkeys(graph.outputs() + list(keys or ())):
         name = graph.name_of(key)
-        if name != key and name not in graph.inputs:
+        if name != key and name not in graph.inputs and key not in rename:
             rename[key] = name
             if name in graph.shapes:
                 rename[name] = f"{name}/before_{key}"
@@ -76,6 +77,7 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
         [l for l in graph.layers[span[0]:span[1] + 1] if not l.is_input]
     cut: list[tuple[str, str]] = []
     cut_keys: set[str] = set()
+    read_by_cut: list[str] = []
     kept = []
     for layer in layers:
         e.layer = layer
@@ -123,6 +125,9 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
         if k not in seen and k not in graph.inputs and (span is None or k in produced):
             seen.add(k)
             final.append(k)
+    if not final and not e.extra_outputs:   # ONNX Runtime refuses a graph without outputs
+        why = f"; every layer reads only the net's inputs or what the export leaves out: {cut[0][1]}" if cut else ""
+        raise ZfcaffeError(f"{graph.path or graph.name}: nothing to export to ONNX{why}")
 
     read = list(dict.fromkeys(b for l in layers for b in l.bottoms if b not in produced))
     inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(graph.shapes[k])) for k in read]
@@ -131,15 +136,24 @@ def build_onnx(graph: Graph, record: bool = True, outputs: list[str] | None = No
     inits = list(e.initializers)
     if embed_weights:
         inits += [numpy_helper.from_array(a, n) for n, a in e.weights.items()]
-    rename = onnx_names(graph) if span is None else {}
+    rename = onnx_names(graph, [k for k in read_by_cut if k in final]) if span is None else {}
     for node in e.nodes:
         node.input[:] = [rename.get(n, n) for n in node.input]
         node.output[:] = [rename.get(n, n) for n in node.output]
-    # a host layer's data-dependent axes (a detection output's row count) are left open
+    # a host layer's data-dependent axes (a detection output's row count, the proposals) are
+    # left open, and so is every axis of that size in what is computed from them (the ROIs'
+    # features, scores, deltas: a fixed axis of the same size is merely left open too)
     open_axes = {t: axes for l in layers for t, axes in zip(l.tops, getattr(l, "open_axes", ()))}
+    sizes: dict[str, set[int]] = {t: {graph.shapes[t][a] for a in axes} for t, axes in open_axes.items()}
+    for l in layers:
+        inherited = set().union(*(sizes.get(b, set()) for b in l.bottoms))
+        for t in l.tops:
+            if inherited and t not in open_axes:
+                sizes[t] = sizes.get(t, set()) | inherited
+                open_axes[t] = tuple(i for i, d in enumerate(graph.shapes[t]) if d in sizes[t])
     for info in value_outs:
-        if info.name in open_axes:
-            _symbolic(info, {a: f"{info.name}_{a}" for a in open_axes[info.name]})
+        if open_axes.get(info.name):
+            _symbolic(info, {a: f"{rename.get(info.name, info.name)}_{a}" for a in open_axes[info.name]})
     for info in inputs + value_outs:
         info.name = rename.get(info.name, info.name)
         if dynamic:
