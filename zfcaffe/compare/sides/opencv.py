@@ -1,0 +1,51 @@
+"""OpenCV's dnn (cv2.dnn.readNetFromCaffe) on the same files: every layer OpenCV names.
+OpenCV is an optional extra (opencv-python-headless<5), imported only here."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import ZfcaffeError
+from . import Match, Side
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError:
+        raise ZfcaffeError("--against opencv needs OpenCV: pip install 'opencv-python-headless<5'") from None
+    return cv2
+
+
+class OpenCVSide(Side):
+    def __init__(self, prototxt: str, weights: str | None, net=None):
+        cv2 = _cv2()
+        self.description = f"OpenCV {cv2.__version__} dnn"
+        try:
+            self.cv = cv2.dnn.readNetFromCaffe(prototxt, weights) if weights else cv2.dnn.readNetFromCaffe(prototxt)
+        except cv2.error as e:
+            raise ZfcaffeError(f"{prototxt}: OpenCV's dnn refuses the net: {str(e).strip().splitlines()[-1]}") from None
+        # one output per Caffe layer (fused layers would hide the convolution's own output)
+        self.cv.enableFusion(False)
+        self.cv.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self.cv.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        self.names = list(self.cv.getLayerNames())
+
+    def run(self, inputs: dict) -> dict[str, np.ndarray]:
+        cv2 = _cv2()
+        for k, v in inputs.items():
+            self.cv.setInput(np.ascontiguousarray(v, np.float32), k)
+        try:
+            outs = self.cv.forward(self.names)
+        except cv2.error as e:
+            raise ZfcaffeError(f"OpenCV's dnn fails on the net: {str(e).strip().splitlines()[-1]}") from None
+        return dict(zip(self.names, outs))
+
+    def values(self, net, inputs, ours):
+        got = self.run(inputs)
+        out = {}
+        for layer in net.graph.compute_layers:
+            if layer.name in got:
+                # cv.forward(names) gives each layer's first output
+                key = layer.tops[0]
+                out[key] = Match(got[layer.name], layer.name, "layer name" + (" (its first top)" if len(layer.tops) > 1 else ""))
+        return out
