@@ -58,3 +58,21 @@ def test_run_on_an_image(shared, tmp_path):
     bad = zfcaffe("run", m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel",
                   "--input", tmp_path / "missing.jpg", check=False)
     assert bad.returncode == 2 and "missing.jpg" in bad.stderr
+
+
+def test_train_test_net_takes_its_image_size_from_the_weights(shared, tmp_path):
+    """A train/test net whose Data layer reads an LMDB: every verb takes the image size
+    from the weights (zfcaffe.Net does it), with no --input-shape."""
+    m = shared / "models/cifar10_quick"
+    tt, w = m / "cifar10_quick_train_test.prototxt", m / "cifar10_quick_iter_4000.caffemodel"
+    assert "100x3x32x32" in zfcaffe("inspect", tt, w).stdout        # the batch from the Data layer
+    img = shared / "pycaffe_io/small.png"
+    got = zfcaffe("run", tt, w, "--input", img, "--train-val", tt).stdout
+    ref = zfcaffe("run", m / "cifar10_quick.prototxt", w, "--input", img, "--train-val", tt).stdout
+    assert got.split(":", 1)[1].replace(" (softmaxed here)", "") == ref.split(":", 1)[1]
+    out = tmp_path / "report"
+    zfcaffe("visualize", tt, w, "--train-val", tt, "--image", img, "--layers", "conv1", "--top", "2",
+            "-o", out, "--quiet")
+    assert "taken from the weights" in (out / "index.html").read_text()
+    bad = zfcaffe("inspect", tt, check=False)                           # no weights: the size is asked for
+    assert bad.returncode == 2 and "--input-shape data=" in bad.stderr

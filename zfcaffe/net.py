@@ -175,8 +175,18 @@ class Net:
         self.options = dict(input_shapes=input_shapes, phase=phase, level=level, stages=tuple(stages),
                             stop_before=stop_before, allow_missing_weights=allow_missing_weights, seed=seed,
                             rounding=rounding, python_path=python_path)
-        self.graph = load_graph(prototxt, phase=phase, level=level, stages=stages,
-                                input_shapes=input_shapes, stop_before=stop_before, python_path=python_path)
+        try:
+            self.graph = load_graph(prototxt, phase=phase, level=level, stages=stages,
+                                    input_shapes=input_shapes, stop_before=stop_before, python_path=python_path)
+        except ZfcaffeError as e:
+            # a train/test net whose data layer reads a database: Caffe takes the image
+            # size from the data, we take it from the weights (as zfcaffe.caffe.Net does)
+            found = _shapes_from_weights(e, prototxt, weights, phase, level, stages, input_shapes, python_path)
+            self.graph = load_graph(prototxt, phase=phase, level=level, stages=stages,
+                                    input_shapes=found, stop_before=stop_before, python_path=python_path)
+            shown = {k: v for k, v in found.items() if k not in (input_shapes or {})}
+            self.graph.notes.append(f"input shapes {shown} taken from the weights (Caffe reads them from the data)")
+            self.options["input_shapes"] = found
         self.graph.attach_weights(weights, allow_missing=allow_missing_weights, seed=seed)
         if rounding not in ("caffe", "fast"):
             raise ZfcaffeError(f"rounding '{rounding}': expected caffe or fast")
@@ -454,3 +464,17 @@ class Net:
         from .runtime.onnx_file import write_onnx
         self.export_cut = write_onnx(self.graph, path, all_blobs=all_blobs)
         return ()
+
+
+def _shapes_from_weights(error: ZfcaffeError, prototxt, weights, phase, level, stages, given, python_path) -> dict:
+    """The input shapes the weights pin, where `error` came from inputs whose shape
+    the file leaves to the data; otherwise `error` is raised again."""
+    if weights is None:
+        raise error
+    from .graph.weights_shapes import shapes_from_weights
+    found = shapes_from_weights(prototxt, weights, phase=phase, level=level, stages=stages, given=given,
+                                python_path=python_path)
+    if found is None:
+        raise error
+    return found
+

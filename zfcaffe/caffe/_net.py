@@ -232,12 +232,11 @@ class Net:
         from ..net import Net as Engine
         weights, phase_name = _net_arguments(args, phase, weights)
         network_file = os.fspath(network_file)
-        shapes = _shapes_caffe_would_read(network_file, weights, phase_name, level, stages)
+        # a train/test net whose data layer reads a database: zfcaffe.Net takes the input
+        # shapes from the weights (and says so in its notes), as Caffe takes them from the data
         self._engine = Engine(network_file, weights, phase=phase_name, level=level, stages=tuple(stages or ()),
-                              input_shapes=shapes, allow_missing_weights=weights is None)
+                              allow_missing_weights=weights is None)
         g = self._engine.graph
-        if shapes:
-            g.notes.append(f"input shapes {shapes} taken from the weights (Caffe reads them from the data)")
         for layer in g.layers:     # writable parameters (a memory-mapped caffemodel is read-only)
             layer.blobs = [b if b.flags.writeable and b.flags.c_contiguous else np.array(b, np.float32)
                            for b in layer.blobs]
@@ -538,49 +537,3 @@ def _unpad(outs: dict, kwargs: dict) -> dict:
         return outs
     pad = len(next(iter(outs.values()))) - len(next(iter(kwargs.values())))
     return {k: v[:-pad] for k, v in outs.items()} if pad else outs
-
-
-def _shapes_caffe_would_read(prototxt: str, weights: str | None, phase: str, level: int, stages) -> dict | None:
-    """Input shapes for a train/test net whose data layer takes them from a database
-    Caffe would open: the batch size from the layer, the channels and image size from
-    the weights (the first size whose shapes match every stored blob). None when the
-    file says its shapes."""
-    from ..graph import load_graph
-    try:
-        load_graph(prototxt, phase=phase, level=level, stages=tuple(stages or ()))
-        return None
-    except ZfcaffeError as e:
-        if "input_shapes=" not in str(e) or weights is None:
-            raise
-        first_error = e
-    from ..io.weights import read_weights
-    stored = {lw.name: [b.data.size for b in lw.blobs] for lw in read_weights(weights) if lw.blobs}
-    graph_text = open(prototxt, encoding="utf-8", errors="replace").read()
-    probe = load_graph(prototxt, phase=phase, level=level, stages=tuple(stages or ()), text=graph_text,
-                       infer=False)
-    missing = [(layer, i, top) for layer in probe.layers if layer.is_input
-               for i, (top, shape) in enumerate(zip(layer.tops, _declared(layer))) if shape is None]
-    for side in (32, 28, 227, 224, 256, 299, 64, 96, 112, 48, 24, 12, *range(1, 513)):
-        for channels in (3, 1):
-            shapes = {top: (_batch_of(layer), channels, side, side) for layer, _, top in missing}
-            try:
-                g = load_graph(prototxt, phase=phase, level=level, stages=tuple(stages or ()), text=graph_text,
-                               input_shapes=shapes)
-            except ZfcaffeError:
-                continue
-            if all([int(np.prod(s)) for s in l.param_shapes(l.in_shapes)] == stored.get(l.name, [])
-                   for l in g.layers if l.param_shapes(l.in_shapes)):
-                return shapes
-    raise first_error
-
-
-def _declared(layer):
-    declared = layer.declared_shapes()
-    return [declared[i] for i in layer.top_index] if declared else declared
-
-
-def _batch_of(layer) -> int:
-    for field in ("data_param", "image_data_param", "hdf5_data_param", "memory_data_param", "window_data_param"):
-        if layer.lp.HasField(field) and getattr(layer.lp, field).batch_size:
-            return int(getattr(layer.lp, field).batch_size)
-    return 1
