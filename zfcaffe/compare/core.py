@@ -23,11 +23,16 @@ class Row:
     how: str | None            # how the other side's value was matched to the key
     rel: float | None          # max|diff| / max|ref| (ref: zfcaffe, Caffe's numerics)
     cos: float | None          # cosine similarity
-    verdict: str               # ok, diverges, shape differs, absent
+    verdict: str               # ok, diverges, shape differs, absent, fused: ...
+    holds: str | None = None   # fused: the later key whose value the other side's holds (rel, cos against it)
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in ("diverges", "shape differs") or self.verdict.endswith("(beyond --tol)")
 
     @property
     def compared(self) -> bool:
-        return self.verdict in ("ok", "diverges", "shape differs")
+        return self.verdict in ("ok", "diverges", "shape differs") or self.verdict.startswith("fused")
 
 
 @dataclasses.dataclass
@@ -48,7 +53,7 @@ class Report:
     @property
     def ok(self) -> bool:
         """No compared layer beyond the tolerance (and no shape that differs)."""
-        return not any(r.verdict in ("diverges", "shape differs") for r in self.rows)
+        return not any(r.failed for r in self.rows)
 
     @property
     def compared(self) -> list[Row]:
@@ -65,7 +70,7 @@ class Report:
                     + ("" if n else " (no layer of the other side matched a Caffe layer)"))
         r = self.row(self.first)
         why = "; ".join(c["cause"] for c in self.causes if c["matches"]) or "none of the usual causes reproduces it"
-        bad = sum(1 for x in self.rows if x.verdict in ("diverges", "shape differs"))
+        bad = sum(1 for x in self.rows if x.failed)
         what = (f"shape {list(r.other_shape)} vs Caffe's {list(r.ours_shape)}" if r.verdict == "shape differs"
                 else f"max|diff|/max|ref| {r.rel:.3g}, cosine {r.cos:.6f}")
         return f"first divergence at layer '{r.layer}' ({r.type}; {what}); {bad} of {n} layers beyond {self.tol:g}. Cause: {why}"
@@ -149,6 +154,36 @@ def swap_channels(inputs: dict) -> dict:
     return {k: np.ascontiguousarray(v[:, ::-1]) if v.ndim == 4 and v.shape[1] == 3 else v for k, v in inputs.items()}
 
 
+def _fused(net, rows: list[Row], ours: dict, theirs: dict, tol: float) -> None:
+    """A diverging value that is Caffe's value a layer or two later (a converter that writes
+    BatchNorm + Scale, or a convolution + ReLU, as one node under the first one's name) is
+    a fusion, not a numerical difference: its verdict says which layers it holds."""
+    readers: dict[str, list] = {}
+    for layer in net.graph.compute_layers:
+        for b in layer.bottoms:
+            readers.setdefault(b, []).append(layer)
+    for r in rows:
+        if r.verdict != "diverges":
+            continue
+        key, chain = r.key, []
+        for _ in range(3):
+            nxt = readers.get(key, [])
+            if len(nxt) != 1 or len(nxt[0].tops) != 1:
+                break
+            key = nxt[0].tops[0]
+            chain.append(nxt[0].name)
+            b = comparable(ours[key], theirs[r.key].value)
+            if b is None:
+                continue
+            rel, cos = measure(ours[key], b)
+            if rel <= tol or (cos > 0.9999 and rel < r.rel * 0.01):
+                r.verdict = f"fused: holds '{r.layer}' + " + " + ".join(f"'{c}'" for c in chain)
+                r.rel, r.cos, r.holds = rel, cos, key
+                if rel > tol:
+                    r.verdict += " (beyond --tol)"
+                break
+
+
 def compare(net, other, inputs, tol: float = 1e-4, other_rgb: bool = False, mean=None,
             caffe_python: str | None = None) -> Report:
     """Run zfcaffe's `net` and `other` (a Side, or a spec: "opencv", "caffe", a .onnx file,
@@ -191,11 +226,21 @@ def compare(net, other, inputs, tol: float = 1e-4, other_rgb: bool = False, mean
             rel, cos = measure(a, b)
             rows.append(Row(i, key, layer.name, layer.type, tuple(a.shape), tuple(m.value.shape), m.name, m.how,
                             rel, cos, "ok" if rel <= tol else "diverges"))
+    _fused(net, rows, ours, theirs, tol)
     t4 = time.perf_counter()
-    first = next((r.key for r in rows if r.verdict in ("diverges", "shape differs")), None)
+    first = next((r.key for r in rows if r.failed), None)
     causes, checks = [], []
     if first is not None:
-        causes = diagnose.causes(net, first, ours, theirs, tol)
+        row = next(r for r in rows if r.key == first)
+        # where the error left float rounding: a drift that grows along the depth starts before the first failure
+        origin = next((r for r in rows if r.rel is not None and r.rel > tol / 100), row)
+        if origin.key != first:
+            causes.append({"cause": f"the error grows along the depth from '{origin.layer}' (max|diff|/max|ref| "
+                                    f"{origin.rel:.2g}) to '{row.layer}' ({row.rel if row.rel is not None else 'shape'})",
+                           "test": f"the usual causes tested at '{origin.layer}' too", "rel": origin.rel,
+                           "matches": False, "result": "a small difference that accumulates", "layer": origin.layer})
+            causes += diagnose.causes(net, origin.key, ours, theirs, tol, holds=origin.holds, small=True)
+        causes += diagnose.causes(net, first, ours, theirs, tol, holds=row.holds)
         checks = diagnose.input_checks(net, side, inputs, fed, ours, theirs, first, tol, other_rgb, mean)
     t5 = time.perf_counter()
     notes = list(side.notes())

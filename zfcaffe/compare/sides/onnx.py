@@ -73,10 +73,23 @@ class OnnxSide(Side):
         self.position = {n: i for i, n in enumerate(self.order)}
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001
-            raise ZfcaffeError(f"{path}: ONNX Runtime refuses the model: {str(e).strip().splitlines()[0][:300]}") from None
+        self.session = None
+        lowered = any("opset" in n for n in self._notes)
+        for opset in ((MAX_OPSET, 13, 11, 9) if lowered else (None,)):
+            if opset is not None:
+                for op in model.opset_import:
+                    if op.domain in ("", "ai.onnx"):
+                        op.version = opset
+            try:
+                self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+                break
+            except Exception as e:  # noqa: BLE001
+                error = e
+        if self.session is None:
+            raise ZfcaffeError(f"{path}: ONNX Runtime refuses the model: {str(error).strip().splitlines()[0][:300]}")
+        if lowered and opset != MAX_OPSET:
+            # an exporter stamping its onnx package's newest opset on older operators (Dropout's ratio attribute)
+            self._notes[-1] = self._notes[-1].replace(f"to {MAX_OPSET}", f"to {opset}, the newest its operators are valid in")
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.mapping: list[tuple[str, str, str]] = []

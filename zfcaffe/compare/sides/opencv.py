@@ -2,6 +2,8 @@
 OpenCV is an optional extra (opencv-python-headless<5), imported only here."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ...errors import ZfcaffeError
@@ -16,10 +18,27 @@ def _cv2():
     return cv2
 
 
+def _is_hdf5(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
 class OpenCVSide(Side):
     def __init__(self, prototxt: str, weights: str | None, net=None):
         cv2 = _cv2()
         self.description = f"OpenCV {cv2.__version__} dnn"
+        self._notes = []
+        self._tmp = None
+        if weights and net is not None and _is_hdf5(weights):
+            # OpenCV reads binary caffemodels only: the same blobs, written as one
+            import tempfile
+            from ...io.weights import write_caffemodel
+            self._tmp = tempfile.TemporaryDirectory(prefix="zfcaffe-compare-")
+            binary = os.path.join(self._tmp.name, "weights.caffemodel")
+            write_caffemodel(binary, [(l.name, l.type, l.blobs) for l in net.graph.layers if l.blobs])
+            self._notes.append(f"{os.path.basename(weights)} is HDF5, which OpenCV does not read: OpenCV was given "
+                               "the same blobs as a binary caffemodel")
+            weights = binary
         try:
             self.cv = cv2.dnn.readNetFromCaffe(prototxt, weights) if weights else cv2.dnn.readNetFromCaffe(prototxt)
         except cv2.error as e:
@@ -29,6 +48,9 @@ class OpenCVSide(Side):
         self.cv.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         self.cv.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         self.names = list(self.cv.getLayerNames())
+
+    def notes(self):
+        return self._notes
 
     def run(self, inputs: dict) -> dict[str, np.ndarray]:
         cv2 = _cv2()
