@@ -198,6 +198,116 @@ def test_io_images_and_transformer():
         t.set_mean("data", np.zeros(4))
 
 
+PYCAFFE_IO_FILES = {"photo": "photo.jpg", "gray": "gray.png", "rgba": "rgba.png", "small": "small.png"}
+
+
+def _pycaffe_io_keys(d, z, ilsvrc_mean) -> dict:
+    """Every key of ../shared/pycaffe_io/pycaffe_io.npz, by the README's exact call,
+    with zfcaffe's caffe.io."""
+    io = caffe.io
+    load = lambda n, color=True: io.load_image(str(d / PYCAFFE_IO_FILES[n]), color=color)  # noqa: E731
+    bp = caffe_pb2.BlobProto()
+    bp.ParseFromString((d.parent / "models/cifar10_quick/mean.binaryproto").read_bytes())
+    cifar_mean = io.blobproto_to_array(bp)
+    got = {}
+
+    def put(key, a, chw=False):     # whole, or every 8th row and column plus the sum
+        if key in z.files:
+            got[key] = a
+        if key + "_sub8" in z.files:
+            got[key + "_sub8"] = a[:, ::8, ::8] if chw else a[::8, ::8, :]
+            got[key + "_sum"] = a.astype(np.float64).sum()
+
+    def transformer(size, mean, input_scale=None):
+        t = io.Transformer({"data": (1, 3, size, size)})
+        t.set_transpose("data", (2, 0, 1))
+        t.set_channel_swap("data", (2, 1, 0))
+        t.set_raw_scale("data", 255)
+        t.set_mean("data", mean)
+        if input_scale is not None:
+            t.set_input_scale("data", input_scale)
+        return t
+
+    caffenet_mean = np.array([104.00698793, 116.66876762, 122.67891434])
+    for n in PYCAFFE_IO_FILES:
+        im = load(n)
+        put(f"{n}/load_image", im)
+        put(f"{n}/load_image_gray", load(n, False))
+        for key in [k for k in z.files if k.startswith(f"{n}/resize_") and "ch_" not in k]:
+            spec = key.split("/")[1][len("resize_"):].replace("_sub8", "").replace("_sum", "")
+            (h, w), order = map(int, spec.split("_o")[0].split("x")), int(spec.split("_o")[1])
+            put(f"{n}/resize_{spec}", io.resize_image(im, (h, w), order))
+        t = transformer(227, caffenet_mean)
+        pre = t.preprocess("data", im)
+        put(f"{n}/preprocess_caffenet", pre, chw=True)
+        put(f"{n}/deprocess_caffenet", t.deprocess("data", pre))
+        put(f"{n}/preprocess_caffenet_fullmean", transformer(227, ilsvrc_mean).preprocess("data", im), chw=True)
+        per_channel = cifar_mean[0].mean(1).mean(1)
+        put(f"{n}/preprocess_cifar", transformer(32, per_channel).preprocess("data", im))
+        put(f"{n}/preprocess_cifar_scaled", transformer(32, per_channel, 0.5).preprocess("data", im))
+        put(f"{n}/preprocess_cifar_fullmean", transformer(32, cifar_mean[0]).preprocess("data", im))
+        r256 = io.resize_image(im, (256, 256))
+        crops = io.oversample([r256], (227, 227))
+        boxes = [[y0, x0, y0 + 227, x0 + 227, m] for m in (0, 1) for y0, x0 in
+                 ((0, 0), (0, 29), (29, 0), (29, 29), (14, 14))]
+        for crop, (y0, x0, y1, x1, mirrored) in zip(crops, boxes):
+            np.testing.assert_array_equal(crop, r256[y0:y1, x0:x1][:, ::-1 if mirrored else 1])
+        got[f"{n}/oversample_227_boxes"] = np.array(boxes)
+        got[f"{n}/oversample_227_sum"] = crops.astype(np.float64).sum(axis=(1, 2, 3))
+    photo, small, gray = load("photo"), load("small"), load("gray")
+    from PIL import Image
+    rgba4 = (np.asarray(Image.open(d / "rgba.png")) / 255).astype(np.float32)      # alpha kept
+    for o in (0, 1, 3):            # other channel counts: scipy.ndimage.zoom
+        got[f"gray/resize_1ch_120x180_o{o}"] = io.resize_image(load("gray", False), (120, 180), o)
+        got[f"photo/resize_5ch_32x32_o{o}"] = io.resize_image(np.concatenate([photo, photo[:, :, :2]], 2),
+                                                              (32, 32), o)
+        got[f"small/resize_2ch_48x80_o{o}"] = io.resize_image(small[:, :, :2].copy(), (48, 80), o)
+        got[f"rgba/resize_4ch_140x40_o{o}"] = io.resize_image(rgba4, (140, 40), o)
+    got["const/resize_7x5_o1"] = io.resize_image(np.full((10, 12, 3), 0.25, np.float32), (7, 5), 1)
+    got["mean/cifar10"] = cifar_mean
+    got["mean/cifar10_array_to_blobproto_bytes"] = np.frombuffer(
+        io.array_to_blobproto(cifar_mean).SerializeToString(), np.uint8)
+    got["mean/cifar10_roundtrip"] = io.blobproto_to_array(io.array_to_blobproto(cifar_mean))
+    got["mean/cifar10_per_channel"] = cifar_mean[0].mean(1).mean(1)
+    put("mean/ilsvrc_2012_mean_as_set_227", transformer(227, ilsvrc_mean).mean["data"], chw=True)
+    got["small/oversample_27"] = io.oversample([small], (27, 27))
+    got["gray/oversample_2x_45"] = io.oversample([gray, gray[::-1].copy()], (45, 45))
+    return got
+
+
+def test_io_gives_real_pycaffes_numbers(shared):
+    """Every key of ../shared/pycaffe_io (real pycaffe's caffe.io over scikit-image,
+    SciPy and NumPy) within 1e-5 of its largest value (bit-exact but for a few
+    float32 roundings of the mean subtraction)."""
+    d = shared / "pycaffe_io"
+    z = np.load(d / "pycaffe_io.npz")
+    got = _pycaffe_io_keys(d, z, np.load(shared / "models/bvlc_reference_caffenet/ilsvrc_2012_mean.npy"))
+    keys = [k for k in z.files if not k.startswith("meta/")]
+    assert sorted(got) == sorted(keys)
+    for k in keys:
+        assert np.shape(got[k]) == z[k].shape, k
+        assert rel_err(np.asarray(got[k]), z[k]) <= 1e-5, (k, rel_err(np.asarray(got[k]), z[k]))
+    assert all(np.asarray(got[k]).dtype == z[k].dtype for k in keys if "/resize_" in k or "process" in k)
+
+
+def test_seed_cifar10_script_on_images_gives_pycaffes_data_blob(shared, tmp_path):
+    """The seed's CIFAR-10 net fed photos the pycaffe way: its `data` blob is real
+    pycaffe's (pycaffe_io's preprocess_cifar: the Transformer with the CIFAR-10 mean)."""
+    d = shared / "pycaffe_io"
+    z = np.load(d / "pycaffe_io.npz")
+    names = list(PYCAFFE_IO_FILES)
+    run_script("cifar10_image.py", tmp_path, MODELS=str(shared / "models"),
+               IMAGES=",".join(str(d / PYCAFFE_IO_FILES[n]) for n in names))
+    data = np.load(tmp_path / "data.npy")
+    assert data.shape == (4, 3, 32, 32)
+    for i, n in enumerate(names):
+        assert rel_err(data[i], z[f"{n}/preprocess_cifar"]) <= 1e-5, n
+    m = shared / "models/cifar10_quick"
+    deploy = zfcaffe.Net(str(m / "cifar10_quick.prototxt"), str(m / "cifar10_quick_iter_4000.caffemodel"))
+    ref = deploy.forward(data=np.stack([z[f"{n}/preprocess_cifar"] for n in names]))
+    assert rel_err(np.load(tmp_path / "ip2.npy"), deploy.layer_outputs["ip2"]) < 1e-5 and "prob" in ref
+
+
 def test_copy_from_share_with_and_modes(shared, cifar, capfd):
     m = shared / "models/cifar10_quick"
     x = np.random.default_rng(3).uniform(-50, 50, (1, 3, 32, 32)).astype(np.float32)

@@ -1,6 +1,9 @@
 """pycaffe's caffe.io: the Transformer, image loading and resizing, oversampling, and
 the BlobProto / Datum conversions, with pycaffe's names, argument orders, layouts and
-dtypes (images are H x W x C float32 in [0, 1]). Pillow stands in for scikit-image."""
+dtypes (images are H x W x C float32 in [0, 1]), and pycaffe's numbers: images are
+decoded by Pillow (as imageio does for scikit-image), resized by scikit-image and SciPy
+(a dependency of this layer only: the `pycaffe` extra), equal to real pycaffe's
+(tests/test_pycaffe.py checks ../shared/pycaffe_io)."""
 from __future__ import annotations
 
 import numpy as np
@@ -62,33 +65,103 @@ def datum_to_array(datum) -> np.ndarray:
 
 
 # -- images ----------------------------------------------------------------------------------------------
+# pycaffe's image functions are scikit-image's (and SciPy's) numbers: resize_image is
+# skimage.transform.resize (Gaussian anti-aliasing when any axis shrinks, zero-padded
+# borders, output clipped to the input's range) for 1 or 3 channels, scipy.ndimage.zoom
+# (corner-aligned, no anti-aliasing) for any other count. Both load only when used, so
+# `import zfcaffe` and the CLI stay fast; `pip install 'zfcaffe[pycaffe]'` brings them.
+def _pycaffe_dependency(module: str, what: str):
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ZfcaffeError(f"caffe.io.{what} computes pycaffe's numbers with {module.split('.')[0]}, which is "
+                           "not installed: pip install 'zfcaffe[pycaffe]'") from None
+
+
+def _decoded(im) -> np.ndarray:
+    """A PIL image's pixels as imageio (skimage.io.imread's plugin) hands them to
+    pycaffe: palette images as RGB (RGBA with transparency), 1-bit as 8-bit grey,
+    other colour spaces as RGB, 16-bit as uint16; the first frame of an animation."""
+    mode = im.mode
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGB")
+    return np.asarray(im)
+
+
 def load_image(filename: str, color: bool = True) -> np.ndarray:
-    """H x W x 3 (or x 1 with color=False) float32 in [0, 1], RGB; alpha is dropped
-    and grey images are tiled to 3 channels, as pycaffe does."""
+    """H x W x 3 (or x 1 with color=False) float32 in [0, 1], as pycaffe's load_image
+    gives it: skimage's img_as_float of the decoded pixels (uint8 / 255); grey images
+    tiled to 3 channels; with colour, alpha is dropped (the RGB under transparent pixels
+    kept as stored); color=False is skimage's as_gray: RGBA composited onto white
+    (rgba2rgb), then rgb2gray (0.2125 R + 0.7154 G + 0.0721 B). (Real pycaffe's call,
+    imread(as_grey=...), fails on scikit-image >= 0.19; these are the numbers of its
+    one-keyword fix, as_gray.) A grey image with alpha counts as grey."""
     from ..preprocess import open_image
-    with open_image(filename) as im:
+    with open_image(filename) as im:      # the pixel cap and one-line errors, before decoding
         try:
-            img = np.asarray(im.convert("RGB" if color else "L"), dtype=np.float32) / 255.0
+            img = _decoded(im)
         except (OSError, ValueError, SyntaxError) as e:
             raise ZfcaffeError(f"{filename}: the image data is broken ({e.__class__.__name__}: {e})") from None
-    return img[:, :, np.newaxis] if img.ndim == 2 else img
+    if img.ndim == 3 and img.shape[2] == 2:          # grey + alpha: the grey plane
+        img = img[:, :, 0]
+    if not color and img.ndim == 3:
+        color_mod = _pycaffe_dependency("skimage.color", "load_image")
+        if img.shape[2] == 4:
+            img = color_mod.rgba2rgb(img)
+        img = color_mod.rgb2gray(img)
+    img = _img_as_float(img).astype(np.float32)
+    if img.ndim == 2:
+        img = img[:, :, np.newaxis]
+        if color:
+            img = np.tile(img, (1, 1, 3))
+    elif img.shape[2] == 4:
+        img = img[:, :, :3]
+    return img
 
 
-def _resize_plane(plane: np.ndarray, h: int, w: int, order: int) -> np.ndarray:
-    from PIL import Image
-    method = {0: Image.NEAREST, 1: Image.BILINEAR}.get(order, Image.BICUBIC)
-    return np.asarray(Image.fromarray(np.ascontiguousarray(plane, np.float32), "F").resize((w, h), method))
+def _img_as_float(img: np.ndarray) -> np.ndarray:
+    """skimage.img_as_float: integers times 1 / their dtype's maximum (signed ones
+    clipped at -1), floats as they are."""
+    if img.dtype == np.bool_:
+        return img.astype(np.float64)
+    if np.issubdtype(img.dtype, np.integer):
+        out = np.multiply(img, 1.0 / np.iinfo(img.dtype).max, dtype=np.float64)
+        return np.maximum(out, -1.0) if np.issubdtype(img.dtype, np.signedinteger) else out
+    return img
 
 
 def resize_image(im: np.ndarray, new_dims, interp_order: int = 1) -> np.ndarray:
-    """Resize an H x W x K image to new_dims (height, width) by interpolation of
-    `interp_order` (0 nearest, 1 bilinear, else bicubic), any number of channels."""
-    im = np.asarray(im, np.float32)
+    """Resize an H x W x K image to new_dims (height, width), as pycaffe does: for 1 or
+    3 channels, min-max normalise, skimage.transform.resize(order=interp_order,
+    mode="constant", anti-aliased when any axis shrinks), de-normalise; a constant
+    image stays constant; any other channel count through scipy.ndimage.zoom. float32."""
+    im = np.asarray(im)
+    if im.ndim != 3:
+        raise ZfcaffeError(f"caffe.io.resize_image: the image has shape {list(im.shape)}; expected H x W x K")
     h, w = int(new_dims[0]), int(new_dims[1])
-    if im.min() == im.max():             # a constant image: avoid dividing by zero, as pycaffe does
-        return np.full((h, w, im.shape[-1]), im.min(), np.float32)
-    return np.stack([_resize_plane(im[:, :, c], h, w, interp_order) for c in range(im.shape[-1])],
-                    axis=2).astype(np.float32)
+    if im.shape[-1] in (1, 3):
+        im_min, im_max = im.min(), im.max()
+        if not im_max > im_min:          # a constant image: avoid dividing by zero, as pycaffe does
+            return np.full((h, w, im.shape[-1]), im_min, np.float32)
+        transform = _pycaffe_dependency("skimage.transform", "resize_image")
+        im_std = (im - im_min) / (im_max - im_min)
+        shrinks = h < im.shape[0] or w < im.shape[1]
+        # pycaffe leaves mode and anti_aliasing to scikit-image's defaults of its day:
+        # zero padding and anti-aliasing when shrinking (pinned here, matched to real
+        # pycaffe's numbers in tests/test_pycaffe.py)
+        resized_std = transform.resize(im_std, (h, w), order=interp_order, mode="constant",
+                                       anti_aliasing=bool(shrinks))
+        resized_im = resized_std * (im_max - im_min) + im_min
+    else:
+        ndimage = _pycaffe_dependency("scipy.ndimage", "resize_image")
+        scale = tuple(np.array((h, w), dtype=float) / np.array(im.shape[:2]))
+        resized_im = ndimage.zoom(im, scale + (1,), order=interp_order)
+    return resized_im.astype(np.float32)
 
 
 def oversample(images, crop_dims) -> np.ndarray:
@@ -133,7 +206,7 @@ class Transformer:
     def preprocess(self, in_, data) -> np.ndarray:
         self.__check_input(in_)
         caffe_in = np.asarray(data).astype(np.float32, copy=False)
-        in_dims = tuple(self.inputs[in_][2:])
+        in_dims = tuple(int(d) for d in self.inputs[in_][2:])
         if caffe_in.shape[:2] != in_dims:
             caffe_in = resize_image(caffe_in, in_dims)
         if in_ in self.transpose:
@@ -151,7 +224,8 @@ class Transformer:
 
     def deprocess(self, in_, data) -> np.ndarray:
         self.__check_input(in_)
-        decaf_in = np.array(data, np.float32).squeeze()
+        data = np.asarray(data)
+        decaf_in = np.array(data, np.result_type(data.dtype, np.float32)).squeeze()   # pycaffe: data.copy()
         if self.input_scale.get(in_) is not None:
             decaf_in /= self.input_scale[in_]
         if self.mean.get(in_) is not None:
@@ -181,7 +255,9 @@ class Transformer:
         self.raw_scale[in_] = scale
 
     def set_mean(self, in_, mean) -> None:
-        """Per-channel values (C,) or a mean image (C, H, W) of the input's size."""
+        """Per-channel values (C,) or a mean image (C, H, W); a mean image of another
+        size is resized to the input's, as pycaffe does: min-max normalised,
+        resize_image, de-normalised (a constant image stays constant)."""
         self.__check_input(in_)
         mean = np.asarray(mean)
         ms = mean.shape
@@ -192,10 +268,18 @@ class Transformer:
         else:
             if len(ms) == 2:
                 ms = (1,) + ms
+                mean = mean[np.newaxis]
             if len(ms) != 3:
                 raise ValueError("Mean shape invalid")
-            if tuple(ms) != tuple(self.inputs[in_][1:]):
-                raise ValueError("Mean shape incompatible with input shape.")
+            in_shape = tuple(int(d) for d in self.inputs[in_][1:])
+            if tuple(ms) != in_shape:
+                m_min, m_max = mean.min(), mean.max()
+                if m_max > m_min:
+                    normal_mean = (mean - m_min) / (m_max - m_min)
+                    mean = resize_image(normal_mean.transpose((1, 2, 0)),
+                                        in_shape[1:]).transpose((2, 0, 1)) * (m_max - m_min) + m_min
+                else:
+                    mean = np.full(in_shape, m_min, mean.dtype)
         self.mean[in_] = mean
 
     def set_input_scale(self, in_, scale) -> None:
