@@ -8,12 +8,18 @@ caffe_layers/upsample_layer/upsample_layer.cpp, the same forward as eric612's).
 
 The detection outputs are host layers: their row count depends on the data, and their
 order of equal scores is that of libstdc++'s std::sort (not stable), transcribed here.
+Their ONNX export is standard operators (`_emit_detection_rows`): the same decode, TopK,
+the fork's greedy NMS as a Loop in its own float32 arithmetic (IoU >= threshold drops),
+so the file gives the same rows to the bit except where confidences tie.
 """
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto, helper
 
 from .base import WHOLE, Layer, register
+
+BOOL, DOUBLE, FLOAT, INT64 = TensorProto.BOOL, TensorProto.DOUBLE, TensorProto.FLOAT, TensorProto.INT64
 
 F32 = np.float32
 #: the SegNet fields of the merged UpsampleParameter; the YOLO Upsample has only `scale`
@@ -355,8 +361,114 @@ def detection_rows(x, y, w, h, label, conf, nms_threshold, batch: int) -> np.nda
     return out.astype(F32)[None, None]
 
 
+# -- ONNX emission of the detection outputs --------------------------------------------------
+
+def _e_exp(e, x):
+    """_exp: the float exponential, correctly rounded (Exp in double, then Cast)."""
+    return e.op("Cast", [e.op("Exp", [e.op("Cast", [x], to=DOUBLE)])], to=FLOAT)
+
+
+def _e_sigmoid(e, x):
+    """_sigmoid: 1. / (1. + float exp(-x)) in double, stored as float."""
+    t = e.op("Cast", [_e_exp(e, e.op("Neg", [x]))], to=DOUBLE)
+    one = e.const(1.0, "one_d", np.float64)
+    return e.op("Cast", [e.op("Div", [one, e.op("Add", [one, t])])], to=FLOAT)
+
+
+def _e_channel(e, v, c, axis):
+    """Channel c of axis `axis`, the axis removed."""
+    return e.op("Squeeze", [e.op("Slice", [v, e.ints([c]), e.ints([c + 1]), e.ints([axis])]), e.ints([axis])])
+
+
+def _e_cells(e, x):
+    """The cell index s of a [N, C, H, W] map as float32 columns (s % W, s // W) over H * W
+    cells, and (H, W) as INT64 [1] tensors, from the tensor's own shape."""
+    shape = e.op("Shape", [x])
+    hh = e.op("Slice", [shape, e.ints([2]), e.ints([3])])
+    ww = e.op("Slice", [shape, e.ints([3]), e.ints([4])])
+    s = e.op("Range", [e.ints(0, "zero"), e.op("Squeeze", [e.op("Mul", [hh, ww])]), e.ints(1, "one")])
+    col = e.op("Cast", [e.op("Mod", [s, ww])], to=FLOAT)
+    row = e.op("Cast", [e.op("Div", [s, ww])], to=FLOAT)
+    return col, row, hh, ww
+
+
+def _flat(e, x):
+    return e.op("Reshape", [x, e.ints([-1])])
+
+
+def _emit_detection_rows(e, layer, cands, nms_threshold, batch: str, out):
+    """detection_rows in ONNX: candidates (x, y, w, h, label, conf) as float32 [M] in the
+    fork's order -> TopK by confidence (descending; equal confidences keep their order,
+    where std::sort may not), the fork's greedy NMS as a Loop over the sorted candidates
+    with its float32 centre-form arithmetic (a box goes when IoU >= threshold, exactly as
+    fork_nms), rows [0, label + 1, conf, x -+ w/2, y -+ h/2] in double, then float; with
+    nothing kept, one [item, -1, ...] row per item of `batch` (the first input)."""
+    x, y, w, h, label, conf = cands
+    m = e.op("Shape", [conf])
+    conf, order = e.node("TopK", [conf, m], 2, axis=0, largest=1, sorted=1)
+    x, y, w, h, label = (e.op("Gather", [t, order], axis=0) for t in (x, y, w, h, label))
+    two = e.const(np.float32(2), "two")
+    hw, hh = e.op("Div", [w, two]), e.op("Div", [h, two])
+    lo_x, hi_x = e.op("Sub", [x, hw]), e.op("Add", [x, hw])
+    lo_y, hi_y = e.op("Sub", [y, hh]), e.op("Add", [y, hh])
+    area = e.op("Mul", [w, h])
+    idx = e.op("Range", [e.ints(0, "zero"), e.op("Squeeze", [m]), e.ints(1, "one")])
+    zero_f = e.const(np.float32(0), "zero_f")
+    thr = e.const(np.float32(nms_threshold), "nms_threshold")
+
+    # the Loop body: row i suppresses every later live row j with IoU(i, j) >= threshold
+    nodes = []
+
+    def op(kind, inputs, **attrs):
+        o = e._fresh(kind.lower())
+        nodes.append(helper.make_node(kind, list(inputs), [o], name=e._fresh(kind), **attrs))
+        nodes[-1].doc_string = f"Caffe layer {layer.name} ({layer.type}, NMS loop)"
+        return o
+    i, cond, alive = e._fresh("iter"), e._fresh("cond_in"), e._fresh("alive_in")
+    at = [op("Gather", [t, i]) for t in (lo_x, hi_x, lo_y, hi_y, area)]
+    ow = op("Sub", [op("Min", [at[1], hi_x]), op("Max", [at[0], lo_x])])
+    oh = op("Sub", [op("Min", [at[3], hi_y]), op("Max", [at[2], lo_y])])
+    apart = op("Or", [op("Less", [ow, zero_f]), op("Less", [oh, zero_f])])
+    inter = op("Where", [apart, zero_f, op("Mul", [ow, oh])])
+    iou = op("Div", [inter, op("Sub", [op("Add", [at[4], area]), inter])])
+    drop = op("And", [op("And", [op("GreaterOrEqual", [iou, thr]), op("Greater", [idx, i])]),
+                      op("Gather", [alive, i])])
+    alive_out = op("And", [alive, op("Not", [drop])])
+    cond_out = op("Identity", [cond])
+    body = helper.make_graph(nodes, f"{layer.name}_nms", [
+        helper.make_tensor_value_info(i, INT64, []), helper.make_tensor_value_info(cond, BOOL, []),
+        helper.make_tensor_value_info(alive, BOOL, None)],
+        [helper.make_tensor_value_info(cond_out, BOOL, []), helper.make_tensor_value_info(alive_out, BOOL, None)])
+    start = e.op("ConstantOfShape", [m], value=helper.make_tensor("true", BOOL, [1], [True]))
+    keep = e.op("Loop", [e.op("Squeeze", [m]), "", start], body=body)
+    x, y, w, h, label, conf = (e.op("Compress", [t, keep], axis=0) for t in (x, y, w, h, label, conf))
+
+    def d(t):
+        return e.op("Cast", [t], to=DOUBLE)
+    two_d = e.const(2.0, "two_d", np.float64)
+    w2, h2 = e.op("Div", [d(w), two_d]), e.op("Div", [d(h), two_d])
+    cols = [e.op("Sub", [d(x), w2]), e.op("Sub", [d(y), h2]), e.op("Add", [d(x), w2]), e.op("Add", [d(y), h2])]
+    cols = [e.op("Add", [label, e.const(np.float32(1), "one_f")]), conf] + \
+        [e.op("Cast", [c], to=FLOAT) for c in cols]
+    n = e.op("Shape", [conf])
+    zeros = e.op("ConstantOfShape", [n], value=helper.make_tensor("zero", FLOAT, [1], [0.0]))
+    rows = e.op("Concat", [e.op("Unsqueeze", [c, e.ints([1])]) for c in [zeros] + cols], axis=1)   # [K, 7]
+    # the batch from the input itself (an export with an open batch): [item, -1 x 6] per item
+    items = e.op("Slice", [e.op("Shape", [batch]), e.ints([0]), e.ints([1])])
+    item = e.op("Cast", [e.op("Range", [e.ints(0, "zero"), e.op("Squeeze", [items]), e.ints(1, "one")])], to=FLOAT)
+    minus = e.op("Expand", [e.const(np.full((1, 6), -1, F32), "minus_one"),
+                            e.op("Concat", [items, e.ints([6])], axis=0)])
+    fallback = e.op("Concat", [e.op("Unsqueeze", [item, e.ints([1])]), minus], axis=1)
+    none = e.op("Cast", [e.op("Equal", [n, e.ints([0])])], to=INT64)
+    end = e.op("Add", [n, e.op("Mul", [none, items])])
+    rows = e.op("Slice", [e.op("Concat", [rows, fallback], axis=0), e.ints([0]), end, e.ints([0])])
+    e.op("Reshape", [rows, e.ints([1, 1, -1, 7])], out)
+
+
 class _Detection(Layer):
     host = True
+    #: the row count (axis 2) is decided by each forward pass
+    open_axes = ((2,),)
 
     def geometry(self, in_geoms):
         return [WHOLE if any(g is not None for g in in_geoms) else None]
@@ -366,9 +478,11 @@ class _Detection(Layer):
         return [(1, 1, 1, 7)]   # Caffe's Reshape: one (fake) row until a forward pass
 
     def emit(self, e, ins, outs):
-        raise self.error(f"{self.type} cannot be exported to ONNX: the fork's greedy NMS (IoU >= threshold "
-                         f"in float32 on centre-form boxes, std::sort's order of equal scores) has no exact "
-                         f"ONNX form; the file ends at its inputs")
+        """Standard operators (see _emit_detection_rows): equal to `forward` except where
+        confidences tie (TopK keeps equal ones in candidate order, std::sort its own way)."""
+        cands = self.emit_candidates(e, ins)
+        cands = [e.op("Concat", list(c), axis=0) if len(c) > 1 else c[0] for c in zip(*cands)]
+        _emit_detection_rows(e, self, cands, self.nms_threshold, ins[0], outs[0])
 
 
 @register("Yolov3DetectionOutput")
@@ -461,6 +575,40 @@ class Yolov3DetectionOutput(_Detection):
                           k_i, score[hit]))
         return [np.concatenate(c) for c in zip(*parts)]
 
+    def emit_candidates(self, e, ins):
+        """decode in ONNX, per bottom: (x, y, w, h, class, confidence) [M_t] in the fork's order."""
+        length, nb_box, k = 5 + self.num_classes, self.num_box, self.num_classes
+        parts = []
+        for t, blob in enumerate(ins):
+            col, row, hh, ww = _e_cells(e, blob)
+            v = e.op("Slice", [blob, e.ints([0]), e.ints([nb_box * length]), e.ints([1])])
+            v = e.op("Reshape", [v, e.ints([0, nb_box, length, -1])])                  # [b, n, length, s]
+            sig = _e_sigmoid(e, v)
+            obj = e.op("Slice", [sig, e.ints([4]), e.ints([5]), e.ints([2])])         # [b, n, 1, s]
+            score = e.op("Mul", [e.op("Slice", [sig, e.ints([5]), e.ints([length]), e.ints([2])]), obj])
+            score = e.op("Transpose", [score], perm=[0, 3, 1, 2])                      # [b, s, n, k]
+            m = [self.mask[n + t * self.groups_num] for n in range(nb_box)]
+            scale = self.anchors_scale[t]
+            nw = e.op("Cast", [e.op("Mul", [ww, e.ints([scale])])], to=FLOAT)
+            nh = e.op("Cast", [e.op("Mul", [hh, e.ints([scale])])], to=FLOAT)
+            bias_w = e.const(self.biases[[2 * i for i in m]].reshape(1, nb_box, 1), "biases_w")
+            bias_h = e.const(self.biases[[2 * i + 1 for i in m]].reshape(1, nb_box, 1), "biases_h")
+            cx = e.op("Div", [e.op("Add", [col, _e_channel(e, sig, 0, 2)]), e.op("Cast", [ww], to=FLOAT)])
+            cy = e.op("Div", [e.op("Add", [row, _e_channel(e, sig, 1, 2)]), e.op("Cast", [hh], to=FLOAT)])
+            bw = e.op("Div", [e.op("Mul", [_e_exp(e, _e_channel(e, v, 2, 2)), bias_w]), nw])
+            bh = e.op("Div", [e.op("Mul", [_e_exp(e, _e_channel(e, v, 3, 2)), bias_h]), nh])
+            full = e.op("Shape", [score])
+
+            def per_class(c):        # [b, n, s] -> [b, s, n, k]
+                c = e.op("Unsqueeze", [e.op("Transpose", [c], perm=[0, 2, 1]), e.ints([3])])
+                return _flat(e, e.op("Expand", [c, full]))
+            label = _flat(e, e.op("Expand", [e.const(np.arange(k, dtype=F32), "classes"), full]))
+            score = _flat(e, score)
+            hit = e.op("Greater", [score, e.const(self.confidence_threshold, "confidence_threshold")])
+            parts.append([e.op("Compress", [c, hit], axis=0)
+                          for c in (per_class(cx), per_class(cy), per_class(bw), per_class(bh), label, score)])
+        return parts
+
     def forward(self, inputs):
         with np.errstate(over="ignore", invalid="ignore"):   # inf/NaN logits go through, as in the fork
             x, y, w, h, label, conf = self.decode(inputs)
@@ -534,6 +682,37 @@ class YoloDetectionOutput(_Detection):
             hit = conf >= self.confidence_threshold
             parts.append((cx[hit], cy[hit], bw[hit], bh[hit], label[hit], conf[hit]))
         return [np.concatenate(c) for c in zip(*parts)]
+
+    def emit_candidates(self, e, ins):
+        """decode in ONNX, per bottom (the first two): (x, y, w, h, class, confidence) [M_t]."""
+        nb_box, k = self.num_box, self.num_classes
+        parts = []
+        for t, blob in enumerate(ins[:2]):
+            d = self.in_shapes[t][1] // nb_box
+            col, row, side, _ = _e_cells(e, blob)
+            v = e.op("Transpose", [e.op("Reshape", [blob, e.ints([0, nb_box, d, -1])])], perm=[0, 3, 1, 2])  # b,s,n,d
+            col, row = (e.op("Unsqueeze", [c, e.ints([1])]) for c in (col, row))     # [s, 1]
+            fside = e.op("Cast", [side], to=FLOAT)
+            cx = e.op("Div", [e.op("Add", [col, _e_sigmoid(e, _e_channel(e, v, 0, 3))]), fside])
+            cy = e.op("Div", [e.op("Add", [row, _e_sigmoid(e, _e_channel(e, v, 1, 3))]), fside])
+            bw = e.op("Div", [e.op("Mul", [_e_exp(e, _e_channel(e, v, 2, 3)),
+                                           e.const(self.biases[0:2 * nb_box:2], "biases_w")]), fside])
+            bh = e.op("Div", [e.op("Mul", [_e_exp(e, _e_channel(e, v, 3, 3)),
+                                           e.const(self.biases[1:2 * nb_box:2], "biases_h")]), fside])
+            obj = _e_sigmoid(e, _e_channel(e, v, 4, 3))
+            logits = e.op("Slice", [v, e.ints([5]), e.ints([5 + k]), e.ints([3])])   # [b, s, n, k]
+            ex = _e_exp(e, e.op("Sub", [logits, e.op("ReduceMax", [logits, e.ints([3])], keepdims=1)]))
+            total = _e_channel(e, ex, 0, 3)
+            for c in range(1, k):          # the fork's running float sum, class by class
+                total = e.op("Add", [total, _e_channel(e, ex, c, 3)])
+            prob = e.op("Div", [ex, e.op("Unsqueeze", [total, e.ints([3])])])
+            label = e.op("Cast", [e.op("ArgMax", [prob], axis=3, keepdims=0, select_last_index=0)], to=FLOAT)
+            conf = e.op("Mul", [obj, e.op("ReduceMax", [prob, e.ints([3])], keepdims=0)])
+            conf = _flat(e, conf)
+            hit = e.op("GreaterOrEqual", [conf, e.const(self.confidence_threshold, "confidence_threshold")])
+            parts.append([e.op("Compress", [_flat(e, c), hit], axis=0) for c in (cx, cy, bw, bh, label)]
+                         + [e.op("Compress", [conf, hit], axis=0)])
+        return parts
 
     def forward(self, inputs):
         with np.errstate(over="ignore", invalid="ignore"):   # inf/NaN logits go through, as in the fork
