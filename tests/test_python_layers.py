@@ -166,3 +166,50 @@ def test_shipped_schema_is_what_caffe_pb2_holds():
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
     assert (root / "zfcaffe" / "caffe_pb2.py").read_text() == gen.render(), "run python tools/gen_proto.py"
+
+
+NAMED_NET = textwrap.dedent('''
+    name: "named"
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 6 dim: 3 } } }
+    layer { name: "double" type: "Power" bottom: "data" top: "x" power_param { scale: 2 } }
+    layer { name: "relu" type: "ReLU" bottom: "x" top: "x" }
+    layer { name: "copy" type: "Split" bottom: "x" top: "x_copy" }
+    layer { name: "keep" type: "Python" bottom: "x_copy" top: "kept"
+            python_param { module: "userlayers.keep" layer: "KeepPositive" param_str: "1.0" } }
+    layer { name: "keep2" type: "Python" bottom: "x" top: "kept2"
+            python_param { module: "userlayers.keep" layer: "KeepPositive" param_str: "0.5" } }
+''')
+
+
+@pytest.mark.parametrize("all_blobs", [False, True])
+def test_export_names_the_cut_layers_inputs_by_their_blobs(pynet, tmp_path, all_blobs):
+    """The outputs a cut adds (what the left-out layer reads) carry their Caffe blob names
+    where the key holds the blob's final value (`x` after the in-place ReLU, whose key is
+    `relu`); the Power's output, which Caffe overwrites, keeps its key `double`."""
+    _, lib = pynet
+    proto = tmp_path / "named.prototxt"
+    proto.write_text(NAMED_NET)
+    net = zfcaffe.Net(str(proto), python_path=[str(lib)])
+    path = tmp_path / "named.onnx"
+    net.to_onnx(str(path), all_blobs=all_blobs)
+    assert {n for n, _ in net.export_cut} == {"keep", "keep2"}
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    assert "x" in names and "x_copy" in names and not any(n in names for n in ("relu", "copy"))
+    x = np.random.default_rng(1).normal(size=(6, 3)).astype(np.float32)
+    got = dict(zip(names, sess.run(None, {"data": x})))
+    np.testing.assert_array_equal(got["x"], np.maximum(2 * x, 0))
+    np.testing.assert_array_equal(got["x_copy"], np.maximum(2 * x, 0))
+    if all_blobs:
+        np.testing.assert_array_equal(got["double"], 2 * x)
+
+
+def test_export_with_nothing_left_is_one_error(pynet, tmp_path):
+    proto, lib = pynet
+    text = NET.replace('bottom: "double" top: "kept"', 'bottom: "data" top: "kept"')
+    (tmp_path / "first.prototxt").write_text(text.replace('layer { name: "double"', '# layer { name: "double"'))
+    net = zfcaffe.Net(str(tmp_path / "first.prototxt"), python_path=[str(lib)])
+    with pytest.raises(ZfcaffeError, match=r"nothing to export to ONNX; every layer reads only the net's inputs "
+                                           r"or what the export leaves out: .*layer 'keep' \(Python\)"):
+        net.to_onnx(str(tmp_path / "first.onnx"))
+    assert not (tmp_path / "first.onnx").exists()
