@@ -71,6 +71,16 @@ class YoloUpsample(Layer):
         e.op("Resize", [ins[0], "", e.const([1.0, 1.0, s, s], "scales")], outs[0], mode="nearest",
              coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
+    def backward_reads(self):
+        return []
+
+    def backward(self, ctx, top_diffs):
+        """The adjoint of nearest upsampling (the fork's Backward_cpu): each input unit
+        sums the signal of its scale x scale copies. The same in every mode."""
+        t, s = top_diffs[0], self.scale
+        r, c, h, w = t.shape
+        return [t.reshape(r, c, h // s, s, w // s, s).sum(axis=(3, 5), dtype=np.float32)]
+
 
 # -- Reorg -----------------------------------------------------------------------------------
 
@@ -168,6 +178,23 @@ class Reorg(Layer):
         perm = [0, 3, 4, 1, 5, 2] if self.reverse else [0, 3, 5, 1, 2, 4]
         t = e.op("Transpose", [e.op("Reshape", [x, first])], perm=perm)
         e.op("Reshape", [t, last], outs[0])
+
+    def backward_reads(self):
+        return []
+
+    def backward(self, ctx, top_diffs):
+        """The inverse permutation (forward_numpy's reshapes and transpose undone), in
+        every mode. (The fork's Backward_cpu reads an internal blob's diff instead of the
+        top's, so it passes no signal; zfcaffe passes the adjoint.)"""
+        t = top_diffs[0]
+        r = t.shape[0]
+        _, c, h, w = self.in_shapes[0]
+        s, cp = self.stride, c // (self.stride ** 2)
+        if self.reverse:   # forward: (r, s, s, cp, h, w) -> axes (0, 3, 4, 1, 5, 2)
+            u = t.reshape(r, cp, h, s, w, s).transpose(0, 3, 5, 1, 2, 4)
+        else:              # forward: (r, cp, h, s, w, s) -> axes (0, 3, 5, 1, 2, 4)
+            u = t.reshape(r, s, s, cp, h, w).transpose(0, 3, 4, 1, 5, 2)
+        return [np.ascontiguousarray(u).reshape(r, c, h, w)]
 
 
 # -- the fork's sort and NMS -----------------------------------------------------------------
