@@ -15,6 +15,7 @@ from zfcaffe.methods.gradcam import gradcam
 from zfcaffe.methods.gradients import gradients, one_hot
 from zfcaffe.optvis import objectives, transforms
 from zfcaffe.optvis.param import FourierParam, irfft2_adjoint
+from zfcaffe.optvis.render import gradient, trunk
 from zfcaffe.verbs import verb
 
 PHOTO = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
@@ -127,7 +128,7 @@ def test_fourier_adjoint_is_exact(hw):
     p = FourierParam(3, h, wd, lambda px: px * 2 - 1, lambda g: g * 2, seed=0)   # the full chain, linearised
     theta = p.theta.copy()
     g = RNG.standard_normal((3, h, wd))
-    eps = 1e-6
+    eps = 1e-4                     # image() is float32: a step large enough to rise above its rounding
     d = RNG.standard_normal(theta.shape)
     p.theta = theta + eps * d
     up = float(np.sum(p.image().astype(np.float64) * g))
@@ -146,6 +147,56 @@ def test_transform_adjoints_are_exact(make):
     y, adjoint = t(np.zeros((3, 12, 10)), np.random.default_rng(4))
     forward = lambda x: t(x, np.random.default_rng(4))[0]  # noqa: E731 - the same random draw
     _dot_test(forward, adjoint, (3, 12, 10), (3, 12, 10))
+
+
+def test_standard_transforms_adjoint_is_exact():
+    moves = transforms.standard_transforms()
+
+    def forward(x, adjoints=None):
+        rng = np.random.default_rng(9)
+        for t in moves:
+            x, adjoint = t(x, rng)
+            if adjoints is not None:
+                adjoints.append(adjoint)
+        return x
+    adjoints = []
+    forward(np.zeros((3, 20, 18)), adjoints)
+
+    def back(g):
+        for adjoint in reversed(adjoints):
+            g = adjoint(g)
+        return g
+    _dot_test(forward, back, (3, 20, 18), (3, 20, 18))
+
+
+def test_fourier_image_cannot_overflow():
+    """A spectrum far past any step's reach: pixels saturate to 0 and 1 without an
+    overflow warning, and the gradient stays finite."""
+    import warnings
+    p = FourierParam(3, 16, 16, lambda px: px * 255 - 120, lambda g: g * 255, seed=0)
+    p.theta *= 1e6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = p.image()
+        g = p.adjoint(np.ones_like(x))
+    assert np.all(np.isfinite(x)) and x.min() >= -120 and x.max() <= 135 and np.all(np.isfinite(g))
+
+
+def test_the_net_runs_only_up_to_the_target(build):
+    """trunk: the cut net ends at the target's layer, shares the net's weight arrays,
+    and gives the same objective and gradient as the whole net."""
+    net = build(CONV + L("relu1", "ReLU", "conv1", tops=["conv1"]) + IP("conv1") + L("prob", "Softmax", "ip"),
+                {"data": (1, 2, 10, 10)}, {**CONV_W, "ip": [w(3, 4 * 8 * 8), w(3)]})
+    obj = objectives.channel("relu1", 2)
+    cut = trunk(net, obj.keys)
+    assert [layer.name for layer in cut.graph.layers] == ["data", "conv1", "relu1"]
+    assert cut.graph.layer("conv1").blobs[0] is net.graph.layer("conv1").blobs[0]
+    assert trunk(net, objectives.class_logit("ip", 1).keys).graph.layers[-1].name == "ip"
+    assert trunk(net, objectives.class_logit("prob", 1).keys) is net
+    x = w(2, 10, 10, s=1.0)
+    value, grad = gradient(net, obj, x)
+    cut_value, cut_grad = gradient(cut, obj, x)
+    assert cut_value == value and np.array_equal(cut_grad, grad) and np.any(grad)
 
 
 @pytest.mark.parametrize("name", ["tv", "l6", "match", "logp", "l2"])
@@ -189,6 +240,34 @@ def test_class_model_raises_the_score_tenfold_inside_the_input_range(shared, cif
     fourier = _run("classviz", cifar, tmp_path, "--label", "3", "--steps", "60", "--param", "fourier",
                    "--lr", "0.05")
     assert fourier["score"] > 3 * fourier["start_score"]
+
+
+def test_lucid_recipe_is_the_default_on_resnet50_and_its_page_renders(nsfw, tmp_path):
+    """classviz's defaults on nsfw's ResNet-50 (224 px: Lucid's recipe), few steps: the
+    channel's mean activation passes the photo's, no pixel at the input's bounds, a
+    photo's contrast, no overflow, and the page loads in Chromium. (The full recipe on
+    4 channels at 3 depths: benchmarks/optvis.py.)"""
+    from conftest import render_in_chromium
+    import zfcaffe
+    from zfcaffe.preprocess import for_net
+    args = [nsfw / "deploy.prototxt", nsfw / "resnet_50_1by2_nsfw.caffemodel", "--mean", "104,117,123", "--quiet"]
+    out = tmp_path / "classviz"
+    proc = run_cli("classviz", *args, "--layer", "relu_stage0_block0", "--channel", "12", "--steps", "24", "-o", out)
+    assert "overflow" not in proc.stderr
+    r = np.load(out / "results.npz")
+    net = zfcaffe.Net(str(args[0]), str(args[1]))
+    pre = for_net(net, mean="104,117,123")
+    x, shown = pre.prepare(PHOTO)
+    net.forward(data=x[None])
+    photo = float(net.layer_outputs["relu_stage0_block0"][0, 12].mean())
+    img = pre.to_image(r["image"])
+    assert r["score"] >= photo and r["score"] >= 2 * r["start_score"]
+    assert np.mean(np.any((img <= 0.5 / 255) | (img >= 254.5 / 255), axis=2)) < 0.02
+    assert img.std() >= shown.std() / 5             # a quarter after 24 steps (0.31), 256 in the benchmark
+    page = (out / "index.html").read_text()
+    assert "Lucid" in page and "up to the target" in page
+    title, _ = render_in_chromium(out / "index.html", "classviz_resnet50.png", tmp_path)
+    assert title.startswith("images 1/1")
 
 
 def test_inversion_of_conv3_reaches_a_fifth(cifar, tmp_path):

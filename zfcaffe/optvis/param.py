@@ -36,21 +36,33 @@ def irfft2_adjoint(grad: np.ndarray, width: int) -> np.ndarray:
     return np.stack([z.real, z.imag], axis=-1)
 
 
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)) through tanh: no overflow however large |z| grows."""
+    return 0.5 + 0.5 * np.tanh(0.5 * np.asarray(z, np.float64))
+
+
+def fourier_scale(height: int, width: int, decay: float = 1.0) -> np.ndarray:
+    """Lucid's spectrum scale: 1 / f^decay (f floored at one cycle per image), so one
+    step moves low frequencies most and the image starts smooth; divided by 4 (Lucid's
+    constant) so a unit spectrum makes values of about +-1 before the sigmoid."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    freqs = np.sqrt(fx * fx + fy * fy)
+    return (1.0 / np.maximum(freqs, 1.0 / max(height, width)) ** decay / 4.0)[..., None]
+
+
 class FourierParam:
     """A decorrelated Fourier image (Lucid's fft + colour decorrelation + sigmoid):
-    the spectrum is scaled down by frequency, so a step changes low frequencies most;
-    colours are decorrelated; a sigmoid keeps pixels in (0, 1); the preprocessing then
-    makes the net's input. `to_input(pixels)` is the preprocessing (linear in the
-    pixels) and `to_input_adjoint` its adjoint."""
+    the spectrum is scaled down by frequency (fourier_scale), colours are decorrelated
+    (ImageNet's colour correlation), a sigmoid (that cannot overflow) keeps pixels in
+    (0, 1), and the preprocessing then makes the net's input. `to_input(pixels)` is the
+    preprocessing (linear in the pixels) and `to_input_adjoint` its adjoint."""
 
     def __init__(self, channels: int, height: int, width: int, to_input, to_input_adjoint, seed: int = 0,
                  decay: float = 1.0, sd: float = 0.01):
         rng = np.random.default_rng(seed)
         self.h, self.w, self.c = height, width, channels
-        fy = np.fft.fftfreq(height)[:, None]
-        fx = np.fft.rfftfreq(width)[None, :]
-        freqs = np.sqrt(fx * fx + fy * fy)
-        self.scale = (1.0 / np.maximum(freqs, 1.0 / max(height, width)) ** decay)[..., None]
+        self.scale = fourier_scale(height, width, decay)
         self.theta = rng.normal(0, sd, (channels, height, width // 2 + 1, 2))
         self.to_input, self.to_input_adjoint = to_input, to_input_adjoint
         self._cache = None
@@ -59,9 +71,13 @@ class FourierParam:
         spectrum = self.theta * self.scale
         unit = np.fft.irfft2(spectrum[..., 0] + 1j * spectrum[..., 1], s=(self.h, self.w), norm="ortho")
         colour = np.einsum("ij,jhw->ihw", COLOR_MATRIX, unit) if self.c == 3 else unit
-        pixels = 1 / (1 + np.exp(-colour))
+        pixels = sigmoid(colour)
         self._cache = pixels
         return pixels
+
+    def pixels(self) -> np.ndarray:
+        """The image as RGB pixels (C, H, W) in (0, 1), before the preprocessing."""
+        return self._pixels().copy()
 
     def image(self) -> np.ndarray:
         return np.asarray(self.to_input(self._pixels()), np.float32)

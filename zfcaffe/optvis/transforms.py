@@ -93,3 +93,13 @@ def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
     p = np.pad(x, pad, mode="reflect")
     p = sum(k[i] * p[..., :, i:i + x.shape[-1]] for i in range(len(k)))
     return sum(k[i] * p[..., i:i + x.shape[-2], :] for i in range(len(k))).astype(x.dtype)
+
+
+def standard_transforms(fill: float = 0.0):
+    """Lucid's standard robustness transforms at a fixed size: a shift of up to 8
+    pixels (Lucid pads by 12 and crops 8 at random), a zoom by 0.9-1.1, a rotation by
+    up to 10 degrees (no rotation a third of the time), and a last shift of up to 4;
+    `fill` (the mean image: 0 in the net's input) comes in at the borders. The input
+    keeps its size, so the net is never reshaped."""
+    return [pad_shift(8, fill), scale(tuple(1 + (i - 5) / 50 for i in range(11))),
+            rotate(tuple(range(-10, 11)) + (0,) * 5), pad_shift(4, fill)]

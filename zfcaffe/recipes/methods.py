@@ -104,36 +104,43 @@ def _classviz_arguments(p) -> None:
     p.add_argument("--layer", help="maximise a channel or unit of this layer instead")
     p.add_argument("--channel", type=int, help="the layer's channel (default 0)")
     p.add_argument("--unit", help="Y,X: one unit of the channel (default: the channel's mean)")
-    p.add_argument("--steps", type=positive_int, default=200)
-    p.add_argument("--lr", type=float, help="Adam's step (default: 2%% of the input's range)")
+    p.add_argument("--param", default="auto", choices=["auto", "fourier", "pixels"],
+                   help="fourier: Lucid's recipe (a decorrelated Fourier image, shift/zoom/rotate, Adam 0.05, "
+                        "256 steps); pixels: Simonyan's class model with DVT's regularisers (from the mean image, "
+                        "decay, blur, jitter 2, 200 steps); auto (default): fourier on inputs of 64 pixels a side "
+                        "or more, pixels on smaller ones")
+    p.add_argument("--steps", type=positive_int, help="default: 256 (fourier), 200 (pixels)")
+    p.add_argument("--lr", type=float, help="Adam's step (default: 0.05 on the spectrum (fourier), 2%% of the "
+                                            "input's range (pixels))")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--decay", type=float, default=1e-4, help="L2 decay weight (Simonyan et al.)")
-    p.add_argument("--blur-every", type=non_negative_int, default=4, help="blur the image every N steps (DVT; 0: never)")
+    p.add_argument("--decay", type=float, help="L2 decay weight (Simonyan et al.; default 1e-4 (pixels), 0 (fourier))")
+    p.add_argument("--blur-every", type=non_negative_int, default=4,
+                   help="pixels: blur the image every N steps (DVT; 0: never)")
     p.add_argument("--blur-sigma", type=float, default=0.5)
-    p.add_argument("--jitter", type=non_negative_int, default=2, help="random shift in pixels at each step")
+    p.add_argument("--jitter", type=non_negative_int,
+                   help="only a random shift of up to N pixels at each step (0: no transforms) instead of the "
+                        "recipe's (fourier: Lucid's shift 8, zoom, rotate, shift 4; pixels: jitter 2)")
     p.add_argument("--clip-percentile", type=float, default=0.0,
-                   help="set pixels whose norm is below this percentile to the mean (DVT)")
-    p.add_argument("--param", default="pixels", choices=["pixels", "fourier"],
-                   help="optimise pixels, or a decorrelated Fourier image (Lucid)")
+                   help="pixels: set pixels whose norm is below this percentile to the mean (DVT)")
 
 
-@verb("classviz", "class model visualisation and regularised activation maximisation (a class, channel or unit)",
+@verb("classviz", "feature visualisation by optimisation (Lucid's recipe) and class models (a class, channel or unit)",
       ("net", "preprocess", "head", "output:classviz"), _classviz_arguments)
 def classviz_verb(ctx, args) -> str:
     head, names = _head(ctx, args, required=args.layer is None)
-    thresholds = tuple(sorted({max(1, args.steps // 4), max(1, args.steps // 2)}))
+    steps = args.steps or (256 if classviz.recipe_for(ctx.pre, args.param) == "fourier" else 200)
+    thresholds = tuple(sorted({max(1, steps // 4), max(1, steps // 2)}))
     r = classviz.class_model(ctx.net, ctx.pre, head, args.label, args.layer, args.channel, _unit(args.unit),
-                             args.steps, args.lr, args.seed, args.decay, args.blur_every, args.blur_sigma,
+                             steps, args.lr, args.seed, args.decay, args.blur_every, args.blur_sigma,
                              args.jitter, args.clip_percentile, args.param, thresholds, ctx.progress)
     what = r.target + (f" ({names(args.label)})" if args.layer is None else "")
     r.target = what
     snaps = [(ctx.pre.to_image(img), f"step {s}") for s, img in sorted(r.snapshots.items())]
     fig = figures.classviz_figure(r, ctx.pre.to_image(r.image), snaps)
-    return write_output(args.output, _title(ctx.net, "class model"),
+    return write_output(args.output, _title(ctx.net, "optimised image"),
                         [(what, [fig], _intro(ctx.net, ctx.pre, head, names) +
-                          [f"{args.steps} steps of Adam, {args.param}, decay {args.decay:g}, blur every "
-                           f"{args.blur_every} (sigma {args.blur_sigma:g}), jitter {args.jitter}, seed {args.seed}; "
-                           f"score {r.start_score:.4g} at the mean image, {r.score:.4g} at the end"])], r.arrays())
+                          [f"{r.recipe}; the net run up to the target only; "
+                           f"{r.start_score:.4g} at the start, {r.score:.4g} at the end"])], r.arrays())
 
 
 def _dream_arguments(p) -> None:

@@ -56,7 +56,9 @@ def saliency_figure(results: list, image: np.ndarray, stem: str, label_name: str
 def classviz_figure(r, image: np.ndarray, snapshots: list[tuple[np.ndarray, str]]) -> Figure:
     return _panels(snapshots + [(image, f"final: {r.score:.3g} (start {r.start_score:.3g})")],
                    f"maximising {r.target}", "classviz.png",
-                   f"the input that maximises {r.target}, from the mean image, and the objective per step",
+                   f"the input that maximises {r.target}, "
+                   + ("from a decorrelated Fourier image (Lucid's recipe)" if getattr(r, "param", "") == "fourier"
+                      else "from the mean image") + ", and the objective per step",
                    curve=(r.values, "objective"))
 
 
