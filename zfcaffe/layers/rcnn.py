@@ -146,6 +146,15 @@ class ROIPooling(Layer):
     def summary(self):
         return f"MAX {self.pooled[0]}x{self.pooled[1]} scale {self.spatial_scale:g}"
 
+    def backward_reads(self):
+        return list(self.bottoms)   # the argmax is taken again from the recorded input
+
+    def backward(self, ctx, top_diffs):
+        """The fork's ROIPoolBackward through its own argmax, in every mode (roi_backward.py);
+        the rows below belong to each ROI's image. The rois input gets no signal."""
+        from .roi_backward import roi_pool_backward
+        return [roi_pool_backward(self, ctx, np.asarray(top_diffs[0], np.float32)), None]
+
     def emit(self, e, ins, outs):
         x, rois = ins
         rois = e.op("Reshape", [rois, e.ints([-1, 5])])
@@ -235,6 +244,15 @@ class PSROIPooling(Layer):
     def summary(self):
         g = self.group_size
         return f"AVE {g}x{g} x {self.output_dim} scale {self.spatial_scale:g}"
+
+    def backward_reads(self):
+        return [self.bottoms[1]]    # the bins come from the rois alone
+
+    def backward(self, ctx, top_diffs):
+        """The average's adjoint (the fork's PSROIPoolingBackwardAtomic, every mode): each
+        bin's diff / its area to its cells of its channel; the rois input gets no signal."""
+        from .roi_backward import psroi_pool_backward
+        return [psroi_pool_backward(self, ctx, np.asarray(top_diffs[0], np.float32)), None]
 
     def emit(self, e, ins, outs):
         x, rois = ins
