@@ -76,3 +76,25 @@ def test_train_test_net_takes_its_image_size_from_the_weights(shared, tmp_path):
     assert "taken from the weights" in (out / "index.html").read_text()
     bad = zfcaffe("inspect", tt, check=False)                           # no weights: the size is asked for
     assert bad.returncode == 2 and "--input-shape data=" in bad.stderr
+
+
+def test_resize_says_which_and_pycaffe_gives_pycaffes_blob(shared):
+    """--resize pycaffe: pycaffe's load_image + resize_image (scikit-image), the numbers
+    of real pycaffe (../shared/pycaffe_io); the default warp is Pillow's and says so."""
+    import zfcaffe as zf
+    from zfcaffe.preprocess import for_net
+    m, d = shared / "models/cifar10_quick", shared / "pycaffe_io"
+    z = np.load(d / "pycaffe_io.npz")
+    net = zf.Net(str(m / "cifar10_quick.prototxt"), str(m / "cifar10_quick_iter_4000.caffemodel"))
+    mean = ",".join(repr(float(v)) for v in z["mean/cifar10_per_channel"])
+    pycaffe, warp = for_net(net, mean=mean, resize="pycaffe"), for_net(net, mean=mean)
+    for name in ("photo.jpg", "gray.png", "rgba.png"):
+        ref = z[f"{name.split('.')[0]}/preprocess_cifar"]
+        assert rel_err(pycaffe(str(d / name)), ref) <= 1e-5
+        assert rel_err(warp(str(d / name)), ref) > 1e-2                 # Pillow's is another resize
+    r = zfcaffe("run", m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel",
+                "--input", d / "photo.jpg", "--no-mean")
+    assert "resize (warp) to 32x32 [default] by Pillow's bilinear filter" in r.stderr
+    r = zfcaffe("run", m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel",
+                "--input", d / "photo.jpg", "--no-mean", "--resize", "pycaffe")
+    assert "resize (pycaffe) to 32x32 as pycaffe's caffe.io.resize_image (scikit-image" in r.stderr

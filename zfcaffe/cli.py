@@ -158,9 +158,11 @@ def _preprocess_group(p, keep_size: bool) -> None:
     g.add_argument("--input-scale", type=float, help="scale after the mean (default 1, or the train_val's)")
     g.add_argument("--channel-order", choices=["bgr", "rgb"],
                    help="channel order the net was trained on (default bgr, Caffe's; rgb keeps the image's)")
-    g.add_argument("--resize", choices=["warp", "crop"],
-                   help="warp: stretch to the input, as pycaffe's caffe.io.resize_image (default); "
-                        "crop: scale the short side, then cut the centre")
+    g.add_argument("--resize", choices=["warp", "crop", "pycaffe"],
+                   help="warp: stretch to the input with Pillow's bilinear filter (default; edges repeated); "
+                        "crop: the same on the short side, then cut the centre; pycaffe: pycaffe's own "
+                        "caffe.io.load_image and resize_image (scikit-image: anti-aliased, zero-padded borders; "
+                        "the numbers of a pycaffe script; needs zfcaffe[pycaffe])")
     if keep_size:
         g.add_argument("--keep-size", action="store_true",
                        help="no resize: the net's input takes each image's size (fully convolutional nets)")

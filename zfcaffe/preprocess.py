@@ -1,9 +1,17 @@
 """Images to input blobs, as pycaffe's Transformer does it.
 
-Pipeline: read (gray and RGBA handled) -> float in [0, 1] -> warp to the net's input
-(pycaffe's caffe.io.resize_image; or resize the short side and centre-crop) -> HWC to
-CHW -> RGB to BGR (unless the net was trained on RGB) -> x raw_scale (255) -> minus
-mean -> x input_scale.
+Pipeline: read (gray and RGBA handled) -> float in [0, 1] -> resize to the net's input
+-> HWC to CHW -> RGB to BGR (unless the net was trained on RGB) -> x raw_scale (255) ->
+minus mean -> x input_scale.
+
+The resizes (RESIZES; describe() names the one used):
+- warp (default): stretch with Pillow's bilinear filter (its support widens when
+  shrinking, so it averages; borders repeat the edge pixels). Needs nothing optional.
+- crop: Pillow's bilinear on the short side, then the centre is cut.
+- pycaffe: pycaffe's own numbers, caffe.io.load_image + caffe.io.resize_image
+  (scikit-image: Gaussian anti-aliasing when shrinking, zero-padded borders that darken
+  the edge pixels; alpha dropped, not composited), for results equal to a pycaffe
+  script's. Needs the `pycaffe` extra.
 """
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ class Preprocess:
     raw_scale: float = 255.0
     input_scale: float = 1.0
     bgr: bool = True
-    resize: str = "warp"                 # "warp": stretch (pycaffe's resize_image); "crop": short side, centre
+    resize: str = "warp"                 # one of RESIZES (the module docstring says how each resizes)
     keep_size: bool = False              # no resize: the net's input takes the image's size
     defaults: frozenset = frozenset()    # the steps whose setting nobody chose (said in describe())
 
@@ -34,7 +42,7 @@ class Preprocess:
         """The exact pipeline, every default taken marked as such."""
         d = lambda step: " [default]" if step in self.defaults else ""  # noqa: E731
         size = ("no resize (--keep-size: the net takes the image's size)" if self.keep_size else
-                f"resize ({self.resize}) to {self.height}x{self.width}{d('resize')}")
+                f"resize ({self.resize}) to {self.height}x{self.width}{d('resize')} {RESIZES[self.resize]}")
         if self.channels != 3:
             order = f"{self.channels} channel(s)"
         else:
@@ -66,6 +74,11 @@ class Preprocess:
         if self.channels not in (1, 3):
             raise ZfcaffeError(f"{path}: the net's input takes {self.channels} channels, an image has 3 (RGB) "
                                f"or 1 (grey); expected a .npy input of shape ({self.channels}, H, W)")
+        if self.resize == "pycaffe":       # pycaffe's load_image and resize_image, end to end
+            img = load_image_pycaffe(path, color=self.channels == 3)
+            if not self.keep_size and img.shape[:2] != (self.height, self.width):
+                img = resize_pycaffe(img, (self.height, self.width))
+            return self.transform(img), np.clip(img, 0, 1)
         img = load_image(path, gray=self.channels == 1)
         if not self.keep_size:
             img = _fit(img, self.height, self.width, self.resize)
@@ -118,6 +131,13 @@ class Preprocess:
         return np.ascontiguousarray(x * self.input_scale, dtype=np.float32)
 
 
+#: the resizes of the CLI's --resize, each with what describe() says of it
+RESIZES = {
+    "warp": "by Pillow's bilinear filter (stretched; edges repeated; pycaffe's own is --resize pycaffe)",
+    "crop": "by Pillow's bilinear filter (short side; centre cut)",
+    "pycaffe": "as pycaffe's caffe.io.resize_image (scikit-image; anti-aliased; zero-padded borders)",
+}
+
 #: the largest image decoded (pixels), checked from the header before decoding;
 #: ZFCAFFE_MAX_PIXELS raises it
 MAX_PIXELS = 64_000_000
@@ -164,6 +184,90 @@ def load_image(path: str, gray: bool = False) -> np.ndarray:
         except (OSError, ValueError, SyntaxError) as e:
             raise ZfcaffeError(f"{path}: the image data is broken ({e.__class__.__name__}: {e})") from None
     return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+# -- pycaffe's caffe.io numbers (scikit-image and SciPy, loaded only when used) ----------------------------
+def _pycaffe_module(module: str, what: str):
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ZfcaffeError(f"{what} computes pycaffe's numbers with {module.split('.')[0]}, which is not "
+                           "installed: pip install 'zfcaffe[pycaffe]'") from None
+
+
+def _decoded(im) -> np.ndarray:
+    """A PIL image's pixels as imageio (skimage.io.imread's plugin) hands them to
+    pycaffe: palette images as RGB (RGBA with transparency), 1-bit as 8-bit grey,
+    other colour spaces as RGB, 16-bit as uint16."""
+    mode = im.mode
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGB")
+    return np.asarray(im)
+
+
+def _img_as_float(img: np.ndarray) -> np.ndarray:
+    """skimage.img_as_float: integers times 1 / their dtype's maximum (signed ones
+    clipped at -1), floats as they are."""
+    if img.dtype == np.bool_:
+        return img.astype(np.float64)
+    if np.issubdtype(img.dtype, np.integer):
+        out = np.multiply(img, 1.0 / np.iinfo(img.dtype).max, dtype=np.float64)
+        return np.maximum(out, -1.0) if np.issubdtype(img.dtype, np.signedinteger) else out
+    return img
+
+
+def load_image_pycaffe(path: str, color: bool = True) -> np.ndarray:
+    """pycaffe's caffe.io.load_image (see zfcaffe.caffe.io): H x W x 3 (or 1) float32;
+    decoded by Pillow (as imageio does for scikit-image) behind the pixel cap. A grey
+    image with alpha counts as grey (pycaffe would return its 2 planes)."""
+    with open_image(path) as im:
+        try:
+            img = _decoded(im)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ZfcaffeError(f"{path}: the image data is broken ({e.__class__.__name__}: {e})") from None
+    if img.ndim == 3 and img.shape[2] == 2:
+        img = img[:, :, 0]
+    if not color and img.ndim == 3:
+        skcolor = _pycaffe_module("skimage.color", "caffe.io.load_image")
+        img = skcolor.rgb2gray(skcolor.rgba2rgb(img) if img.shape[2] == 4 else img)
+    img = _img_as_float(img).astype(np.float32)
+    if img.ndim == 2:
+        img = img[:, :, np.newaxis]
+        if color:
+            img = np.tile(img, (1, 1, 3))
+    elif img.shape[2] == 4:
+        img = img[:, :, :3]
+    return img
+
+
+def resize_pycaffe(im: np.ndarray, new_dims, interp_order: int = 1) -> np.ndarray:
+    """pycaffe's caffe.io.resize_image (see zfcaffe.caffe.io), float32."""
+    im = np.asarray(im)
+    if im.ndim != 3:
+        raise ZfcaffeError(f"resize_image: the image has shape {list(im.shape)}; expected H x W x K")
+    h, w = int(new_dims[0]), int(new_dims[1])
+    if im.shape[-1] in (1, 3):
+        im_min, im_max = im.min(), im.max()
+        if not im_max > im_min:          # a constant image: avoid dividing by zero, as pycaffe does
+            return np.full((h, w, im.shape[-1]), im_min, np.float32)
+        transform = _pycaffe_module("skimage.transform", "resize_image")
+        im_std = (im - im_min) / (im_max - im_min)
+        # pycaffe leaves mode and anti-aliasing to scikit-image's defaults of its day: zero
+        # padding, and a Gaussian blur first when any axis shrinks (pinned here; matched
+        # to real pycaffe's numbers in tests/test_pycaffe.py)
+        resized_std = transform.resize(im_std, (h, w), order=interp_order, mode="constant",
+                                       anti_aliasing=bool(h < im.shape[0] or w < im.shape[1]))
+        resized_im = resized_std * (im_max - im_min) + im_min
+    else:
+        ndimage = _pycaffe_module("scipy.ndimage", "resize_image")
+        scale = tuple(np.array((h, w), dtype=float) / np.array(im.shape[:2]))
+        resized_im = ndimage.zoom(im, scale + (1,), order=interp_order)
+    return resized_im.astype(np.float32)
 
 
 def _resize_plan(ih: int, iw: int, h: int, w: int, mode: str) -> tuple[float, float, int, int]:
@@ -257,8 +361,10 @@ def for_net(net, mean: str | None = None, raw_scale: float | None = None, input_
         _fit_mean(m, tuple(shape[1:]), src)  # a mean that cannot fit fails here, before any work
     if channel_order not in (None, "bgr", "rgb"):
         raise ZfcaffeError(f"channel order '{channel_order}'; expected rgb or bgr")
-    if resize not in (None, "warp", "crop"):
-        raise ZfcaffeError(f"resize '{resize}'; expected warp or crop")
+    if resize not in (None, *RESIZES):
+        raise ZfcaffeError(f"resize '{resize}'; expected one of {', '.join(RESIZES)}")
+    if resize == "pycaffe":        # say a missing library now, before any work
+        _pycaffe_module("skimage.transform", "--resize pycaffe")
     chosen = {"resize": resize, "channel_order": channel_order, "raw_scale": raw_scale,
               "input_scale": input_scale if input_scale is not None else scale_default}
     return Preprocess(shape[2], shape[3], shape[1], m, src if m is not None or no_mean else "none given",

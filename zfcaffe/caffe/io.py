@@ -65,34 +65,8 @@ def datum_to_array(datum) -> np.ndarray:
 
 
 # -- images ----------------------------------------------------------------------------------------------
-# pycaffe's image functions are scikit-image's (and SciPy's) numbers: resize_image is
-# skimage.transform.resize (Gaussian anti-aliasing when any axis shrinks, zero-padded
-# borders, output clipped to the input's range) for 1 or 3 channels, scipy.ndimage.zoom
-# (corner-aligned, no anti-aliasing) for any other count. Both load only when used, so
-# `import zfcaffe` and the CLI stay fast; `pip install 'zfcaffe[pycaffe]'` brings them.
-def _pycaffe_dependency(module: str, what: str):
-    import importlib
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ZfcaffeError(f"caffe.io.{what} computes pycaffe's numbers with {module.split('.')[0]}, which is "
-                           "not installed: pip install 'zfcaffe[pycaffe]'") from None
-
-
-def _decoded(im) -> np.ndarray:
-    """A PIL image's pixels as imageio (skimage.io.imread's plugin) hands them to
-    pycaffe: palette images as RGB (RGBA with transparency), 1-bit as 8-bit grey,
-    other colour spaces as RGB, 16-bit as uint16; the first frame of an animation."""
-    mode = im.mode
-    if mode in ("P", "PA"):
-        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
-    elif mode == "1":
-        im = im.convert("L")
-    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        im = im.convert("RGB")
-    return np.asarray(im)
-
-
+# pycaffe's image numbers are scikit-image's (and SciPy's); zfcaffe.preprocess holds them
+# (the CLI's --resize pycaffe uses them too) and loads those libraries only when used.
 def load_image(filename: str, color: bool = True) -> np.ndarray:
     """H x W x 3 (or x 1 with color=False) float32 in [0, 1], as pycaffe's load_image
     gives it: skimage's img_as_float of the decoded pixels (uint8 / 255); grey images
@@ -100,68 +74,19 @@ def load_image(filename: str, color: bool = True) -> np.ndarray:
     kept as stored); color=False is skimage's as_gray: RGBA composited onto white
     (rgba2rgb), then rgb2gray (0.2125 R + 0.7154 G + 0.0721 B). (Real pycaffe's call,
     imread(as_grey=...), fails on scikit-image >= 0.19; these are the numbers of its
-    one-keyword fix, as_gray.) A grey image with alpha counts as grey."""
-    from ..preprocess import open_image
-    with open_image(filename) as im:      # the pixel cap and one-line errors, before decoding
-        try:
-            img = _decoded(im)
-        except (OSError, ValueError, SyntaxError) as e:
-            raise ZfcaffeError(f"{filename}: the image data is broken ({e.__class__.__name__}: {e})") from None
-    if img.ndim == 3 and img.shape[2] == 2:          # grey + alpha: the grey plane
-        img = img[:, :, 0]
-    if not color and img.ndim == 3:
-        color_mod = _pycaffe_dependency("skimage.color", "load_image")
-        if img.shape[2] == 4:
-            img = color_mod.rgba2rgb(img)
-        img = color_mod.rgb2gray(img)
-    img = _img_as_float(img).astype(np.float32)
-    if img.ndim == 2:
-        img = img[:, :, np.newaxis]
-        if color:
-            img = np.tile(img, (1, 1, 3))
-    elif img.shape[2] == 4:
-        img = img[:, :, :3]
-    return img
-
-
-def _img_as_float(img: np.ndarray) -> np.ndarray:
-    """skimage.img_as_float: integers times 1 / their dtype's maximum (signed ones
-    clipped at -1), floats as they are."""
-    if img.dtype == np.bool_:
-        return img.astype(np.float64)
-    if np.issubdtype(img.dtype, np.integer):
-        out = np.multiply(img, 1.0 / np.iinfo(img.dtype).max, dtype=np.float64)
-        return np.maximum(out, -1.0) if np.issubdtype(img.dtype, np.signedinteger) else out
-    return img
+    one-keyword fix, as_gray.)"""
+    from ..preprocess import load_image_pycaffe
+    return load_image_pycaffe(filename, color)
 
 
 def resize_image(im: np.ndarray, new_dims, interp_order: int = 1) -> np.ndarray:
     """Resize an H x W x K image to new_dims (height, width), as pycaffe does: for 1 or
     3 channels, min-max normalise, skimage.transform.resize(order=interp_order,
-    mode="constant", anti-aliased when any axis shrinks), de-normalise; a constant
-    image stays constant; any other channel count through scipy.ndimage.zoom. float32."""
-    im = np.asarray(im)
-    if im.ndim != 3:
-        raise ZfcaffeError(f"caffe.io.resize_image: the image has shape {list(im.shape)}; expected H x W x K")
-    h, w = int(new_dims[0]), int(new_dims[1])
-    if im.shape[-1] in (1, 3):
-        im_min, im_max = im.min(), im.max()
-        if not im_max > im_min:          # a constant image: avoid dividing by zero, as pycaffe does
-            return np.full((h, w, im.shape[-1]), im_min, np.float32)
-        transform = _pycaffe_dependency("skimage.transform", "resize_image")
-        im_std = (im - im_min) / (im_max - im_min)
-        shrinks = h < im.shape[0] or w < im.shape[1]
-        # pycaffe leaves mode and anti_aliasing to scikit-image's defaults of its day:
-        # zero padding and anti-aliasing when shrinking (pinned here, matched to real
-        # pycaffe's numbers in tests/test_pycaffe.py)
-        resized_std = transform.resize(im_std, (h, w), order=interp_order, mode="constant",
-                                       anti_aliasing=bool(shrinks))
-        resized_im = resized_std * (im_max - im_min) + im_min
-    else:
-        ndimage = _pycaffe_dependency("scipy.ndimage", "resize_image")
-        scale = tuple(np.array((h, w), dtype=float) / np.array(im.shape[:2]))
-        resized_im = ndimage.zoom(im, scale + (1,), order=interp_order)
-    return resized_im.astype(np.float32)
+    mode="constant": zero-padded borders, anti-aliased when any axis shrinks, clipped
+    to the input's range), de-normalise; a constant image stays constant; any other
+    channel count through scipy.ndimage.zoom (corner-aligned, no anti-aliasing). float32."""
+    from ..preprocess import resize_pycaffe
+    return resize_pycaffe(im, new_dims, interp_order)
 
 
 def oversample(images, crop_dims) -> np.ndarray:
