@@ -20,14 +20,12 @@ import numpy as np
 from .errors import ZfcaffeError
 
 MODES = ("deconvnet", "backprop", "guided")
-#: an elementwise decision whose input is this close (relative to its plane's largest
-#: magnitude; float32's epsilon is 6e-8) to the threshold was decided by float rounding
-NEAR_DECISION = 1e-7
 
 
 class BackwardContext:
     """What a layer's backward rule may read: the mode, the forward values of the
-    rows being projected, and the max-pool switches of those rows."""
+    rows being projected, the max-pool switches of those rows, and the rounding bound
+    of any recorded value (zfcaffe/rounding.py)."""
 
     def __init__(self, net, items: np.ndarray, mode: str):
         self.net, self.items, self.mode = net, items, mode
@@ -40,22 +38,33 @@ class BackwardContext:
     def note_near_ties(self, layer_name: str, windows: list[tuple[int, int, int, int]]) -> None:
         self.near_ties.setdefault(layer_name, set()).update(windows)
 
+    def bound(self, key: str) -> np.ndarray:
+        """How far the recorded value of `key` (rows as data()) may lie from the exact
+        one: an elementwise bound propagated from float32's rounding, computed the first
+        time a backward pass after a forward pass asks."""
+        from .rounding import bounds_for
+        return bounds_for(self.net, key, self.items)
+
     def check_decision(self, layer_name: str, x: np.ndarray, threshold: float, signal: np.ndarray,
-                       magnitude: np.ndarray | None = None) -> None:
+                       bound: "np.ndarray | str") -> None:
         """Note the units where an elementwise rule compared x with a threshold (ReLU's
-        x > 0, Clip's bounds), the signal is not zero, and x is within rounding of the
-        threshold: 0 < |x - threshold| <= NEAR_DECISION x the largest |x| of its plane
-        (its row, for a vector; or of `magnitude`'s). There float rounding decided, as at
-        a max-pool near-tie."""
+        x > 0, Clip's bounds), the signal is not zero, and another rounding of the
+        forward pass may take the comparison the other way: |x - threshold| <= MARGIN x
+        bound (bound > 0). There float rounding decided, as at a max-pool near-tie.
+        `bound`: an array, or the key whose bound() it is (computed only if signal
+        reaches the rule)."""
         from .kernels import mark_near_decisions  # Numba loads with the first backward pass
-        planes = x.shape[0] * (x.shape[1] if x.ndim > 2 else 1)
+        from .rounding import MARGIN
 
         def flat(a):
-            return np.ascontiguousarray(a, np.float32).reshape(planes, -1)
+            return np.ascontiguousarray(np.broadcast_to(a, x.shape), np.float32).reshape(-1)
+        if not np.any(signal):
+            return
+        if isinstance(bound, str):
+            bound = self.bound(bound)
         marks = np.zeros(x.shape, np.uint8)
-        scale = flat(x if magnitude is None else magnitude)
-        if mark_near_decisions(flat(x), np.float32(threshold), flat(signal), scale, NEAR_DECISION,
-                               marks.reshape(planes, -1)):
+        if mark_near_decisions(flat(x), np.float32(threshold), flat(signal), flat(bound), MARGIN,
+                               marks.reshape(-1)):
             self.note_near_ties(layer_name, [(int(self.items[u[0]]),) + tuple(int(i) for i in u[1:])
                                              for u in zip(*np.nonzero(marks))])
 

@@ -113,20 +113,23 @@ def tile_into(images, out, rows, cols, pad):
 
 
 @njit(cache=True)
-def mark_near_ties(x, items, top, switches, KH, KW, stride_h, stride_w, pad_h, pad_w, rel, marks):
+def mark_near_ties(x, items, bound, top, switches, KH, KW, stride_h, stride_w, pad_h, pad_w, margin, marks):
     """Mark (marks[r, c, oy, ox] = 1) and count the windows that carry signal (top != 0)
-    whose runner-up differs from their maximum by no more than rel * |maximum|, an exact
-    tie included (another rounding may part them). There the switch was decided by
-    float rounding. x is the whole forward input (N, C, H, W); row r of
-    top/switches/marks belongs to image items[r]."""
+    where another input j could be the maximum under another rounding: x[switch] - x[j]
+    <= margin * (bound[switch] + bound[j]), an exact tie included when either value is
+    rounded (a tie of two exact values, such as a rectified region's zeros, is a tie in
+    every evaluation). x is the whole forward input (N, C, H, W); row r of
+    bound/top/switches/marks belongs to image items[r]."""
     R, C, OH, OW = top.shape
     H, W = x.shape[2], x.shape[3]
     xf = x.reshape(-1)
+    bf = bound.reshape(-1)
     tf, sf, mf = top.reshape(-1), switches.reshape(-1), marks.reshape(-1)
     n = 0
     for r in range(R):
         for c in range(C):
             base = (items[r] * C + c) * H * W
+            bbase = (r * C + c) * H * W
             o = (r * C + c) * OH * OW
             for oy in range(OH):
                 hs = oy * stride_h - pad_h
@@ -135,20 +138,20 @@ def mark_near_ties(x, items, top, switches, KH, KW, stride_h, stride_w, pad_h, p
                     if tf[o] != 0:
                         s = sf[o]
                         m = xf[base + s]
-                        if m != 0:  # a tie at 0 (a rectified region) is exact everywhere
-                            ws = ox * stride_w - pad_w
-                            x0, x1 = max(ws, 0), min(ws + KW, W)
-                            second = -np.inf
-                            for iy in range(y0, y1):
-                                row = base + iy * W
-                                for ix in range(x0, x1):
-                                    v = xf[row + ix]
-                                    if v > second and iy * W + ix != s:
-                                        second = v
-                            gap = m - second
-                            if gap <= rel * abs(m):
-                                mf[o] = 1
-                                n += 1
+                        bm = bf[bbase + s]
+                        ws = ox * stride_w - pad_w
+                        x0, x1 = max(ws, 0), min(ws + KW, W)
+                        hit = False
+                        for iy in range(y0, y1):
+                            for ix in range(x0, x1):
+                                j = iy * W + ix
+                                if j != s:
+                                    band = margin * (bm + bf[bbase + j])
+                                    if band > 0 and m - xf[base + j] <= band:
+                                        hit = True
+                        if hit:
+                            mf[o] = 1
+                            n += 1
                     o += 1
     return n
 
@@ -189,26 +192,17 @@ def lrn_across_backward(x, y, top, size, alpha, beta, k):
 
 
 @njit(cache=True)
-def mark_near_decisions(x, threshold, signal, magnitude, rel, marks):
-    """Per plane p (a row of the (P, S) arrays): mark (marks[p, s] = 1) and count the
-    positions whose signal is not zero and whose x lies within rel * max_s |magnitude[p]|
-    of the threshold, exact equality excluded: an elementwise decision taken by float
-    rounding."""
-    P, S = x.shape
+def mark_near_decisions(x, threshold, signal, bound, margin, marks):
+    """Mark (marks[s] = 1) and count the positions whose signal is not zero and whose x
+    lies within margin * bound[s] of the threshold (bound > 0; equality included): an
+    elementwise decision another rounding may take the other way. Flat arrays."""
     n = 0
-    for p in range(P):
-        big = 0.0
-        for s in range(S):
-            m = abs(magnitude[p, s])
-            if m > big:
-                big = m
-        band = rel * big
-        for s in range(S):
-            if signal[p, s] != 0:
-                gap = abs(x[p, s] - threshold)
-                if gap > 0 and gap <= band:
-                    marks[p, s] = 1
-                    n += 1
+    for s in range(x.shape[0]):
+        if signal[s] != 0:
+            band = margin * bound[s]
+            if band > 0 and abs(x[s] - threshold) <= band:
+                marks[s] = 1
+                n += 1
     return n
 
 

@@ -44,7 +44,7 @@ class ReLU(_Neuron):
         if ctx.mode == "deconvnet":
             return [np.maximum(top, 0)]
         x = ctx.data(self.bottoms[0])
-        ctx.check_decision(self.name, x, 0.0, top)
+        ctx.check_decision(self.name, x, 0.0, top, self.bottoms[0])
         if ctx.mode == "guided":
             return [np.where((x > 0) & (top > 0), top, 0).astype(np.float32)]
         if self.negative_slope:
@@ -75,7 +75,7 @@ class PReLU(_Neuron):
     def backward(self, ctx, top_diffs):
         s = self.in_shapes[0]
         x = ctx.data(self.bottoms[0])
-        ctx.check_decision(self.name, x, 0.0, top_diffs[0])
+        ctx.check_decision(self.name, x, 0.0, top_diffs[0], self.bottoms[0])
         a = self.blobs[0].reshape((1,) if self.channel_shared else (1, s[1]) + (1,) * (len(s) - 2))
         return [np.where(x > 0, top_diffs[0], top_diffs[0] * a).astype(np.float32)]
 
@@ -243,7 +243,7 @@ class Clip(_Neuron):
     def backward(self, ctx, top_diffs):
         x = ctx.data(self.bottoms[0])
         for bound in (self.min, self.max):
-            ctx.check_decision(self.name, x, bound, top_diffs[0])
+            ctx.check_decision(self.name, x, bound, top_diffs[0], self.bottoms[0])
         return [(top_diffs[0] * self.derivative(x, None)).astype(np.float32)]
 
     def emit(self, e, ins, outs):

@@ -75,6 +75,9 @@ class Eltwise(Layer):
             best = np.where(greater, i, best)
             runner_up = np.where(greater, value, np.maximum(runner_up, xs[i]))
             value = np.where(greater, xs[i], value)
-        # the winner was decided by rounding where the runner-up is within rounding of it
-        ctx.check_decision(self.name, value - runner_up, 0.0, top, magnitude=value)
+        # the winner was decided by rounding where the runner-up is within both values'
+        # rounding bounds of it (the larger bound, twice, covers the pair)
+        if np.any(top):
+            bound = 2 * np.maximum.reduce([ctx.bound(b) for b in self.bottoms])
+            ctx.check_decision(self.name, value - runner_up, 0.0, top, bound)
         return [np.where(best == i, top, 0).astype(np.float32) for i in range(n)]

@@ -28,8 +28,6 @@ from .. import caffe_pb2
 from .base import FLOAT, INT32, WHOLE, Layer, count, register
 
 P = caffe_pb2.PoolingParameter
-#: a window whose runner-up is this close (relative) to its maximum is a near-tie
-NEAR_TIE = 1e-6
 
 
 def caffe_pooled_size(size: int, k: int, s: int, p: int, any_pad: bool, ceil: bool = True) -> int:
@@ -126,9 +124,12 @@ class Pooling(Layer):
             switches = np.ascontiguousarray(ctx.switches(self.name))
             max_unpool_add(planes, switches.reshape(rows * c, oh, ow), out)
             marks = np.zeros(top.shape, np.uint8)
-            if mark_near_ties(ctx.full(self.bottoms[0]), ctx.items, top, switches, self.kernel[0],
-                              self.kernel[1], self.stride[0], self.stride[1], self.pad[0], self.pad[1],
-                              NEAR_TIE, marks):
+            # a window another rounding may route elsewhere (zfcaffe/rounding.py's bounds)
+            from ..rounding import MARGIN
+            if top.any() and mark_near_ties(ctx.full(self.bottoms[0]), ctx.items,
+                                            np.ascontiguousarray(ctx.bound(self.bottoms[0]), np.float32), top,
+                                            switches, self.kernel[0], self.kernel[1], self.stride[0],
+                                            self.stride[1], self.pad[0], self.pad[1], MARGIN, marks):
                 ctx.note_near_ties(self.name, [(int(ctx.items[r]), int(ch), int(y), int(x))
                                                for r, ch, y, x in zip(*np.nonzero(marks))])
         elif self.method == P.AVE:
