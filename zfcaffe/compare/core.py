@@ -69,7 +69,8 @@ class Report:
             return (f"{n} layers compared, none beyond {self.tol:g}"
                     + ("" if n else " (no layer of the other side matched a Caffe layer)"))
         r = self.row(self.first)
-        why = "; ".join(c["cause"] for c in self.causes if c["matches"]) or "none of the usual causes reproduces it"
+        why = "; ".join(c["cause"] + ("" if c.get("layer") in (None, r.layer) else f" (at '{c['layer']}')")
+                        for c in self.causes if c["matches"]) or "none of the usual causes reproduces it"
         bad = sum(1 for x in self.rows if x.failed)
         what = (f"shape {list(r.other_shape)} vs Caffe's {list(r.ours_shape)}" if r.verdict == "shape differs"
                 else f"max|diff|/max|ref| {r.rel:.3g}, cosine {r.cos:.6f}")

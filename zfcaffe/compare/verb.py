@@ -69,7 +69,7 @@ def cmd_compare(ctx, args) -> int:
     print(report.summary)
     for c in report.causes:
         if c["matches"]:
-            print(f"  cause: {c['cause']} ({c['result']})")
+            print(f"  cause: {c['cause']}: {c['result']}")
     for c in report.checks:
         if "matches better" in c:
             print(f"  {c}")
