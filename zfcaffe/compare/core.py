@@ -227,6 +227,11 @@ def compare(net, other, inputs, tol: float = 1e-4, other_rgb: bool = False, mean
             rel, cos = measure(a, b)
             rows.append(Row(i, key, layer.name, layer.type, tuple(a.shape), tuple(m.value.shape), m.name, m.how,
                             rel, cos, "ok" if rel <= tol else "diverges"))
+    if not any(r.compared for r in rows):
+        names = sorted(getattr(side, "arrays", None) or getattr(side, "output_names", None) or getattr(side, "names", []))
+        raise ZfcaffeError(f"{side.description}: none of its values matched a layer of {net.graph.path}"
+                           + (f" (its names: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''})" if names else "")
+                           + "; expected values named by Caffe layer or blob, or of the layers' shapes")
     _fused(net, rows, ours, theirs, tol)
     t4 = time.perf_counter()
     first = next((r.key for r in rows if r.failed), None)

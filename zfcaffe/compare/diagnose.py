@@ -263,6 +263,8 @@ def input_checks(net, side, inputs, fed, ours, theirs, first, tol, other_rgb, me
     if mean is not None:
         m = np.asarray(mean, np.float32)
         m = m.reshape((1, -1, 1, 1)) if m.ndim == 1 else m[None]
+        if other_rgb and m.shape[1] == 3:
+            m = m[:, ::-1]   # the other side's channels are reversed, its mean with them
         name = net.inputs[0]
         raw = dict(fed)
         raw[name] = (fed[name] + m).astype(np.float32)
