@@ -206,7 +206,8 @@ def test_flagged_decisions_alone_explain_the_mismatches(shared, projected, name)
     everything else to zfcaffe's forward pass makes every seed of every mode match:
     the flags name exactly where rounding decided."""
     case, net = _case_net(shared, name, projected)
-    outs = np.load(case["dir"] / "outputs.npz")
+    archive = np.load(case["dir"] / "outputs.npz")
+    outs = {k: archive[k] for k in archive.files}      # read once: the loops below index it per unit
     grads = np.load(case["dir"] / "grads.npz")
     saved = {k: v.copy() for k, v in net.switches.items()}
     pools = {layer.name: layer for layer in net.layers if layer.type == "Pooling" and layer.method == 0}
@@ -227,7 +228,7 @@ def test_flagged_decisions_alone_explain_the_mismatches(shared, projected, name)
                         net.switches[name][w] = caffe[w]
                 else:                       # an elementwise decision: Caffe's value of its input there
                     bottom = net.layer(name).bottoms[0]
-                    if bottom not in outs.files:
+                    if bottom not in outs:
                         continue            # nsfw's outputs.npz keeps a subset: zfcaffe's decision stays
                     changed.setdefault(bottom, net.layer_outputs[bottom].copy())
                     for u in units:

@@ -115,9 +115,9 @@ def test_bounds_cover_a_float64_forward(build):
 
 def test_selftest_catches_missing_flags(shared, monkeypatch):
     """Not vacuous: with no margin (no flags at all), the self-test reports the decisions
-    the other evaluations take otherwise as missed."""
-    path, _ = MODELS["googlenet"]
-    net = zfcaffe.Net(str(shared / "models" / path), input_shapes={"data": (1, 3, 224, 224)})
+    the other evaluation takes otherwise as missed."""
+    net = zfcaffe.Net(str(shared / "models" / MODELS["squeezenet_v1_0"][0]), input_shapes={"data": (1, 3, 224, 224)})
+    sane_weights(net)
     monkeypatch.setattr(rounding, "MARGIN", 0.0)
     result = rounding_selftest(net, evaluations=("plain",), data=photo(224))
     assert result.flagged == 0 and result.missed

@@ -51,8 +51,7 @@ def gamma(k: int) -> float:
 
 
 def _clip(b: np.ndarray) -> np.ndarray:
-    b = np.asarray(b, np.float32)
-    return np.minimum(np.nan_to_num(b, nan=HUGE, posinf=HUGE), HUGE)
+    return np.fmin(np.asarray(b, np.float32), HUGE)      # fmin: NaN and inf become HUGE
 
 
 # -- values -----------------------------------------------------------------------------------
