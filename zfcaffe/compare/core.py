@@ -242,7 +242,7 @@ def compare(net, other, inputs, tol: float = 1e-4, other_rgb: bool = False, mean
         origin = next((r for r in rows if r.rel is not None and r.rel > tol / 100), row)
         if origin.key != first:
             causes.append({"cause": f"the error grows along the depth from '{origin.layer}' (max|diff|/max|ref| "
-                                    f"{origin.rel:.2g}) to '{row.layer}' ({row.rel if row.rel is not None else 'shape'})",
+                                    f"{origin.rel:.2g}) to '{row.layer}' ({f'{row.rel:.2g}' if row.rel is not None else 'its shape'})",
                            "test": f"the usual causes tested at '{origin.layer}' too", "rel": origin.rel,
                            "matches": False, "result": "a small difference that accumulates", "layer": origin.layer})
             causes += diagnose.causes(net, origin.key, ours, theirs, tol, holds=origin.holds, small=True)

@@ -60,8 +60,9 @@ def render_html(report, png: bytes) -> str:
                       f"{status}</b> {html.escape(report.summary)}</p>")
     if report.first is not None:
         page.heading("First divergence: the usual causes, each recomputed")
-        page.table(["cause", "test", "result"], [[c["cause"], c["test"], c["result"]] for c in report.causes]
-                   or [["(no usual cause applies to this layer type)", "", ""]])
+        page.table(["layer", "cause", "test", "result"],
+                   [[c.get("layer", ""), c["cause"], c["test"], c["result"]] for c in report.causes]
+                   or [["", "(no usual cause applies to this layer type)", "", ""]])
     if report.checks:
         page.heading("Input checks")
         for c in report.checks:
@@ -83,6 +84,7 @@ def render_html(report, png: bytes) -> str:
     # colour the verdicts
     for word, colour in (("diverges", "#c62828"), ("shape differs", "#c62828"), ("absent", "#999")):
         text = text.replace(f"<td>{word}</td>", f'<td style="color:{colour};font-weight:bold">{word}</td>')
+    text = text.replace("<td>matches (", '<td style="color:#2e7d32;font-weight:bold">matches (')
     return text
 
 
