@@ -63,7 +63,7 @@ class OpenCVSide(Side):
         return dict(zip(self.names, outs))
 
     def values(self, net, inputs, ours):
-        got = self.run(inputs)
+        got = self.last = self.run(inputs)   # kept: what OpenCV computed, by its layer names
         out = {}
         for layer in net.graph.compute_layers:
             if layer.name in got:
