@@ -47,7 +47,7 @@ def _input(ctx, args, side) -> tuple[dict, np.ndarray | None]:
     arrays = getattr(side, "arrays", None) or {}
     if name in arrays:
         return {name: np.ascontiguousarray(arrays[name], np.float32)}, None
-    raise ZfcaffeError(f"compare: no input; expected --image IMG or --input X.npy"
+    raise ZfcaffeError("compare: no input; expected --image IMG or --input X.npy"
                        + (" (the dump holds no array named after the net's input)" if arrays else ""))
 
 

@@ -63,7 +63,7 @@ class DumpSide(Side):
                     b = comparable(ours[c[0]], np.asarray(value, np.float32))
                     return measure(ours[c[0]], b)[0] if b is not None else float("inf")
                 best = min(cands, key=err)
-                cands = [(best[0], best[1] + f" (the name is a layer and a blob: the closer of the two)")]
+                cands = [(best[0], best[1] + " (the name is a layer and a blob: the closer of the two)")]
             key, how = cands[0]
             if key in out and out[key].how == "layer name":
                 continue

@@ -19,7 +19,6 @@ MAX_IR, MAX_OPSET = 10, 21
 def _expose_all(model, notes: list[str]):
     """The model with every floating-point node output as a graph output, initializers
     out of the inputs, and IR/opset versions this ONNX Runtime runs."""
-    import onnx
     from onnx import helper, shape_inference
     if model.ir_version > MAX_IR:
         notes.append(f"the file's IR version {model.ir_version} lowered to {MAX_IR} for ONNX Runtime")
