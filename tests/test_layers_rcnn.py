@@ -367,6 +367,7 @@ def proposal_inputs(rng, h, w, spread=0.3):
     (28, 26, (440, 410, 1.0), "TEST"),        # 6,552 anchors: the pre-NMS cut (6,000) and the 300 after NMS
     (28, 26, (440, 410, 1.0), "TRAIN"),       # 12,000 / 2,000
     (9, 11, (150, 170, 2.5), "TEST"),         # min size 40: most boxes filtered
+    (5, 6, (80, 96, 100.0), "TEST"),          # min size 1,600: none left (0 rows)
 ])
 def test_proposal_layer_exports_exactly(build, tmp_path, h, w, im, phase):
     prob, deltas = proposal_inputs(np.random.default_rng(h * w), h, w)
@@ -378,7 +379,7 @@ def test_proposal_layer_exports_exactly(build, tmp_path, h, w, im, phase):
     alone = onnx_alone(net, tmp_path / "proposal.onnx", feeds)
     assert net.export_cut == []
     pre, post = ProposalLayer.CONFIG[phase][:2]
-    assert 0 < len(out["rois"]) <= post
+    assert len(out["rois"]) <= post and (len(out["rois"]) > 0) == (im[2] < 50)
     if h * w * 9 > pre:
         assert len(out["rois"]) == post
     # the same rows, in the same order, to the bit

@@ -297,6 +297,52 @@ class PSROIPooling(Layer):
         e.op("Where", [empty, e.const(0.0, "zero_f"), e.op("Div", [sums, area])], outs[0])
 
 
+# -- greedy NMS as an ONNX Loop ------------------------------------------------------------
+def emit_greedy_nms(e, layer, columns, suppress, limit=None):
+    """Greedy non-maximum suppression over candidates already in priority order, given as
+    FLOAT [M] columns (corners, areas), as an ONNX Loop with one iteration per kept
+    candidate: the first one still alive is kept, and every later one that `suppress`
+    says it suppresses dies; it stops when none is alive (or `limit`, an INT64 scalar,
+    are kept): py-faster-rcnn's cpu_nms and the YOLO fork's ApplyNms. suppress(op, first,
+    cols) -> BOOL [M]: op(kind, inputs, **attrs) adds a body node; first[j] is column j of
+    the kept candidate (a scalar), cols[j] the whole column, for the forks' own
+    arithmetic, exactly. (A loop carrying the shrinking columns was 5x slower in ONNX
+    Runtime 1.31: its Compress and Gather cost more than the full-length arithmetic.)
+    Returns the kept candidates' positions (INT64 [R])."""
+    nodes = []
+
+    def op(kind, inputs, **attrs):
+        o = e._fresh(kind.lower())
+        nodes.append(helper.make_node(kind, list(inputs), [o], name=e._fresh(kind), **attrs))
+        nodes[-1].doc_string = f"Caffe layer {layer.name} ({layer.type}, NMS loop)"
+        return o
+    pos = e.op("Range", [e.ints(0, "zero"), _dim(e, columns[0], 0), e.ints(1, "one")])
+    it, cond, alive = e._fresh("iter"), e._fresh("cond_in"), e._fresh("alive_in")
+    zero = e.ints(0, "zero")
+    # the first candidate still alive is the next kept one
+    i = op("ArgMax", [op("Cast", [alive], to=INT64)], axis=0, keepdims=0, select_last_index=0)
+    first = [op("Gather", [c, i]) for c in columns]
+    later = op("Greater", [pos, i])
+    drop = op("And", [suppress(op, first, columns), later])
+    alive_out = op("And", [op("And", [alive, op("Not", [drop])]), later])   # i itself leaves the pool
+    more = op("ReduceMax", [op("Cast", [alive_out], to=INT64)], keepdims=0)
+    more = op("Greater", [more, zero])
+    if limit is not None:
+        more = op("And", [more, op("Less", [op("Add", [it, e.ints(1, "one")]), limit])])
+    kept = op("Identity", [i])
+    body = helper.make_graph(nodes, f"{layer.name}_nms", [
+        helper.make_tensor_value_info(it, INT64, []), helper.make_tensor_value_info(cond, BOOL, []),
+        helper.make_tensor_value_info(alive, BOOL, [None])],
+        [helper.make_tensor_value_info(more, BOOL, []), helper.make_tensor_value_info(alive_out, BOOL, [None]),
+         helper.make_tensor_value_info(kept, INT64, [])])
+    n = _dim(e, columns[0], 0)
+    go = e.op("Greater", [n, e.ints(0, "zero")])
+    if limit is not None:
+        go = e.op("And", [go, e.op("Greater", [limit, e.ints(0, "zero")])])
+    start = e.op("ConstantOfShape", [e.op("Shape", [columns[0]])], value=helper.make_tensor("true", BOOL, [1], [True]))
+    return e.node("Loop", [n, go, start], 2, body=body)[-1]
+
+
 # -- py-faster-rcnn's proposal layer ------------------------------------------------------
 def generate_anchors(base_size=16, ratios=(0.5, 1, 2), scales=2 ** np.arange(3, 6)) -> np.ndarray:
     """rbgirshick/py-faster-rcnn@781a917b lib/rpn/generate_anchors.py: the A = 9 reference
@@ -442,15 +488,12 @@ class ProposalLayer(Layer):
         """Standard operators, step by step as `forward`: anchors shifted over the map
         (from its shape), bbox_transform_inv in float32 (the exponential in double, then
         rounded: `_exp`), clip to im_info, the min-size filter (Compress), TopK for the
-        pre-NMS cut, NonMaxSuppression for cpu_nms, Gather. NonMaxSuppression gets the
-        corners (y1, x1, y2 + 1, x2 + 1): the real-valued overlap is py-faster-rcnn's
-        (areas with the +1), and its threshold is the float just below the smallest float
-        >= RPN_NMS_THRESH, so ONNX's `iou > threshold` is cpu_nms's `ovr >= thresh`
-        (float32 ovr, double thresh) exactly. Differs from `forward` only (a) where
-        scores tie (TopK and NonMaxSuppression take the lower index first; NumPy's
-        argsort order of equal scores is its introsort's), and (b) where an overlap lies
-        within float32 rounding of the threshold: ONNX Runtime rounds (x2 + 1) - x1 where
-        cpu_nms rounds (x2 - x1) + 1, so the float32 overlap can differ in its last bits."""
+        pre-NMS cut, cpu_nms as a Loop over the kept boxes (emit_greedy_nms) in its own
+        arithmetic (float32 overlap with the +1 areas, `>= thresh` in double), Gather.
+        Equal to `forward` to the bit except where scores tie: TopK puts equal scores in
+        index order, NumPy's argsort (introsort) its own way. (ONNX NonMaxSuppression is
+        not used: it rounds (x2 + 1) - x1 where cpu_nms rounds (x2 - x1) + 1, and drops
+        at `> threshold`.)"""
         if self.in_shapes[0][0] != 1:
             raise self.error(f"input batch is {self.in_shapes[0][0]}; py-faster-rcnn supports only single "
                              "item batches (cannot be exported)")
@@ -507,29 +550,28 @@ class ProposalLayer(Layer):
         hs = e.op("Add", [e.op("Sub", [y2, y1]), one_f])
         keep = e.op("Reshape", [e.op("And", [e.op("GreaterOrEqual", [ws, floor]),
                                              e.op("GreaterOrEqual", [hs, floor])]), e.ints([-1])])
-        # NonMaxSuppression's corners (y1, x1, y2 + 1, x2 + 1): the +1 of py-faster-rcnn's areas
-        boxes = e.op("Concat", [x1, y1, x2, y2], axis=1)                                          # [M, 4]
-        nms_boxes = e.op("Concat", [y1, x1, e.op("Add", [y2, one_f]), e.op("Add", [x2, one_f])], axis=1)
-        both = e.op("Compress", [e.op("Concat", [boxes, nms_boxes], axis=1), keep], axis=0)       # [M', 8]
+        boxes = e.op("Compress", [e.op("Concat", [x1, y1, x2, y2], axis=1), keep], axis=0)       # [M', 4]
         scores = e.op("Compress", [scores, keep], axis=0)                                          # [M']
         k = e.op("Shape", [scores])
         if pre_nms_top_n > 0:
             k = e.op("Min", [k, e.ints([pre_nms_top_n], "pre_nms_top_n")])
         scores, order = e.node("TopK", [scores, k], 2, axis=0, largest=1, sorted=1)
-        both = e.op("Gather", [both, order], axis=0)
-        # cpu_nms drops a box at ovr >= thresh (float32 ovr, double thresh); ONNX at iou > its float
-        # threshold: the float just below the smallest float >= thresh makes the two the same
-        t = np.float32(nms_thresh)
-        if float(t) < nms_thresh:
-            t = np.nextafter(t, np.float32(np.inf))
-        t = np.nextafter(t, np.float32(-np.inf))
-        limit = e.op("Shape", [scores]) if post_nms_top_n <= 0 else e.ints([post_nms_top_n], "post_nms_top_n")
-        nb = e.op("Slice", [both, e.ints([4]), e.ints([8]), e.ints([1])])
-        sel = e.op("NonMaxSuppression", [e.op("Unsqueeze", [nb, e.ints([0])]),
-                                         e.op("Reshape", [scores, e.ints([1, 1, -1])]), limit,
-                                         e.const([t], "nms_thresh")], center_point_box=0)   # [R, 3]
-        idx = e.op("Reshape", [e.op("Slice", [sel, e.ints([2]), e.ints([3]), e.ints([1])]), e.ints([-1])])
-        kept = e.op("Gather", [e.op("Slice", [both, e.ints([0]), e.ints([4]), e.ints([1])]), idx], axis=0)
+        boxes = e.op("Gather", [boxes, order], axis=0)
+        cols = [e.op("Reshape", [col(boxes, i), e.ints([-1])]) for i in range(4)]
+        areas = e.op("Mul", [e.op("Add", [e.op("Sub", [cols[2], cols[0]]), one_f]),
+                             e.op("Add", [e.op("Sub", [cols[3], cols[1]]), one_f])])
+        thresh = e.const(float(nms_thresh), "nms_thresh", np.float64)
+
+        def suppress(op, first, rest):   # nms(): float32 overlap with the +1 areas, compared in double
+            def side(lo, hi):
+                d = op("Sub", [op("Min", [first[hi], rest[hi]]), op("Max", [first[lo], rest[lo]])])
+                return op("Max", [zero_f, op("Add", [d, one_f])])
+            inter = op("Mul", [side(0, 2), side(1, 3)])
+            ovr = op("Div", [inter, op("Sub", [op("Add", [first[4], rest[4]]), inter])])
+            return op("GreaterOrEqual", [op("Cast", [ovr], to=DOUBLE), thresh])
+        limit = e.ints(post_nms_top_n, "post_nms_top_n") if post_nms_top_n > 0 else None
+        idx = emit_greedy_nms(e, self, cols + [areas], suppress, limit)
+        kept = e.op("Gather", [boxes, idx], axis=0)
         batch = e.op("ConstantOfShape", [e.op("Concat", [e.op("Shape", [idx]), e.ints([1])], axis=0)],
                      value=helper.make_tensor("zero", FLOAT, [1], [0.0]))
         e.op("Concat", [batch, kept], outs[0], axis=1)                                            # [R, 5]

@@ -18,6 +18,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from .base import WHOLE, Layer, register
+from .rcnn import emit_greedy_nms
 
 BOOL, DOUBLE, FLOAT, INT64 = TensorProto.BOOL, TensorProto.DOUBLE, TensorProto.FLOAT, TensorProto.INT64
 
@@ -426,8 +427,8 @@ def _flat(e, x):
 def _emit_detection_rows(e, layer, cands, nms_threshold, batch: str, out):
     """detection_rows in ONNX: candidates (x, y, w, h, label, conf) as float32 [M] in the
     fork's order -> TopK by confidence (descending; equal confidences keep their order,
-    where std::sort may not), the fork's greedy NMS as a Loop over the sorted candidates
-    with its float32 centre-form arithmetic (a box goes when IoU >= threshold, exactly as
+    where std::sort may not), the fork's greedy NMS as a Loop (emit_greedy_nms) with its
+    float32 centre-form arithmetic (a box goes when IoU >= threshold, exactly as
     fork_nms), rows [0, label + 1, conf, x -+ w/2, y -+ h/2] in double, then float; with
     nothing kept, one [item, -1, ...] row per item of `batch` (the first input)."""
     x, y, w, h, label, conf = cands
@@ -439,36 +440,18 @@ def _emit_detection_rows(e, layer, cands, nms_threshold, batch: str, out):
     lo_x, hi_x = e.op("Sub", [x, hw]), e.op("Add", [x, hw])
     lo_y, hi_y = e.op("Sub", [y, hh]), e.op("Add", [y, hh])
     area = e.op("Mul", [w, h])
-    idx = e.op("Range", [e.ints(0, "zero"), e.op("Squeeze", [m]), e.ints(1, "one")])
     zero_f = e.const(np.float32(0), "zero_f")
     thr = e.const(np.float32(nms_threshold), "nms_threshold")
 
-    # the Loop body: row i suppresses every later live row j with IoU(i, j) >= threshold
-    nodes = []
-
-    def op(kind, inputs, **attrs):
-        o = e._fresh(kind.lower())
-        nodes.append(helper.make_node(kind, list(inputs), [o], name=e._fresh(kind), **attrs))
-        nodes[-1].doc_string = f"Caffe layer {layer.name} ({layer.type}, NMS loop)"
-        return o
-    i, cond, alive = e._fresh("iter"), e._fresh("cond_in"), e._fresh("alive_in")
-    at = [op("Gather", [t, i]) for t in (lo_x, hi_x, lo_y, hi_y, area)]
-    ow = op("Sub", [op("Min", [at[1], hi_x]), op("Max", [at[0], lo_x])])
-    oh = op("Sub", [op("Min", [at[3], hi_y]), op("Max", [at[2], lo_y])])
-    apart = op("Or", [op("Less", [ow, zero_f]), op("Less", [oh, zero_f])])
-    inter = op("Where", [apart, zero_f, op("Mul", [ow, oh])])
-    iou = op("Div", [inter, op("Sub", [op("Add", [at[4], area]), inter])])
-    drop = op("And", [op("And", [op("GreaterOrEqual", [iou, thr]), op("Greater", [idx, i])]),
-                      op("Gather", [alive, i])])
-    alive_out = op("And", [alive, op("Not", [drop])])
-    cond_out = op("Identity", [cond])
-    body = helper.make_graph(nodes, f"{layer.name}_nms", [
-        helper.make_tensor_value_info(i, INT64, []), helper.make_tensor_value_info(cond, BOOL, []),
-        helper.make_tensor_value_info(alive, BOOL, None)],
-        [helper.make_tensor_value_info(cond_out, BOOL, []), helper.make_tensor_value_info(alive_out, BOOL, None)])
-    start = e.op("ConstantOfShape", [m], value=helper.make_tensor("true", BOOL, [1], [True]))
-    keep = e.op("Loop", [e.op("Squeeze", [m]), "", start], body=body)
-    x, y, w, h, label, conf = (e.op("Compress", [t, keep], axis=0) for t in (x, y, w, h, label, conf))
+    def suppress(op, first, cols):   # box_iou in float32 (areas w * h), dropped at >= threshold
+        ow = op("Sub", [op("Min", [first[1], cols[1]]), op("Max", [first[0], cols[0]])])
+        oh = op("Sub", [op("Min", [first[3], cols[3]]), op("Max", [first[2], cols[2]])])
+        apart = op("Or", [op("Less", [ow, zero_f]), op("Less", [oh, zero_f])])
+        inter = op("Where", [apart, zero_f, op("Mul", [ow, oh])])
+        iou = op("Div", [inter, op("Sub", [op("Add", [first[4], cols[4]]), inter])])
+        return op("GreaterOrEqual", [iou, thr])
+    keep = emit_greedy_nms(e, layer, [lo_x, hi_x, lo_y, hi_y, area], suppress)
+    x, y, w, h, label, conf = (e.op("Gather", [t, keep], axis=0) for t in (x, y, w, h, label, conf))
 
     def d(t):
         return e.op("Cast", [t], to=DOUBLE)
