@@ -391,8 +391,8 @@ def test_proposal_layer_exports_exactly(build, tmp_path, h, w, im, phase):
 
 
 def test_proposal_export_drops_at_equal_overlap(build, tmp_path, monkeypatch):
-    """cpu_nms drops a box whose overlap equals the threshold (>=); ONNX NonMaxSuppression
-    only above it (>): the exported threshold is the float below, so the file drops it too."""
+    """cpu_nms drops a box whose overlap equals the threshold (>=; ONNX NonMaxSuppression
+    would keep it): the exported NMS loop, in cpu_nms's arithmetic, drops it too."""
     rng = np.random.default_rng(4)
     prob, deltas = proposal_inputs(rng, 1, 2)
     deltas[:] = 0                                      # proposals = anchors (clipped)
