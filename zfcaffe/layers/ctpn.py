@@ -7,6 +7,7 @@ import numpy as np
 
 from .base import WHOLE, Layer, count, register, register_python
 from .conv import _ConvBase
+from .ssd import axis0_adjoint, unfold_rows
 
 
 @register("Lstm")
@@ -73,6 +74,51 @@ class Lstm(Layer):
                           e.weight(self, 2, bias)], hidden_size=h)
         e.op("Squeeze", [y, e.ints([1], "axes")], outs[0])   # (T, 1, N, H) -> (T, N, H)
 
+    def backward_reads(self):
+        return list(self.bottoms)
+
+    def backward(self, ctx, top_diffs):
+        """The true gradient through time (backpropagation through the recurrence of the
+        forward pass above, recomputed in float64 from the recorded input), in every mode:
+        the layer has no rectifier. No gradient clipping (clipping_threshold is training's).
+        Axis 0 is time, not the batch: signals are folded (ssd.axis0_adjoint), which needs
+        the net's batch of 1, as CTPN's."""
+        t_len, n = self.in_shapes[0][:2]
+        hid = self.num_output
+        dtop = unfold_rows(self, ctx, top_diffs[0], tuple(self.out_shapes[0]), "runs along time")
+        rows = dtop.shape[0]
+        x = ctx.full(self.bottoms[0]).astype(np.float64).reshape(t_len, n, -1)
+        w_x, w_h, b = (np.asarray(a, np.float64) for a in self.blobs)
+
+        def sigmoid(v):
+            return 0.5 * (1.0 + np.tanh(0.5 * v))
+        pre_x = x @ w_x.T + b                               # (T, N, 4H)
+        gates = np.empty((t_len, n, 4 * hid))                # i, f, o (sigmoid), g (tanh)
+        c = np.zeros((t_len, n, hid))
+        h_prev, c_prev = np.zeros((n, hid)), np.zeros((n, hid))
+        for t in range(t_len):
+            z = pre_x[t] + h_prev @ w_h.T
+            gates[t, :, :3 * hid] = sigmoid(z[:, :3 * hid])
+            gates[t, :, 3 * hid:] = np.tanh(z[:, 3 * hid:])
+            i, f, o, g = np.split(gates[t], 4, axis=1)
+            c[t] = (f * c_prev if t else 0.0) + i * g
+            h_prev, c_prev = o * np.tanh(c[t]), c[t]
+        dx = np.zeros((rows, t_len, n, x.shape[2]))
+        dh_next, dc_next = np.zeros((rows, n, hid)), np.zeros((rows, n, hid))
+        dtop = dtop.astype(np.float64)
+        for t in reversed(range(t_len)):
+            i, f, o, g = np.split(gates[t], 4, axis=1)
+            tc = np.tanh(c[t])
+            dh = dtop[:, t] + dh_next
+            dc = dh * o * (1 - tc * tc) + dc_next
+            dz = np.concatenate([dc * g * i * (1 - i),
+                                 dc * (c[t - 1] if t else 0.0) * f * (1 - f),
+                                 dh * tc * o * (1 - o),
+                                 dc * i * (1 - g * g)], axis=2)     # (rows, N, 4H)
+            dx[:, t] = dz @ w_x
+            dh_next, dc_next = dz @ w_h, dc * f
+        return [dx.astype(np.float32).reshape((rows * t_len,) + tuple(self.in_shapes[0][1:]))]
+
 
 @register("Reverse")
 class Reverse(Layer):
@@ -101,6 +147,16 @@ class Reverse(Layer):
         big = np.iinfo(np.int64).max
         e.op("Slice", [ins[0], e.ints([-1], "starts"), e.ints([-big], "ends"), e.ints([self.axis], "axes"),
                        e.ints([-1], "steps")], outs[0])
+
+    def backward_reads(self):
+        return []
+
+    def backward(self, ctx, top_diffs):
+        """Flipped back, in every mode (along time, axis 0, as CTPN's: see ssd.axis0_adjoint)."""
+        t = top_diffs[0]
+        if self.axis > 0:
+            return [np.ascontiguousarray(np.flip(t, self.axis))]
+        return [axis0_adjoint(self, ctx, t, lambda a: np.flip(a, 1))]
 
 
 @register("Transpose")
@@ -131,6 +187,17 @@ class Transpose(Layer):
 
     def emit(self, e, ins, outs):
         e.op("Transpose", ins, outs[0], perm=self.dims)
+
+    def backward_reads(self):
+        return []
+
+    def backward(self, ctx, top_diffs):
+        """The inverse transpose, in every mode (see ssd.axis0_adjoint where axis 0 moves)."""
+        inv = [int(i) for i in np.argsort(self.dims)]
+        t = top_diffs[0]
+        if self.dims[0] == 0:
+            return [np.ascontiguousarray(t.transpose(inv))]
+        return [axis0_adjoint(self, ctx, t, lambda a: a.transpose([0] + [i + 1 for i in inv]))]
 
 
 @register("Im2col")
@@ -183,6 +250,24 @@ class Im2col(_ConvBase):
         attrs = self._attrs()
         attrs["group"] = c
         e.op("Conv", [ins[0], e.const(w, "onehot")], outs[0], **attrs)
+
+    def backward_reads(self):
+        return []
+
+    def backward(self, ctx, top_diffs):
+        """The adjoint, col2im (a transposed one-hot convolution: each input unit sums the
+        signal of every column that copied it), in every mode."""
+        from ..kernels import col2im_add   # Numba loads with the first backward pass
+        if len(self.kernel) != 2:
+            raise self.error("backward passes support 2-D Im2col only")
+        t = top_diffs[0]
+        rows = t.shape[0]
+        _, c, h, w = self.in_shapes[0]
+        (kh, kw), oh, ow = self.kernel, t.shape[2], t.shape[3]
+        out = np.zeros((rows * c, h, w), np.float32)
+        col2im_add(np.ascontiguousarray(t, np.float32).reshape(rows * c, kh, kw, oh, ow), out, 0, 0,
+                   self.stride[0], self.stride[1], self.pad[0], self.pad[1], self.dilation[0], self.dilation[1])
+        return [out.reshape(rows, c, h, w)]
 
 
 # -- CTPN's Python proposal layer -------------------------------------------------------------

@@ -2,6 +2,8 @@
 (ConvolutionDepthwise, DepthwiseConvolution), ShuffleChannel, Axpy (SENet) and ReLU6."""
 from __future__ import annotations
 
+import numpy as np
+
 from .activations import _Neuron
 from .base import Layer, count, register
 from .conv import Convolution
@@ -123,6 +125,14 @@ class ShuffleChannel(Layer):
             shape = e.ints([0, c, -1, 1])
         e.op("Reshape", [x, shape], outs[0])
 
+    def backward(self, ctx, top_diffs):
+        """The inverse permutation (output channel j * g + i back to input channel
+        i * (C/g) + j), in every mode; the top's unit axes dropped again."""
+        t = top_diffs[0]
+        r, c = t.shape[:2]
+        u = t.reshape(r, c // self.g, self.g, -1).transpose(0, 2, 1, 3)
+        return [np.ascontiguousarray(u).reshape((r,) + tuple(self.in_shapes[0][1:]))]
+
 
 @register("Axpy")
 class Axpy(Layer):
@@ -162,6 +172,17 @@ class Axpy(Layer):
             a = e.op("Reshape", [a, e.ints(list(want))])
         e.op("Add", [e.op("Mul", [a, x]), y], outs[0])
 
+    def backward(self, ctx, top_diffs):
+        """The gradient to each bottom, in every mode (the layer has no rectifier; the same
+        as the fork's Backward_cpu): da = sum over the spatial axes of g * x, dx = a * g, dy = g."""
+        g = top_diffs[0]
+        a = ctx.data(self.bottoms[0])
+        x = ctx.data(self.bottoms[1])
+        r = g.shape[0]
+        a4 = a.reshape(r, a.shape[1], *([1] * (g.ndim - 2)))
+        da = (g * x).reshape(r, g.shape[1], -1).sum(axis=2, dtype=np.float64)
+        return [da.astype(np.float32).reshape(a.shape), (g * a4).astype(np.float32), g]
+
 
 @register("ReLU6")
 class ReLU6(_Neuron):
@@ -169,6 +190,28 @@ class ReLU6(_Neuron):
     (used by that fork's MobileNet-YOLO-lite and MobileNet-v3 nets, models/yolov2/mobilenet_yolo_lite_deploy
     .prototxt, models/mobilenetv3_voc/test.prototxt): min(max(x, 0) + negative_slope * min(x, 0), 6), with
     `relu6_param` (a ReLUParameter) giving negative_slope (default 0: a plain clip to [0, 6])."""
+
+    def backward_reads(self):
+        return list(self.bottoms)
+
+    def backward(self, ctx, top_diffs):
+        """A rectifier at 0 and a cap at 6. At 0 the three modes differ as at a ReLU: deconvnet
+        relu(signal) (the forward input is not read there), backprop signal * (x > 0) (the
+        negative slope below), guided signal * (x > 0) * (signal > 0). The cap is a clip,
+        not a rectifier: every mode takes its gradient there, signal * (x < 6) (the fork's
+        Backward_cpu: nothing passes at x >= 6). Inputs within rounding of either
+        threshold are flagged (net.last_near_ties)."""
+        top = top_diffs[0]
+        x = ctx.data(self.bottoms[0])
+        ctx.check_decision(self.name, x, 6.0, top, self.bottoms[0])
+        below = x < np.float32(6.0)
+        if ctx.mode == "deconvnet":
+            return [np.where(below & (top > 0), top, 0).astype(np.float32)]
+        ctx.check_decision(self.name, x, 0.0, top, self.bottoms[0])
+        if ctx.mode == "guided":
+            return [np.where((x > 0) & below & (top > 0), top, 0).astype(np.float32)]
+        slope = np.float32(self.negative_slope)
+        return [np.where(below, np.where(x > 0, top, top * slope), 0).astype(np.float32)]
 
     def setup(self, lp):
         has = "relu6_param" in lp.DESCRIPTOR.fields_by_name

@@ -22,6 +22,49 @@ def _legacy(shape, index: int, who: Layer) -> int:
     return int(shape[index]) if index < len(shape) else 1
 
 
+def net_batch(ctx) -> int:
+    """The batch of the net being projected (the largest first axis of its inputs)."""
+    return max((int(s[0]) for s in ctx.net.graph.inputs.values() if len(s)), default=1)
+
+
+def unfold_rows(layer: Layer, ctx, t: np.ndarray, shape: tuple, why: str) -> np.ndarray:
+    """A signal of a blob whose first axis is not (or may not be) the batch, as
+    (rows,) + shape: from the folded form (rows * shape[0],) + shape[1:], or from a seed's
+    (rows,) + shape[1:] holding index items[r] of the first axis (see axis0_adjoint)."""
+    n = net_batch(ctx)
+    if n != 1:
+        raise layer.error(f"{why}; backward passes through it need a batch of 1 (the net's is {n})")
+    rows = len(ctx.items)
+    if t.shape[0] == rows * shape[0]:
+        return t.reshape((rows,) + tuple(shape))
+    if t.shape[0] == rows:   # a seed at index items[r] of the first axis
+        full = np.zeros((rows,) + tuple(shape), np.float32)
+        full[np.arange(rows), ctx.items] = t
+        return full
+    raise layer.error(f"signal of {t.shape[0]} rows for {rows} projections of a {list(shape)} top; expected "
+                      f"{rows} or {rows * shape[0]}")
+
+
+def axis0_adjoint(layer: Layer, ctx, t: np.ndarray, inverse) -> np.ndarray:
+    """The backward pass of a rearrangement that moves a blob's first axis (a Permute or
+    Transpose whose order does not start with 0). The engine's signals have one row per
+    projection in place of the batch axis; where a rearrangement moves the batch axis
+    elsewhere, the rows are folded into the first axis instead: a signal is
+    (rows * S0,) + shape[1:], S0 the blob's first axis. With a batch of 1 the two
+    conventions agree on every blob whose first axis is the batch, so a net of batch 1
+    (CTPN's, the only nets in the census that move the batch axis) projects through any
+    number of such layers. A seed on a blob whose first axis is not the batch holds the
+    unit at index items[r] of that axis. `inverse` maps (rows,) + top shape to
+    (rows,) + bottom shape."""
+    in_shape = tuple(layer.in_shapes[0])
+    full = unfold_rows(layer, ctx, t, tuple(layer.out_shapes[0]), "moves the batch axis")
+    rows = len(ctx.items)
+    if in_shape[0] == 1 and np.any(ctx.items != 0):
+        raise layer.error(f"a unit at index {int(ctx.items.max())} of a first axis that is not the batch cannot be "
+                          "projected below here (the rows are batch items there); seed units (0, ...) of it")
+    return np.ascontiguousarray(inverse(full)).reshape((rows * in_shape[0],) + in_shape[1:])
+
+
 @register("Normalize")
 class Normalize(Layer):
     """L2 normalisation with a learned scale: y = x / sqrt(sum x^2 + eps) * scale, eps inside
@@ -73,6 +116,28 @@ class Normalize(Layer):
             s = e.weight(self, 0, np.asarray(scale, np.float32).reshape((-1,) + (1,) * (rank - 2)))
         e.op("Mul", [y, s], outs[0])
 
+    def backward_reads(self):
+        return list(self.bottoms)
+
+    def _norm_axes(self, rank: int) -> tuple:
+        return tuple(range(1, rank)) if self.across_spatial else (1,)
+
+    def _scale(self, rank: int) -> np.ndarray:
+        s = np.asarray(self.blobs[0], np.float64)
+        return s.reshape(()) if self.channel_shared else s.reshape((1, -1) + (1,) * (rank - 2))
+
+    def backward(self, ctx, top_diffs):
+        """The true gradient, in every mode (the layer has no rectifier): with n = sqrt(sum
+        x^2 + eps) over the layer's axes and s the scale, dx = s g / n - x sum(x s g) / n^3.
+        (The fork's Backward_cpu computes s (g / n - x sum(x g) / n^3): the same for a
+        shared scale, but not the gradient for a per-channel one.) In float64."""
+        g = top_diffs[0].astype(np.float64)
+        x = ctx.data(self.bottoms[0]).astype(np.float64)
+        axes = self._norm_axes(x.ndim)
+        n = np.sqrt((x * x).sum(axis=axes, keepdims=True) + self.eps)
+        sg = g * self._scale(x.ndim)
+        return [(sg / n - x * ((x * sg).sum(axis=axes, keepdims=True) / n ** 3)).astype(np.float32)]
+
 
 @register("Permute")
 class Permute(Layer):
@@ -110,6 +175,17 @@ class Permute(Layer):
             e.op("Identity", ins, outs[0])
         else:
             e.op("Transpose", ins, outs[0], perm=self.order)
+
+    def backward_reads(self):
+        return []
+
+    def backward(self, ctx, top_diffs):
+        """The inverse permutation, in every mode (see axis0_adjoint where the first axis moves)."""
+        inv = list(np.argsort(self.order))
+        t = top_diffs[0]
+        if self.order[0] == 0:
+            return [np.ascontiguousarray(t.transpose(inv))]
+        return [axis0_adjoint(self, ctx, t, lambda a: a.transpose([0] + [i + 1 for i in inv]))]
 
 
 @register("PriorBox")
@@ -259,6 +335,13 @@ class PriorBox(Layer):
         var = np.broadcast_to(np.asarray(self.variance, np.float32), (boxes.size // 4, 4)).reshape(-1) \
             if len(self.variance) == 4 else np.full(boxes.size, self.variance[0], np.float32)
         return np.stack([boxes, var])[None]
+
+    def backward_reads(self):
+        return []
+
+    def backward(self, ctx, top_diffs):
+        """The boxes depend on the bottoms' shapes only: no signal to them (as the fork's no-op)."""
+        return [None] * len(self.bottoms)
 
     def emit(self, e, ins, outs):
         if e.dynamic and len(self.in_shapes[0]) == 4 and (self.img_hw or len(self.in_shapes[1]) == 4):
