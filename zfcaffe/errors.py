@@ -19,3 +19,13 @@ class UnsupportedLayerError(ZfcaffeError):
         super().__init__(message)
         self.layer_name = layer_name
         self.layer_type = layer_type
+
+
+class ZfcaffeTypeError(ZfcaffeError, TypeError):
+    """An API argument of the wrong type (`except TypeError` catches it too); the
+    message names the argument and what it takes."""
+
+
+class ZfcaffeValueError(ZfcaffeError, ValueError):
+    """An API argument of the right type but a value it cannot take (`except
+    ValueError` catches it too); the message names the argument and what it takes."""

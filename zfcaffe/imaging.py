@@ -7,10 +7,16 @@ import math
 
 import numpy as np
 
+from . import checks
+from .errors import ZfcaffeTypeError, ZfcaffeValueError
+
 
 def normalize(a: np.ndarray, per_item: bool = False) -> np.ndarray:
     """Scale to [0, 1], over the whole array or each item (first axis) on its own."""
-    a = np.asarray(a, np.float32)
+    a = checks.array("normalize(a", a)
+    if a.size == 0 or per_item and a.ndim < 1:
+        raise ZfcaffeValueError(f"normalize(a=...): an array of shape {list(a.shape)}; expected at least one value"
+                                + (" per item" if per_item else ""))
     axes = tuple(range(1, a.ndim)) if per_item else None
     lo = a.min(axis=axes, keepdims=per_item)
     hi = a.max(axis=axes, keepdims=per_item)
@@ -19,6 +25,9 @@ def normalize(a: np.ndarray, per_item: bool = False) -> np.ndarray:
 
 def vis_square(data: np.ndarray, pad: int = 1, background: float = 1.0, per_item: bool = False) -> np.ndarray:
     """(N, h, w) or (N, h, w, 3) -> one (H, W[, 3]) image of the N tiles on a square grid."""
+    data = _tiles("vis_square(data", data)
+    pad = checks.integer("vis_square(pad", pad, lo=0, hi=1 << 16)
+    background = checks.number("vis_square(background", background)
     data = normalize(data, per_item)
     color = data.ndim == 4
     out = _square_grid(data if color else data[..., None], pad, background)
@@ -49,12 +58,20 @@ def filter_tiles(weights: np.ndarray, mode: str = "auto", per_filter: bool = Fal
     "sum": each filter summed over its input channels; "auto": colour for 3 input
     channels, else sum.
     """
+    weights = checks.array("filter_tiles(weights", weights, ndim=4, expected="(O, C, kh, kw) of a convolution")
+    if weights.size == 0:
+        raise ZfcaffeValueError(f"filter_tiles(weights=...): an array of shape {list(weights.shape)}; expected at "
+                                "least one filter")
+    checks.string("filter_tiles(mode", mode)
+    if mode not in ("auto", "color", "channels", "sum"):
+        raise ZfcaffeValueError(f"filter_tiles(mode={mode!r}): expected auto, color, channels or sum")
     o, c = weights.shape[:2]
     if mode == "auto":
         mode = "color" if c == 3 else "sum"
     if mode == "color":
         if c != 3:
-            raise ValueError(f"colour tiles need 3 input channels, these filters have {c}")
+            raise ZfcaffeValueError(f"filter_tiles(mode='color'): colour tiles need 3 input channels, these "
+                                    f"filters have {c}")
         w = weights.transpose(0, 2, 3, 1)
         return vis_square(w[..., ::-1] if bgr else w, per_item=per_filter)
     if mode == "channels":
@@ -64,12 +81,29 @@ def filter_tiles(weights: np.ndarray, mode: str = "auto", per_filter: bool = Fal
 
 def activation_tiles(maps: np.ndarray, per_map: bool = True) -> np.ndarray:
     """Tile the feature maps (C, h, w) of one image."""
+    maps = checks.array("activation_tiles(maps", maps, ndim=3, expected="(C, h, w): the maps of one image")
     return vis_square(maps, per_item=per_map)
 
 
 def tile_blocks(images: list[np.ndarray], pad: int = 2) -> np.ndarray:
     """Already-normalised (h, w, 3) images of one size on a square grid (white gaps)."""
+    if isinstance(images, (str, bytes)) or not hasattr(images, "__iter__"):
+        raise ZfcaffeTypeError(f"tile_blocks(images={images!r:.40}): expected a list of (h, w, 3) images")
+    images = [checks.array(f"tile_blocks(images[{i}]", im, ndim=3, expected="(h, w, 3)") for i, im in enumerate(images)]
+    if not images or any(im.shape != images[0].shape or im.shape[2] != 3 or im.size == 0 for im in images):
+        raise ZfcaffeValueError(f"tile_blocks(images=...): shapes {[list(im.shape) for im in images[:4]]}; expected "
+                                "at least one image, all (h, w, 3) of one size")
+    pad = checks.integer("tile_blocks(pad", pad, lo=0, hi=1 << 16)
     return np.clip(_square_grid(np.stack(images), pad, 1.0), 0, 1)
+
+
+def _tiles(what: str, data) -> np.ndarray:
+    """Tiles (N, h, w) or (N, h, w, 3), at least one and none empty."""
+    data = checks.array(what, data)
+    if data.ndim not in (3, 4) or data.ndim == 4 and data.shape[3] not in (1, 3) or data.size == 0:
+        raise ZfcaffeValueError(f"{what}=...): an array of shape {list(data.shape)}; expected (N, h, w) grey or "
+                                "(N, h, w, 3) colour tiles, at least one, none empty")
+    return data
 
 
 #: the percentile of |value| that a projection tile shows at full contrast (the

@@ -6,7 +6,8 @@ import os
 
 import numpy as np
 
-from .errors import ZfcaffeError
+from . import checks
+from .errors import ZfcaffeError, ZfcaffeValueError
 from .graph import load_graph
 from .layers.base import count
 from .runtime.onnx_export import build_onnx
@@ -29,7 +30,7 @@ class Blob:
 
     @data.setter
     def data(self, value):
-        self.data[...] = value
+        self.data[...] = checks.blob_value(f"setting blobs[{self.key!r}].data (value", value, self.shape)
 
     @property
     def shape(self) -> tuple:
@@ -46,7 +47,7 @@ class Blob:
     def reshape(self, *shape: int) -> None:
         if self.key not in self._net.graph.inputs:
             raise ZfcaffeError(f"blob '{self.key}' is not an input; only inputs can be reshaped")
-        self._net.reshape(**{self.key: tuple(shape)})
+        self._net.reshape(**{self.key: checks.shape(f"blobs[{self.key!r}].reshape(shape", shape)})
 
     def __repr__(self):
         return f"<Blob {self.key} {list(self.shape)}>"
@@ -132,7 +133,11 @@ class ParamBlob:
 
     @data.setter
     def data(self, value):
-        arr = np.array(value, np.float32).reshape(self.shape)
+        arr = checks.array(f"setting params[{self._layer.name!r}][{self._i}].data (value", value)
+        if arr.size != count(self.shape):
+            raise ZfcaffeValueError(f"setting params[{self._layer.name!r}][{self._i}].data (value=...): an array "
+                                    f"of shape {list(arr.shape)}; expected {list(self.shape)}")
+        arr = arr.reshape(self.shape)
         self._layer.blobs[self._i] = arr
         self._net._sessions.clear()   # rebuilt with the new weights on the next forward
 
@@ -162,11 +167,9 @@ class Net:
                  input_shapes: dict | None = None, phase: str = "TEST", level: int = 0,
                  stages=(), stop_before: str | None = None, allow_missing_weights: bool = False,
                  seed: int = 0, rounding: str = "caffe", python_path=None):
-        for what, value in (("prototxt", prototxt), ("weights", weights)):
-            if value is not None and not isinstance(value, (str, os.PathLike)):
-                raise ZfcaffeError(f"Net({what}={value!r}): expected a file path, not {type(value).__name__}"
-                                   + ("; pycaffe's phase goes in phase=" if what == "weights" else ""))
-        prototxt, weights = os.fspath(prototxt), None if weights is None else os.fspath(weights)
+        (prototxt, weights, input_shapes, phase, level, stages, stop_before, seed, rounding,
+         python_path) = checks.net_arguments(prototxt, weights, input_shapes, phase, level, stages, stop_before,
+                                             seed, rounding, python_path)
         if not os.path.exists(prototxt):
             raise ZfcaffeError(f"{prototxt}: no such file; expected a net prototxt")
         if weights is not None and not os.path.exists(weights):
@@ -188,8 +191,6 @@ class Net:
             self.graph.notes.append(f"input shapes {shown} taken from the weights (Caffe reads them from the data)")
             self.options["input_shapes"] = found
         self.graph.attach_weights(weights, allow_missing=allow_missing_weights, seed=seed)
-        if rounding not in ("caffe", "fast"):
-            raise ZfcaffeError(f"rounding '{rounding}': expected caffe or fast")
         #: "caffe": the recording pass keeps BatchNorm and Scale in Caffe's order (- mean, / std, ...),
         #: whose rounding every oracle projection meets or flags; "fast": BatchNorm folded
         #: into the convolution, whose cancellation can move a decision beyond the flags
@@ -250,7 +251,7 @@ class Net:
         """Give inputs new shapes (batch size, image size); like pycaffe's
         net.blobs['data'].reshape(...) followed by net.reshape()."""
         current = dict(self.graph.inputs)
-        current.update({k: tuple(v) for k, v in shapes.items()})
+        current.update({k: checks.shape(f"reshape({k}", v) for k, v in shapes.items()})
         self.graph.infer(current)
         for layer in self.graph.layers:
             for i, (b, s) in enumerate(zip(layer.blobs, layer.param_shapes(layer.in_shapes))):
@@ -262,6 +263,7 @@ class Net:
 
     def set_batch(self, size: int) -> None:
         """Give the (first) input `size` images, keeping its other dimensions."""
+        size = checks.integer("set_batch(size", size, lo=0)
         name = self.inputs[0]
         shape = tuple(self.graph.inputs[name])
         if shape[0] != size:
@@ -343,23 +345,24 @@ class Net:
         Returns the diff of every key the signal reached, by key. `project` and
         `project_many` are this with a one-unit seed."""
         from .backward import backward
-        keyed = {self.graph.blob_of.get(k, k) if k not in self.graph.shapes else k: v for k, v in diffs.items()}
+        keyed, items = checks.backward_arguments(self, diffs, mode, stop_at, items)
         stop = None if stop_at is None else (stop_at if stop_at in self.graph.shapes
                                              else self.graph.blob_of.get(stop_at, stop_at))
         return backward(self, keyed, mode, items, stop_at=stop)
 
-    def _feeds(self, kwargs) -> dict[str, np.ndarray]:
+    def _feeds(self, kwargs, call: str = "forward") -> dict[str, np.ndarray]:
         feeds = {}
         for name, value in kwargs.items():
             # an input's name feeds the input even when a layer later writes in place onto it
             key = name if name in self.graph.inputs else self.graph.blob_of.get(name, name)
             if key not in self.graph.inputs:
-                raise ZfcaffeError(f"'{name}' is not an input of the net (inputs: {', '.join(self.inputs)})")
-            arr = np.ascontiguousarray(value, dtype=np.float32)
+                raise ZfcaffeValueError(f"{call}({name}=...): '{name}' is not an input of the net (inputs: "
+                                               f"{', '.join(self.inputs)})")
+            arr = checks.array(f"{call}({name}", value, expected=f"shaped {list(self.graph.inputs[key])}")
             if arr.shape != tuple(self.graph.inputs[key]):
                 if arr.ndim != len(self.graph.inputs[key]):
-                    raise ZfcaffeError(f"input '{name}' has shape {list(arr.shape)}; expected "
-                                       f"{list(self.graph.inputs[key])}")
+                    raise ZfcaffeValueError(f"{call}({name}=...): input '{name}' has shape {list(arr.shape)}; "
+                                                   f"expected {list(self.graph.inputs[key])}")
                 self.reshape(**{key: arr.shape})
             feeds[key] = arr
         for key in self.graph.inputs:
@@ -376,7 +379,8 @@ class Net:
         the returned outputs.
         """
         feeds = self._feeds(inputs)
-        wanted = self.graph.outputs() + [self.graph.blob_of.get(b, b) for b in (blobs or [])]
+        blobs = checks.strings("forward(blobs", blobs or ())
+        wanted = self.graph.outputs() + [self.graph.blob_of.get(b, b) for b in blobs]
         unknown = [b for b in wanted if b not in self.graph.shapes]
         if unknown:
             raise ZfcaffeError(f"forward(blobs=...): {', '.join(map(repr, unknown))} not a blob of the net "
@@ -408,7 +412,7 @@ class Net:
     def evaluate(self, keys: list[str], **inputs) -> dict[str, np.ndarray]:
         """Only the given blob keys (and nothing recorded), through a lean graph with
         exactly those outputs: the fast path for scanning a dataset."""
-        return self._run_lean(list(keys), self._feeds(inputs))
+        return self._run_lean(list(checks.strings("evaluate(keys", keys)), self._feeds(inputs, "evaluate"))
 
     @property
     def has_host_layers(self) -> bool:
@@ -439,16 +443,18 @@ class Net:
         Needs a recorded forward pass (net.forward(...)) first.
         """
         from .backward import project_units
-        proj = project_units(self, layer, [unit], mode, None if value is None else [value])
+        layer, units, mode, values = checks.project_arguments("project", layer, unit, mode, value, many=False)
+        proj = project_units(self, layer, units, mode, values)
         target = self.inputs[0]
         out = np.zeros(self.graph.inputs[target], np.float32)
-        out[int(unit[0])] = proj[0]
+        out[units[0][0]] = proj[0]
         return out
 
     def project_many(self, layer: str, units, mode: str = "deconvnet", values=None) -> np.ndarray:
         """Project many units in one batched pass; returns (len(units), C, H, W), row i
         being unit i's projection into its own image."""
         from .backward import project_units
+        layer, units, mode, values = checks.project_arguments("project_many", layer, units, mode, values, many=True)
         return project_units(self, layer, units, mode, values)
 
     # -- export ------------------------------------------------------------------------------
