@@ -13,7 +13,8 @@
    deviation (0-255) against the photos' mean (target >= a quarter). The images go to
    --out (a grid: optvis_grid.png).
 
-    python benchmarks/optvis.py [--steps N] [--layers A,B,C] [--out DIR] [--only steps|images] [--min-time 3]
+    python benchmarks/optvis.py [--steps N] [--layers A,B,C] [--channels C1,C2] [--out DIR] [--only steps|images]
+                                [--min-time 3]
 """
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ def steps_part(net, pre, min_time: float) -> None:
     print(table(["target", "s/step", "vs the last layer (target <= 0.5x early)"], rows))
 
 
-def images_part(net, pre, layers, steps, out: pathlib.Path) -> None:
+def images_part(net, pre, layers, steps, out: pathlib.Path, only_channels=None) -> None:
     from PIL import Image
     photos = photo_folder(out / "photos")
     keys = {layer: target_objective(net, None, None, layer, 0)[0].keys[0] for layer in layers}
@@ -136,7 +137,7 @@ def images_part(net, pre, layers, steps, out: pathlib.Path) -> None:
     for layer in layers:
         n = acts[keys[layer]].shape[1]
         row = []
-        for c in [n // 8 + k * n // 4 for k in range(4)]:
+        for c in only_channels or [n // 8 + k * n // 4 for k in range(4)]:
             t = time.perf_counter()
             r = class_model(net, pre, layer=layer, channel=c, steps=steps)
             img = pre.to_image(r.image)
@@ -161,6 +162,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="optimisation steps (default: classviz's)")
     ap.add_argument("--layers", default=",".join(DEPTHS))
     ap.add_argument("--out", default="artifacts/optvis")
+    ap.add_argument("--channels", help="these channels of each layer (default: C/8 + k C/4, k = 0..3)")
     ap.add_argument("--only", choices=["steps", "images"])
     ap.add_argument("--min-time", type=float, default=3.0, help="seconds of timing per target")
     args = ap.parse_args()
@@ -170,7 +172,8 @@ def main() -> None:
     if args.only != "steps":
         out = pathlib.Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        images_part(net, pre, args.layers.split(","), args.steps, out)
+        images_part(net, pre, args.layers.split(","), args.steps, out,
+                    [int(c) for c in args.channels.split(",")] if args.channels else None)
     os.sys.stdout.flush()
 
 
