@@ -458,3 +458,10 @@ def test_census_projection_from_the_last_layer(shared, monkeypatch, name):
     for mode in MODES:
         p = net.project(layer, unit, mode=mode)
         assert p.shape == (1,) + tuple(shapes["data"][1:]) and np.isfinite(p).all(), (layer, mode)
+    if name.startswith("ctpn/"):   # CTPN's filler convs are 0: show the signal crossing its LSTMs from above
+        from zfcaffe.backward import backward
+        seed = np.zeros((1,) + net.layer_shapes["lstm_output"][1:], np.float32)
+        seed[0, 3, 1, 1] = 1
+        for mode in MODES:
+            reached = backward(net, {"lstm_output": seed}, mode, np.array([0]))
+            assert reached["im2col"].shape == net.layer_shapes["im2col"] and reached["im2col"].any(), mode
