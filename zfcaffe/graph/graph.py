@@ -22,7 +22,7 @@ from ..layers import PYTHON_BUILTINS, TRAINING_ONLY, Geometry, Layer, layer_clas
 from ..layers.base import count
 from ..layers.data import PythonData
 from ..layers.python import PythonLayer
-from .fillers import fill
+from .fillers import fill, fill_limit, memory_available
 
 def did_you_mean(name: str, candidates: list[str]) -> str:
     """'; did you mean 'conv5'?' for the closest names, or the list when short."""
@@ -156,6 +156,7 @@ class Graph:
         rng = np.random.default_rng(seed)
         used = set()
         missing = []
+        to_fill = []                                  # (layer, shapes) that fillers make
         for layer in self.layers:
             expected = layer.param_shapes(layer.in_shapes)
             if not expected:
@@ -169,10 +170,14 @@ class Graph:
                 if path is not None and not allow_missing:
                     missing.append(layer.name)
                     continue
-                layer.blobs = _filled(layer, expected, rng)
+                to_fill.append((layer, expected))
                 continue
             used.add(layer.name)
             layer.blobs = _checked(layer, lw, expected, path)
+        if not missing:
+            _check_fill_cost(to_fill)                 # the limits, before any filler allocates
+            for layer, expected in to_fill:
+                layer.blobs = _filled(layer, expected, rng)
         if missing:
             raise ZfcaffeError(
                 f"{path}: no weights for layer(s) {', '.join(missing[:8])}"
@@ -210,6 +215,37 @@ def _checked(layer: Layer, lw: LayerWeights, expected: list[tuple], path: str) -
                 f"the net expects {list(shape)}")
         out.append(blob.data.reshape(shape))
     return out
+
+
+def _check_fill_cost(to_fill: list[tuple[Layer, list[tuple]]]) -> None:
+    """Refuse, before allocating anything, parameters that fillers would take too long or
+    too much memory to make (a mutated num_output asks for billions of values)."""
+    if not to_fill:
+        return
+    sizes = [(sum(count(s) for s in shapes), layer, shapes) for layer, shapes in to_fill]
+    total = sum(n for n, _, _ in sizes)
+    n, layer, shapes = max(sizes, key=lambda t: t[0])
+    biggest = max(shapes, key=count)
+    what = (f"Caffe's fillers would make {total:,} parameter values ({_gib(4 * total)}) for the {len(sizes)} "
+            f"layer(s) without weights, {n:,} of them here (a blob of shape {list(biggest)})")
+    fix = f"expected a smaller {_size_field(layer)}, or weights for these layers"
+    limit = fill_limit()
+    if total > limit:
+        raise layer.error(f"{what}, over the limit of {limit:,} filled values (ZFCAFFE_MAX_FILL raises it); {fix}")
+    avail = memory_available()
+    if avail is not None and 4 * total > avail:
+        raise layer.error(f"{what}, more than the {_gib(avail)} of memory available; {fix}")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _size_field(layer: Layer) -> str:
+    for field in ("convolution_param", "inner_product_param", "embed_param"):
+        if layer.lp.HasField(field):
+            return f"num_output (now {getattr(layer.lp, field).num_output}) or input shape"
+    return "input shape"
 
 
 def _filled(layer: Layer, shapes: list[tuple], rng) -> list[np.ndarray]:
@@ -361,6 +397,11 @@ def load_graph(path: str, phase: str = "TEST", level: int = 0, stages=(),
         notes.append(f"dropped training-only layers: {', '.join(dropped)}")
     if not layers:
         raise ZfcaffeError(f"{path}: no layers for phase {phase}; expected a Caffe net")
+    if all(l.is_input for l in layers):      # nothing to run: ONNX Runtime would refuse the empty graph
+        cut = f" (stop_before='{stop_before}' leaves only them)" if stop_before is not None else ""
+        raise ZfcaffeError(f"{path}: no layer computes anything for phase {phase}, only the input(s) "
+                           f"{', '.join(t for l in layers for t in l.tops)}{cut}; expected at least one layer "
+                           "after the inputs")
 
     _drop_unread_inputs(layers, notes)
     graph = Graph(path, net.name, fmt, layers, {}, current, notes=notes, loss_inputs=loss_inputs,

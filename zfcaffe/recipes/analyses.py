@@ -178,9 +178,12 @@ def load_parts(parts_path: str | None, paths: list[str], pre) -> dict[str, list]
         raise ZfcaffeError(f"{parts_path}: {expected}")
     for image, entry in spec.items():
         for part, box in entry.items():
-            if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
+            # pixel coordinates: finite and within 2^31 (JSON's 1e400 and Infinity would overflow the mapping)
+            if not (isinstance(box, list) and len(box) == 4
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= 2**31 for v in box)
                     and box[0] < box[2] and box[1] < box[3]):
-                raise ZfcaffeError(f"{parts_path}: {image} / {part}: box {box!r}; {expected} with x0 < x1, y0 < y1")
+                raise ZfcaffeError(f"{parts_path}: {image} / {part}: box {box!r}; {expected} with x0 < x1, y0 < y1, "
+                                   "each a pixel coordinate within +-2^31")
     by_name = {os.path.basename(k): v for k, v in spec.items()}
     names = sorted({part for v in spec.values() for part in v})
     parts = {}
