@@ -12,8 +12,12 @@ forked child with a memory cap and a timeout, and sort every outcome:
 
 Inputs are mutated from real files (../shared/models, a generated caffemodel and
 HDF5, mean files, matplotlib's sample photo): bytes flipped, inserted, cut; prototxt
-tokens replaced with odd values; CLI options given odd numbers. Every case that is
-not "ran" or "project error" is written to --keep with the command that reproduces it.
+tokens replaced with odd values; CLI options given odd numbers. The fork nets of
+../shared/oracle_forks and oracle_ssd (fork layers, host layers, Python built-ins) are
+mutated and run forward on their own inputs (missing weights filled). Every case that
+is not "ran" or "project error" is written to --keep with the command that reproduces it.
+The parent imports what the verbs use once (--no-preload: each child imports it), and
+--jobs children run at once.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 
 ODD_NUMBERS = ["0", "-1", "1", "2", "nan", "inf", "-0", "1e9", "2000000000", "99999999999999999999", "3.5", "''",
-               "\"x\"", "true", "-2147483648", "65536"]
+               "\"x\"", "true", "-2147483648", "65536", "1e-30", "4096", "100000"]
 ODD_ARGS = ["0", "-1", "1", "3", "99999", "-99999", "nan", "abc", "", "1e400", "--1", "1,2", "0x10"]
 
 
@@ -100,11 +104,21 @@ class Corpus:
         npy = work / "mean.npy"
         np.save(npy, read_mean(str(self.mean)))
         self.mean_npy = npy
+        empty = work / "empty.caffemodel"
+        from zfcaffe.io.weights import write_caffemodel
+        write_caffemodel(str(empty), [])
+        # fork nets with an input of their own: (prototxt, weights or an empty file, input.npy)
+        self.forks = []
+        for folder in ("oracle_forks", "oracle_ssd"):
+            for d in sorted((SHARED / folder).glob("*/")) if (SHARED / folder).exists() else []:
+                if (d / "deploy.prototxt").exists() and (d / "input.npy").exists():
+                    w = d / "weights.caffemodel"
+                    self.forks.append((d / "deploy.prototxt", w if w.exists() else empty, d / "input.npy"))
 
     def case(self, rng: random.Random, folder: pathlib.Path) -> list[str]:
         """One mutated input and the zfcaffe command line that reads it."""
-        kind = rng.choices(["prototxt", "caffemodel", "h5", "mean", "npy", "image", "solver", "cli"],
-                           [35, 15, 10, 8, 6, 10, 4, 12])[0]
+        kind = rng.choices(["prototxt", "caffemodel", "h5", "mean", "npy", "image", "solver", "cli", "fork"],
+                           [35, 15, 10, 8, 6, 10, 4, 12, 15 if self.forks else 0])[0]
         net, weights = str(self.net), str(self.weights)
         out = str(folder / "out")
         if kind == "prototxt":
@@ -113,6 +127,17 @@ class Corpus:
             path.write_text(mutate_text(source.read_text(), rng))
             return rng.choice([["inspect", str(path)], ["inspect", str(path), "--json"],
                                ["convert", str(path), weights, "-o", out + ".onnx"]])
+        if kind == "fork":                          # fork fields mutated; run forward with the host layers
+            source, weights, x = rng.choice(self.forks)
+            path = folder / "deploy.prototxt"
+            path.write_text(mutate_text(source.read_text(), rng))
+            return rng.choice([["run", str(path), str(weights), "--allow-missing-weights", "--input", str(x),
+                                "--quiet"],
+                               ["run", str(path), str(weights), "--allow-missing-weights", "--input", str(x),
+                                "--keep-size", "--quiet"],
+                               ["inspect", str(path)],
+                               ["convert", str(path), str(weights), "--allow-missing-weights", "-o",
+                                out + ".onnx"]])
         if kind in ("caffemodel", "h5"):
             source = self.weights if kind == "caffemodel" else self.h5
             path = folder / source.name
@@ -153,8 +178,8 @@ class Corpus:
         return [verb, net, weights, *options, "-o", out] if verb != "run" else [verb, net, weights, *options]
 
 
-def run_case(argv: list[str], timeout: float, memory: int) -> tuple[str, str]:
-    """(outcome, detail) of `zfcaffe ARGV` in a forked child."""
+def start_case(argv: list[str], memory: int) -> tuple[int, int]:
+    """Fork a child running `zfcaffe ARGV`; (pid, read end of its report pipe)."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:                                          # the child
@@ -173,26 +198,51 @@ def run_case(argv: list[str], timeout: float, memory: int) -> tuple[str, str]:
             code, detail = (2, "usage") if e.code == 2 else (3, f"SystemExit {e.code}")
         except BaseException:                             # noqa: BLE001 - that is the point
             code, detail = 3, traceback.format_exc()[-3000:]
-        os.write(write, detail.encode(errors="replace"))
+        os.write(write, detail.encode(errors="replace")[:60000])
         os._exit(code)
     os.close(write)
-    start = time.monotonic()
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() - start > timeout:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(read)
-            return "hang", f"over {timeout} s"
-        time.sleep(0.01)
+    return pid, read
+
+
+def finish_case(pid: int, read: int, status: int | None) -> tuple[str, str]:
+    """(outcome, detail) of a child that ended with `status` (None: killed at the timeout)."""
     with os.fdopen(read, "rb") as f:
-        detail = f.read().decode(errors="replace")
+        detail = f.read().decode(errors="replace") if status is not None else ""
+    if status is None:
+        return "hang", "over the timeout"
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         return ("memory" if sig == signal.SIGKILL else "crash"), f"signal {sig}"
     return {0: "ran", 2: "project error", 3: "foreign", 4: "memory"}.get(os.WEXITSTATUS(status), "crash"), detail
+
+
+def run_case(argv: list[str], timeout: float, memory: int) -> tuple[str, str]:
+    """(outcome, detail) of `zfcaffe ARGV` in a forked child."""
+    pid, read = start_case(argv, memory)
+    start = time.monotonic()
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return finish_case(pid, read, status)
+        if time.monotonic() - start > timeout:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return finish_case(pid, read, None)
+        time.sleep(0.01)
+
+
+def preload() -> None:
+    """Import what the verbs use, once, in the parent: each forked child starts with it."""
+    import importlib
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    for name in ("numpy", "PIL.Image", "h5py", "onnx", "onnxruntime", "matplotlib.pyplot", "zfcaffe.cli",
+                 "zfcaffe.net", "zfcaffe.runtime.session", "zfcaffe.runtime.onnx_export", "zfcaffe.inspect",
+                 "zfcaffe.recipes.visualize", "zfcaffe.recipes.analyses", "zfcaffe.recipes.methods",
+                 "zfcaffe.viz.figures", "zfcaffe.viz.analysis_figures", "zfcaffe.viz.method_figures"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 
 
 def main():
@@ -202,28 +252,63 @@ def main():
     ap.add_argument("--timeout", type=float, default=20.0)
     ap.add_argument("--memory-gb", type=float, default=4.0)
     ap.add_argument("--keep", default="fuzz-findings", help="folder for the cases that were not ran/project error")
+    ap.add_argument("--jobs", type=int, default=2, help="children at once")
+    ap.add_argument("--no-preload", action="store_true", help="each child imports the verbs' modules itself")
     args = ap.parse_args()
     os.environ["ZFCAFFE_QUIET"] = "1"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if not args.no_preload:
+        preload()
     rng = random.Random(args.seed)
     counts = collections.Counter()
     findings = pathlib.Path(args.keep)
+    memory = int(args.memory_gb * 2**30)
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Corpus(pathlib.Path(tmp))
-        for i in range(args.cases):
-            folder = pathlib.Path(tmp) / f"case{i}"
-            folder.mkdir()
-            argv = corpus.case(rng, folder)
-            outcome, detail = run_case(argv, args.timeout, int(args.memory_gb * 2**30))
+        running: dict[int, tuple] = {}                    # pid -> (case, argv, folder, read end, started)
+
+        def settle(pid: int, status: int | None) -> None:
+            i, argv, folder, read, _ = running.pop(pid)
+            outcome, detail = finish_case(pid, read, status)
+            if outcome == "hang":
+                detail = f"over {args.timeout} s"
             counts[outcome] += 1
             if outcome not in ("ran", "project error"):
                 keep = findings / f"{i:05d}-{outcome.replace(' ', '-')}"
                 shutil.copytree(folder, keep, dirs_exist_ok=True)
                 (keep / "README").write_text(f"zfcaffe {' '.join(argv)}\n\n{detail}\n")
             shutil.rmtree(folder, ignore_errors=True)
-            if (i + 1) % 500 == 0:
-                print(f"{i + 1} cases, {time.monotonic() - start:.0f} s: {dict(counts)}", file=sys.stderr)
+            done = sum(counts.values())
+            if done % 500 == 0:
+                print(f"{done} cases, {time.monotonic() - start:.0f} s: {dict(counts)}", file=sys.stderr, flush=True)
+
+        for i in range(args.cases):
+            while len(running) >= max(args.jobs, 1):      # wait for a free slot
+                for pid, (*_, began) in list(running.items()):
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        settle(pid, status)
+                    elif time.monotonic() - began > args.timeout:
+                        os.kill(pid, signal.SIGKILL)
+                        os.waitpid(pid, 0)
+                        settle(pid, None)
+                time.sleep(0.01)
+            folder = pathlib.Path(tmp) / f"case{i}"
+            folder.mkdir()
+            argv = corpus.case(rng, folder)
+            pid, read = start_case(argv, memory)
+            running[pid] = (i, argv, folder, read, time.monotonic())
+        while running:
+            for pid, (*_, began) in list(running.items()):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    settle(pid, status)
+                elif time.monotonic() - began > args.timeout:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    settle(pid, None)
+            time.sleep(0.01)
     print(f"{args.cases} cases (seed {args.seed}) in {time.monotonic() - start:.0f} s")
     print(f"{'outcome':<14} cases")
     for outcome in ("ran", "project error", "foreign", "hang", "memory", "crash"):
