@@ -9,13 +9,15 @@ disagree only where the recorded value is within MARGIN x that bound of the thre
 (or of the runner-up). The bound of every blob is propagated layer by layer from
 float32's unit roundoff U:
 
-  Convolution / InnerProduct / Deconvolution  gamma(K) * (|W| * |x| + |b|) + |W| * bound(x),
-      K the number of terms each output sums (one convolution of |W| with
-      gamma(K) |x| + bound(x)); gamma(K) = K U / (1 - K U), the worst case of any
-      summation order (Higham, Accuracy and Stability of Numerical Algorithms, 3.1)
+  Convolution / InnerProduct / Deconvolution  (MODEL "probabilistic", the default)
+      LAMBDA sqrt(K+2) U (|W| * |x| + |bias|) for the sum's own rounding (K terms;
+      Higham & Mary 2019), the inputs' bounds through W in quadrature:
+      sqrt(local^2 + (W*W) * bound(x)^2); "worst-case": (K+2) U and |W| * bound(x)
+      (rigorous, but over a deep net orders of magnitude above any rounding seen)
   pointwise layers   their Lipschitz factor x bound(x), plus the rounding of their output
-  BatchNorm / Scale / Bias   the per-channel factor x bound(x), plus each operation's rounding
-  pooling            MAX: the window's largest bound; AVE: the window's mean bound + gamma
+                     (ReLU: 0 where x < -bound, which every evaluation rectifies)
+  BatchNorm / Scale / Bias / LRN   per channel factors, to first order, plus each rounding
+  pooling            MAX: the window's largest bound; AVE: the window's bounds in quadrature
   Concat, Slice, Split, Reshape, Crop ...   the bounds routed as the values are
   a layer without a rule   infinite (every decision after it is flagged)
 
