@@ -98,3 +98,37 @@ def test_resize_says_which_and_pycaffe_gives_pycaffes_blob(shared):
     r = zfcaffe("run", m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel",
                 "--input", d / "photo.jpg", "--no-mean", "--resize", "pycaffe")
     assert "resize (pycaffe) to 32x32 as pycaffe's caffe.io.resize_image (scikit-image" in r.stderr
+
+
+# -- start-up: the command imports only what the verb uses (times: benchmarks/cli_start.py) ----------------------
+HEAVY = ("numpy", "onnx", "onnxruntime", "matplotlib", "numba", "PIL", "scipy", "skimage", "h5py", "pyarrow",
+         "ray", "google.protobuf")
+
+
+def _loaded_by(code: str) -> set[str]:
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", f"import sys\n{code}\nprint(' '.join(sys.modules))"],
+                       capture_output=True, text=True, check=True)
+    return set(r.stdout.split()) & set(HEAVY)
+
+
+def test_help_and_inspect_load_only_what_they_use(shared):
+    # every verb declared (all the verb modules imported), nothing heavy loaded
+    assert _loaded_by("from zfcaffe.cli import build_parser; build_parser()") == set()
+    assert _loaded_by("import zfcaffe") == set()
+    proto = shared / "models/bvlc_reference_caffenet/deploy.prototxt"
+    code = ("import contextlib, io\nfrom zfcaffe.cli import main\n"
+            f"with contextlib.redirect_stdout(io.StringIO()): main(['inspect', {str(proto)!r}])")
+    assert _loaded_by(code) <= {"numpy", "google.protobuf"}       # no ONNX, no figures, no kernels
+
+
+def test_names_kept_light_agree_with_their_modules():
+    from zfcaffe.analyses.features import POOLS
+    from zfcaffe.cli import ENGINES
+    from zfcaffe.recipes.datasets import POOLS as CLI_POOLS
+    from zfcaffe.scan import ENGINES as SCAN_ENGINES
+    assert ENGINES == SCAN_ENGINES and CLI_POOLS == POOLS
+    import zfcaffe
+    from zfcaffe.net import Net
+    assert zfcaffe.Net is Net

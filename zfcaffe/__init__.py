@@ -11,7 +11,15 @@ if "numpy" not in sys.modules:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from .errors import UnsupportedLayerError, ZfcaffeError  # noqa: E402 (after the environment above)
-from .net import Net  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["Net", "ZfcaffeError", "UnsupportedLayerError", "__version__"]
+
+
+def __getattr__(name: str):
+    # zfcaffe.Net loads the net machinery (NumPy, ONNX) when first asked for, so that
+    # `import zfcaffe` and the command line (`zfcaffe --help`) start at once
+    if name == "Net":
+        from .net import Net
+        return Net
+    raise AttributeError(f"module 'zfcaffe' has no attribute '{name}'")

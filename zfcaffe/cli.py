@@ -17,9 +17,21 @@ import sys
 from .errors import ZfcaffeError
 from .verbs import VERBS, verb
 
-#: the modules whose verbs the command has (imported when the parser is built)
-VERB_MODULES = ("zfcaffe.recipes.visualize", "zfcaffe.recipes.analyses", "zfcaffe.recipes.methods",
-                "zfcaffe.recipes.datasets", "zfcaffe.serve")
+#: the modules whose verbs the command has, imported when the parser is built: each must
+#: import only what declaring its verbs needs (its run functions import NumPy, ONNX, the
+#: figures...), so that `zfcaffe --help` starts at once (tests/test_cli.py checks what
+#: loads; benchmarks/cli_start.py times it). One line per module.
+VERB_MODULES = (
+    "zfcaffe.recipes.visualize",
+    "zfcaffe.recipes.analyses",
+    "zfcaffe.recipes.methods",
+    "zfcaffe.recipes.datasets",
+    "zfcaffe.serve",
+)
+
+#: zfcaffe.scan.ENGINES, named here so that building the parser does not import the scans
+#: (and NumPy); tests/test_cli.py checks that the two agree
+ENGINES = ("local", "ray")
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
@@ -99,6 +111,17 @@ class Context:
         return Net(a.prototxt, a.weights, allow_missing_weights=a.allow_missing_weights, **net_options(a))
 
     @functools.cached_property
+    def graph(self):
+        """The net's structure and shapes alone, without weights (nor the fillers that
+        would stand for them: CaffeNet's take 0.2 GB and seconds)."""
+        from .graph import load_graph
+        a = self.args
+        a.prototxt = net_of_solver(resolve_path(a.prototxt))
+        o = net_options(a)
+        return load_graph(a.prototxt, phase=o["phase"], input_shapes=o["input_shapes"], stop_before=o["stop_before"],
+                          python_path=o["python_path"])
+
+    @functools.cached_property
     def pre(self):
         return preprocess_for(self.net, self.args)
 
@@ -169,7 +192,6 @@ def _preprocess_group(p, keep_size: bool) -> None:
 
 
 def _engine_group(p) -> None:
-    from .scan import ENGINES
     from .verbs import positive_int
     g = p.add_argument_group("engine (where the scan runs; the results are the same on either)")
     g.add_argument("--engine", choices=ENGINES, default="local",
@@ -224,7 +246,9 @@ def _inspect_arguments(p):
       _inspect_arguments)
 def cmd_inspect(ctx, args) -> int:
     from .inspect import format_table, summarize
-    summary = summarize(ctx.net.graph)
+    # with weights: the net they make (their shapes checked, a train/test net's image size
+    # taken from them); without: the structure alone
+    summary = summarize(ctx.net.graph if args.weights else ctx.graph)
     print(json.dumps(summary, indent=1) if args.json else format_table(summary))
     return 0
 

@@ -10,7 +10,6 @@ from . import checks
 from .errors import ZfcaffeError, ZfcaffeValueError
 from .graph import load_graph
 from .layers.base import count
-from .runtime.onnx_export import build_onnx
 
 
 class Blob:
@@ -277,6 +276,7 @@ class Net:
                             for b in l.bottoms)
         key = (shapes, record, tuple(outputs), span)
         if key not in self._sessions:
+            from .runtime.onnx_export import build_onnx  # onnx too (reading a net needs neither)
             from .runtime.session import Session  # onnxruntime loads only when a net runs
             faithful = record and self.rounding == "caffe"
             self._sessions[key] = Session(build_onnx(self.graph, record=record, outputs=list(outputs) or None,

@@ -12,10 +12,28 @@ import math
 from typing import Callable, Sequence
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import ZfcaffeError
+
+
+class _Later:
+    """A module (or a name in one) imported when first used: reading a net's structure
+    (`zfcaffe inspect`, shapes, weights) emits no ONNX, and importing onnx costs about
+    half a second."""
+
+    def __init__(self, module: str, name: str | None = None):
+        self._module, self._name = module, name
+
+    def __getattr__(self, attr: str):
+        import importlib
+        target = importlib.import_module(self._module)
+        return getattr(getattr(target, self._name) if self._name else target, attr)
+
+
+onnx = _Later("onnx")
+helper = _Later("onnx.helper")
+numpy_helper = _Later("onnx.numpy_helper")
+TensorProto = _Later("onnx", "TensorProto")
 
 Shape = tuple
 REGISTRY: dict[str, type["Layer"]] = {}
@@ -203,9 +221,8 @@ class Emitter:
         self.extra_outputs.append((name, elem_type, shape))
 
 
-INT32 = TensorProto.INT32
-INT64 = TensorProto.INT64
-FLOAT = TensorProto.FLOAT
+# ONNX's TensorProto.DataType values (fixed by the standard; named here without importing onnx)
+FLOAT, INT32, INT64, BOOL, DOUBLE = 1, 6, 7, 9, 11
 
 
 class Layer:

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 import yaml
-from onnx import TensorProto, helper
 
-from .base import WHOLE, Layer, count, register, register_python
-
-BOOL, DOUBLE, FLOAT, INT64 = TensorProto.BOOL, TensorProto.DOUBLE, TensorProto.FLOAT, TensorProto.INT64
+# onnx's helper: imported when a net is emitted (base._Later)
+from .base import BOOL, DOUBLE, FLOAT, INT64, WHOLE, Layer, count, helper, register, register_python
 
 
 # -- emission helpers -------------------------------------------------------------

@@ -15,12 +15,10 @@ so the file gives the same rows to the bit except where confidences tie.
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto, helper
 
-from .base import WHOLE, Layer, register
+# onnx's helper: imported when a net is emitted (base._Later)
+from .base import DOUBLE, FLOAT, INT64, WHOLE, Layer, helper, register
 from .rcnn import emit_greedy_nms
-
-BOOL, DOUBLE, FLOAT, INT64 = TensorProto.BOOL, TensorProto.DOUBLE, TensorProto.FLOAT, TensorProto.INT64
 
 F32 = np.float32
 #: the SegNet fields of the merged UpsampleParameter; the YOLO Upsample has only `scale`

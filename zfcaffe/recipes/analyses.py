@@ -1,21 +1,15 @@
 """Recipes for the dataset-scale analyses: run one, then write its figures, numbers
-(results.npz) and an HTML page into an output folder, atomically."""
+(results.npz) and an HTML page into an output folder, atomically.
+
+Declaring the verbs imports nothing heavy: each recipe imports the analyses, NumPy and
+the figures when it runs, so the command line starts at once."""
 from __future__ import annotations
 
 import json
 import os
 
-import numpy as np
-
-from ..analyses import correspondence, evolution, invariance, occlusion, top9
-from ..analyses.heads import require_class_head
-from ..analyses.projection import near_tie_note, parse_modes
-from ..analyses.common import default_layers, list_images, safe_name, shown_key
 from ..errors import ZfcaffeError
-from ..viz import analysis_figures as figures
 from ..verbs import layer_list, non_negative_int, positive_int, verb
-from .output import write_output
-from ..labels import resolve_labels
 
 
 def _title(net, what: str) -> str:
@@ -23,6 +17,7 @@ def _title(net, what: str) -> str:
 
 
 def _stem(image: str) -> str:
+    from ..analyses.common import safe_name
     return safe_name(os.path.splitext(os.path.basename(image))[0])
 
 
@@ -37,6 +32,13 @@ def _intro(net, pre) -> list[str]:
 
 def run_top9(net, images: str, out: str, pre, layers=None, k: int = 9, maps: int = 16, batch: int = 16,
              engine=None, mode: str = "deconvnet", show_progress: bool = True) -> str:
+    import numpy as np
+
+    from ..analyses import top9
+    from ..analyses.common import default_layers, list_images, shown_key
+    from ..analyses.projection import near_tie_note, parse_modes
+    from ..viz import analysis_figures as figures
+    from .output import write_output
     modes = parse_modes(mode)
     entries = list_images(images)
     paths = [p for p, _ in entries]
@@ -78,6 +80,8 @@ def run_top9(net, images: str, out: str, pre, layers=None, k: int = 9, maps: int
 
 
 def _labels(net, labels: str | None, class_output: str | None, pre):
+    from ..analyses.heads import require_class_head
+    from ..labels import resolve_labels
     head = require_class_head(net, class_output)
     return head, resolve_labels(labels, head.classes, pre.channels)
 
@@ -85,6 +89,10 @@ def _labels(net, labels: str | None, class_output: str | None, pre):
 def run_occlusion(net, image: str, out: str, pre, layer: str | None = None, label: int | None = None,
                   size: int = 0, stride: int = 0, labels: str | None = None, show_progress: bool = True,
                   class_output: str | None = None) -> str:
+    from ..analyses import occlusion
+    from ..analyses.common import default_layers, shown_key
+    from ..viz import analysis_figures as figures
+    from .output import write_output
     layer = layer or default_layers(net)[-1]
     key = shown_key(net, layer)
     head, names = _labels(net, labels, class_output, pre)
@@ -102,6 +110,12 @@ def run_occlusion_scan(net, images: str, out: str, pre, layer: str | None = None
     """Occlusion of every image of a folder or list (a list's labels are the classes
     followed; otherwise each image's top-1): maps in results.npz, the first `shown`
     drawn, a table of every image."""
+    import numpy as np
+
+    from ..analyses import occlusion
+    from ..analyses.common import default_layers, list_images, shown_key
+    from ..viz import analysis_figures as figures
+    from .output import write_output
     layer = layer or default_layers(net)[-1]
     key = shown_key(net, layer)
     head, names = _labels(net, labels, class_output, pre)
@@ -126,7 +140,11 @@ def run_occlusion_scan(net, images: str, out: str, pre, layer: str | None = None
 
 def run_evolution(prototxt: str, snapshots: list[str], images: str, out: str, pre_for, layer: str | None = None,
                   maps: int = 8, show_progress: bool = True, **net_kw) -> str:
+    from ..analyses import evolution
+    from ..analyses.common import default_layers, list_images
     from ..net import Net
+    from ..viz import analysis_figures as figures
+    from .output import write_output
     files = evolution.snapshot_list(snapshots)
     paths = [p for p, _ in list_images(images)]
     if layer is None:
@@ -142,6 +160,8 @@ def run_evolution(prototxt: str, snapshots: list[str], images: str, out: str, pr
 
 def invariance_layers(net, class_output: str | None = None) -> list[str]:
     """The first convolution and the input of the classifier's last layer."""
+    from ..analyses.common import default_layers, shown_key
+    from ..analyses.heads import require_class_head
     first = shown_key(net, default_layers(net)[0])
     head = net.graph.producer(require_class_head(net, class_output).key)
     while head.type == "Softmax" and head.bottoms:
@@ -151,6 +171,10 @@ def invariance_layers(net, class_output: str | None = None) -> list[str]:
 
 def run_invariance(net, image: str, out: str, pre, layers=None, label: int | None = None,
                    labels: str | None = None, class_output: str | None = None) -> str:
+    from ..analyses import invariance
+    from ..analyses.common import shown_key
+    from ..viz import analysis_figures as figures
+    from .output import write_output
     keys = [shown_key(net, n) for n in layers] if layers else invariance_layers(net, class_output)
     head, names = _labels(net, labels, class_output, pre)
     r = invariance.run(net, image, pre, keys, label, class_output=class_output)
@@ -200,6 +224,10 @@ def load_parts(parts_path: str | None, paths: list[str], pre) -> dict[str, list]
 
 
 def run_correspondence(net, images: str, out: str, pre, parts_path: str | None = None, layers=None) -> str:
+    from ..analyses import correspondence
+    from ..analyses.common import default_layers, list_images, shown_key
+    from ..viz import analysis_figures as figures
+    from .output import write_output
     paths = [p for p, _ in list_images(images)]
     if len(paths) < 2:
         raise ZfcaffeError(f"{images}: correspondence needs at least 2 images")

@@ -1,23 +1,30 @@
 """Recipes for whole datasets: feature codes (Parquet shards), their t-SNE map, and
-linear probes of every layer, with their verbs."""
+linear probes of every layer, with their verbs.
+
+Declaring the verbs imports nothing heavy: each recipe imports the analyses, NumPy and
+the figures when it runs, so the command line starts at once."""
 from __future__ import annotations
 
 import csv
 import io
 import os
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ..analyses import embedding, features
-from ..analyses.common import default_layers, folder_classes, list_images, shown_key
-from ..analyses.probe import probe
-from ..atomic import atomic_file
 from ..errors import ZfcaffeError
 from ..verbs import int_between, layer_list, positive_int, verb
-from .output import write_output
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..analyses import features
+
+#: zfcaffe.analyses.features.POOLS, named here so that building the command line does not
+#: import the analysis (tests/test_cli.py checks that the two agree)
+POOLS = ("max", "mean", "none")
 
 
 def write_csv(path: str, header: list[str], rows: list[list]) -> None:
+    from ..atomic import atomic_file
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(header)
@@ -28,11 +35,14 @@ def write_csv(path: str, header: list[str], rows: list[list]) -> None:
 
 def feature_layers(net) -> list[str]:
     """Default layers: convolutions across the depth, then every InnerProduct."""
+    from ..analyses.common import default_layers
     return default_layers(net) + [l.name for l in net.layers if l.type == "InnerProduct"]
 
 
 def run_features(net, images: str, out: str, pre, layers: list[str] | None = None, pool: str = "max",
                  batch: int = 16, engine=None, show_progress: bool = True) -> dict:
+    from ..analyses import features
+    from ..analyses.common import folder_classes, list_images, shown_key
     entries = list_images(images)
     entries, classes = folder_classes(images, entries)
     layers = layers or feature_layers(net)
@@ -45,6 +55,9 @@ def run_features(net, images: str, out: str, pre, layers: list[str] | None = Non
 def labels_for(feats: "features.Features", labels: str | None) -> np.ndarray:
     """Each image's label: from a list file ('path label' lines; matched by path, else
     by file name), else those stored with the features (-1: none)."""
+    import numpy as np
+
+    from ..analyses.common import list_images
     if not labels:
         return feats.labels
     by_path, by_name = {}, {}
@@ -66,6 +79,8 @@ def labels_for(feats: "features.Features", labels: str | None) -> np.ndarray:
 
 def run_tsne(folder: str, out: str, layer: str | None = None, labels: str | None = None,
              perplexity: float = 30.0, max_points: int = 20000, seed: int = 0) -> str:
+    from ..analyses import embedding, features
+    from ..atomic import atomic_file
     from ..viz.dataset_figures import tsne_figure
     feats = features.read(folder, layer)
     classes = None if labels else feats.classes
@@ -86,7 +101,12 @@ def run_tsne(folder: str, out: str, layer: str | None = None, labels: str | None
 
 def run_probe(folder: str, out: str, labels: str | None = None, layers: list[str] | None = None,
               folds: int = 5, seed: int = 0) -> str:
+    import numpy as np
+
+    from ..analyses import features
+    from ..analyses.probe import probe
     from ..viz.dataset_figures import probe_figure
+    from .output import write_output
     names = layers or features.layer_names(folder)
     results, lab = [], None
     for name in names:
@@ -122,7 +142,7 @@ def _features_arguments(p) -> None:
                                                    "('path [label]' per line)")
     p.add_argument("--layers", help="comma-separated layers (default: four convolutions across the depth and "
                                     "every InnerProduct)")
-    p.add_argument("--pool", choices=features.POOLS, default="max",
+    p.add_argument("--pool", choices=POOLS, default="max",
                    help="spatial maps to one value per channel: max (default) or mean; none keeps them whole")
     p.add_argument("--batch", type=positive_int, default=16, help="images per forward pass (default 16)")
 
@@ -130,6 +150,7 @@ def _features_arguments(p) -> None:
 @verb("features", "feature codes of chosen layers for every image, as Parquet shards (resumable)",
       ("net", "preprocess", "engine", "output:features"), _features_arguments)
 def features_verb(ctx, args) -> str:
+    from ..analyses import features
     m = run_features(ctx.net, args.images, args.output, ctx.pre, layer_list(args), args.pool, args.batch, ctx.engine,
                      show_progress=ctx.progress)
     shown = ", ".join(f"{e['name']} ({e['size']})" for e in m["layers"])

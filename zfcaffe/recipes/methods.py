@@ -1,19 +1,14 @@
 """The survey's methods as verbs: each runs its method (zfcaffe.methods), draws its
-figure and writes PNGs, results.npz and index.html into its folder, atomically."""
+figure and writes PNGs, results.npz and index.html into its folder, atomically.
+
+Declaring the verbs imports nothing heavy: each verb imports its method, NumPy and the
+figures when it runs, so the command line starts at once."""
 from __future__ import annotations
 
 import os
 
-import numpy as np
-
-from ..analyses.heads import class_head, require_class_head
 from ..errors import ZfcaffeError
-from ..labels import resolve_labels
-from ..methods import classviz, dream, fool, gradcam, invert, saliency
-from ..analyses.projection import parse_modes
 from ..verbs import int_between, non_negative_int, positive_int, verb
-from ..viz import method_figures as figures
-from .output import write_output
 
 
 def _title(net, what: str) -> str:
@@ -35,11 +30,14 @@ def _intro(net, pre, head=None, names=None) -> list[str]:
 
 
 def _image(ctx, path: str):
+    import numpy as np
     x, shown = ctx.pre.prepare(path)
     return x, shown if shown.shape[2] == 3 else np.repeat(shown, 3, axis=2)
 
 
 def _head(ctx, args, required: bool = True):
+    from ..analyses.heads import class_head, require_class_head
+    from ..labels import resolve_labels
     head = (require_class_head if required else class_head)(ctx.net, args.class_output)
     names = resolve_labels(args.labels, head.classes, ctx.pre.channels) if head else None
     return head, names
@@ -60,6 +58,9 @@ def _gradcam_arguments(p) -> None:
 @verb("gradcam", "Grad-CAM, CAM and guided Grad-CAM of one image, overlaid on it",
       ("net", "preprocess", "head", "output:gradcam"), _gradcam_arguments)
 def gradcam_verb(ctx, args) -> str:
+    from ..methods import gradcam
+    from ..viz import method_figures as figures
+    from .output import write_output
     head, names = _head(ctx, args)
     x, shown = _image(ctx, args.image)
     r = gradcam.gradcam(ctx.net, x[None], head, args.label, args.layer, args.method, not args.no_guided,
@@ -80,6 +81,10 @@ def _saliency_arguments(p) -> None:
 @verb("saliency", "the class score's gradient at the input: backprop, guided backprop, deconvnet (+ SmoothGrad)",
       ("net", "preprocess", "head", "mode:backprop,guided", "output:saliency"), _saliency_arguments)
 def saliency_verb(ctx, args) -> str:
+    from ..analyses.projection import parse_modes
+    from ..methods import saliency
+    from ..viz import method_figures as figures
+    from .output import write_output
     head, names = _head(ctx, args)
     x, shown = _image(ctx, args.image)
     results = [saliency.saliency(ctx.net, x[None], head, args.label, m, args.smooth) for m in parse_modes(args.mode)]
@@ -127,6 +132,9 @@ def _classviz_arguments(p) -> None:
 @verb("classviz", "feature visualisation by optimisation (Lucid's recipe) and class models (a class, channel or unit)",
       ("net", "preprocess", "head", "output:classviz"), _classviz_arguments)
 def classviz_verb(ctx, args) -> str:
+    from ..methods import classviz
+    from ..viz import method_figures as figures
+    from .output import write_output
     head, names = _head(ctx, args, required=args.layer is None)
     steps = args.steps or (256 if classviz.recipe_for(ctx.pre, args.param) == "fourier" else 200)
     thresholds = tuple(sorted({max(1, steps // 4), max(1, steps // 2)}))
@@ -157,6 +165,9 @@ def _dream_arguments(p) -> None:
 @verb("dream", "DeepDream on a photo: a layer's L2, octaves, jitter, normalised steps",
       ("net", "preprocess", "output:dream"), _dream_arguments)
 def dream_verb(ctx, args) -> str:
+    from ..methods import dream
+    from ..viz import method_figures as figures
+    from .output import write_output
     from ..analyses.common import default_layers
     layer = args.layer or default_layers(ctx.net)[-2 if len(default_layers(ctx.net)) > 1 else -1]
     x, shown = _image(ctx, args.image)
@@ -183,6 +194,9 @@ def _invert_arguments(p) -> None:
 @verb("invert", "feature inversion: reconstruct an image from its code at a layer (Mahendran & Vedaldi)",
       ("net", "preprocess", "output:invert"), _invert_arguments)
 def invert_verb(ctx, args) -> str:
+    from ..methods import invert
+    from ..viz import method_figures as figures
+    from .output import write_output
     from ..analyses.common import default_layers
     layer = args.layer or default_layers(ctx.net)[-1]
     x, shown = _image(ctx, args.image)
@@ -209,6 +223,9 @@ def _fool_arguments(p) -> None:
 @verb("fool", "fooling images: the smallest perturbation found that makes the net say --target, or from noise",
       ("net", "preprocess", "head", "output:fool"), _fool_arguments)
 def fool_verb(ctx, args) -> str:
+    from ..methods import fool
+    from ..viz import method_figures as figures
+    from .output import write_output
     head, names = _head(ctx, args)
     x, shown = _image(ctx, args.image) if args.image else (None, None)
     r = fool.fool(ctx.net, ctx.pre, head, x, args.target, args.confidence, args.steps, args.seed)

@@ -7,29 +7,29 @@ the layer's activations as tiles; the filters of the conv layers; the most proba
 classes when the net has a class output, and a picture of every other output.
 PNG files, their arrays (results.npz) and one self-contained index.html, written
 atomically.
+
+Declaring the verb imports nothing heavy: the recipe imports NumPy, the analyses and
+the figures when it runs, so the command line starts at once.
 """
 from __future__ import annotations
 
 import datetime
 import os
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ..analyses.common import default_layers, progress as progress_bar, safe_name, shown_key, strongest_units
-from ..analyses.heads import class_head, summarize_outputs, top_classes
-from ..analyses.projection import near_tie_note, parse_modes, project_tiles
-from ..atomic import atomic_dir
-from ..inspect import summarize
-from ..labels import resolve_labels
-from ..preprocess import Preprocess, for_net
-from ..viz import activation_tiles, filter_tiles
-from ..viz.figures import image_grid, output_figure, png_bytes_of_array, predictions_figure, vector_figure
 from ..verbs import layer_list, positive_int, verb
-from ..viz.report import Report
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..preprocess import Preprocess
 
 
 def strongest(act: np.ndarray, n: int) -> list[tuple[tuple, float]]:
     """The n strongest units of one item's activation: ((0, c, y, x) or (0, c), value)."""
+    import numpy as np
+
+    from ..analyses.common import strongest_units
     if act.ndim == 3:
         return [((0, c, y, x), v) for c, y, x, v in strongest_units(act, n)]
     flat = act.reshape(-1)
@@ -42,7 +42,19 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
               labels: str | None = None, class_output: str | None = None, progress: bool = True) -> str:
     """Write the figures, results.npz and index.html into out_dir; returns the index path.
     `labels`: a file, 'imagenet', 'cifar10', 'a,b,c' or None (automatic, see zfcaffe.labels)."""
+    import numpy as np
+
+    from ..analyses.common import default_layers, progress as progress_bar, safe_name, shown_key
+    from ..analyses.heads import class_head, top_classes
+    from ..analyses.projection import near_tie_note, parse_modes, project_tiles
+    from ..atomic import atomic_dir
+    from ..inspect import summarize
+    from ..labels import resolve_labels
+    from ..preprocess import for_net
     from ..runtime.session import device_line
+    from ..viz import activation_tiles, filter_tiles
+    from ..viz.figures import image_grid, png_bytes_of_array, predictions_figure, vector_figure
+    from ..viz.report import Report
 
     modes = parse_modes(mode)
     layers = layers or default_layers(net)
@@ -154,6 +166,9 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
 def _outputs_section(report, figure, net, head, names, stem: str) -> None:
     """Every output of the net: its statistics, and a picture of those that are not
     the class scores (an image, maps, a segmentation, a vector)."""
+    from ..analyses.common import safe_name
+    from ..analyses.heads import summarize_outputs
+    from ..viz.figures import output_figure
     summaries = summarize_outputs(net, net.layer_outputs, head)
     report.table(["output", "shape", "what", "min", "max", "mean", "std"],
                  [[o.blob, "x".join(map(str, o.shape)), o.kind] + [f"{o.stats.get(s, 0):.4g}" for s in
