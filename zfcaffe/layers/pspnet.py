@@ -85,6 +85,23 @@ class PSPNetBN(Layer):
     def _per_channel(self, v):
         return np.asarray(v, np.float32).reshape((-1,) + (1,) * (len(self.in_shapes[0]) - 2))
 
+    def backward(self, ctx, top_diffs):
+        """bn_layer.cpp Backward_cpu, in every mode. Frozen: dy * (slope * (var + eps)^-1/2),
+        the adjoint of the forward. Not frozen: the batch-statistics formula
+        inv_std * (g - mean(g) - x_hat * mean(x_hat * g)), g = slope * dy, means over N, H, W,
+        with x_hat and inv_std those of the forward pass (the moving statistics in TEST
+        phase): there it is not the gradient of the forward, which is affine per channel,
+        and it couples the items of the batch (batch_backward.py)."""
+        dy = top_diffs[0]
+        mean, inv_std, gamma, _ = self.affine()
+        if self.frozen:
+            return [dy * self._per_channel((gamma * inv_std).astype(np.float32))]
+        from .batch_backward import batch_span, batch_stat_backward
+        span = batch_span(self, ctx)
+        x = np.asarray(ctx.data(self.bottoms[0]), np.float32)
+        x_hat = (x - self._per_channel(mean)) * self._per_channel(inv_std)
+        return [batch_stat_backward(dy, x_hat, gamma, inv_std, span)]
+
     def emit(self, e, ins, outs):
         mean, inv_std, gamma, beta = self.affine()
         pc = self._per_channel
@@ -116,6 +133,17 @@ def interp_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     lam0 = (np.float32(1) - lam1).astype(np.float32)
     i1 = i0 + (i0 < n_in - 1)
     return i0, i1, lam0, lam1
+
+
+def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """The (n_out, n_in) matrix of one axis of the forward interpolation (float64 of its
+    float32 weights); a tap whose two indices coincide gets both weights."""
+    i0, i1, l0, l1 = interp_taps(n_in, n_out)
+    m = np.zeros((n_out, n_in))
+    o = np.arange(n_out)
+    np.add.at(m, (o, i0), l0.astype(np.float64))
+    np.add.at(m, (o, i1), l1.astype(np.float64))
+    return m
 
 
 @register("Interp")
@@ -196,6 +224,25 @@ class Interp(Layer):
                 "shrink_zoom": f"shrink {self.shrink} zoom {self.zoom}"}[self.mode]
         crop = f" crop {-self.pad_beg}/{-self.pad_end}" if self.pad_beg or self.pad_end else ""
         return what + crop
+
+    def backward(self, ctx, top_diffs):
+        """The exact adjoint of the forward, in every mode (the fork's
+        caffe_cpu_interp2_backward): each output diff scattered to its four taps with
+        their weights; the rows and columns the crop removed get zero."""
+        dy = np.asarray(top_diffs[0], np.float32)
+        rows, c = dy.shape[:2]
+        _, _, h, w = self.in_shapes[0]
+        h_in, w_in = self.eff
+        h_out, w_out = dy.shape[2:]
+        if (h_in, w_in) == (h_out, w_out):
+            crop = dy
+        else:
+            a_h, a_w = interp_matrix(h_in, h_out), interp_matrix(w_in, w_out)
+            crop = a_h.T @ dy.astype(np.float64) @ a_w          # (rows, C, h_in, w_in)
+        out = np.zeros((rows, c, h, w), np.float32)
+        b = -self.pad_beg
+        out[:, :, b:b + h_in, b:b + w_in] = crop
+        return [out]
 
     def forward_numpy(self, x: np.ndarray) -> np.ndarray:
         """The fork's arithmetic in NumPy float32 (for checks)."""

@@ -68,6 +68,28 @@ class SegNetBN(Layer):
     def summary(self):
         return BN_MODE.Name(self.mode) + (" (batch statistics)" if self.mode == BN_MODE.LEARN else "")
 
+    def backward(self, ctx, top_diffs):
+        """bn_layer.cpp Backward_cpu, in every mode. INFERENCE: dy * scale. LEARN: the full
+        batch-norm gradient through the batch statistics, dx = (g - mean(g) - x_hat *
+        mean(x_hat * g)) / sqrt(var + 1e-9), g = scale * dy, means over N, H, W: the items
+        of the batch are coupled (batch_backward.py). The mean and variance tops carry no
+        signal (the fork's backward ignores their diffs)."""
+        dy = top_diffs[0]
+        if dy is None:
+            return [None]
+        scale = np.asarray(self.blobs[0], np.float32).reshape(-1)
+        if self.mode == BN_MODE.INFERENCE:
+            return [dy * scale.reshape(1, -1, 1, 1)]
+        from .batch_backward import batch_span, batch_stat_backward
+        span = batch_span(self, ctx)
+        x = np.asarray(ctx.full(self.bottoms[0]), np.float32)
+        # the forward's statistics, in its float32 steps: E[x] and E[x^2] over N, H, W, var = E[x^2] - E[x]^2
+        mean = x.mean(axis=(2, 3), dtype=np.float32).mean(axis=0, dtype=np.float32)
+        ex2 = (x * x).mean(axis=(2, 3), dtype=np.float32).mean(axis=0, dtype=np.float32)
+        std = np.sqrt(ex2 - mean * mean + SEGNET_BN_EPS).astype(np.float32)
+        x_hat = (x - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1)
+        return [batch_stat_backward(dy, x_hat[ctx.items], scale, 1.0 / std.astype(np.float64), span)]
+
     def emit(self, e, ins, outs):
         x = ins[0]
         scale, shift = e.weight(self, 0), e.weight(self, 1)
@@ -171,6 +193,21 @@ class SegNetUpsample(Layer):
     def forward(self, inputs):
         """Caffe's loop in NumPy (the reference the ONNX form is tested against)."""
         return [upsample_reference(inputs[0], inputs[1], self.out_shapes[0][2:], self)]
+
+    def backward_reads(self):
+        return [self.bottoms[1]]   # the mask
+
+    def backward(self, ctx, top_diffs):
+        """upsample_layer.cpp Backward_cpu, in every mode: the gather dbottom[i] =
+        dtop[mask[i]]. Where overlapping pooling windows put one index in the mask twice,
+        every duplicate receives the diff (not the adjoint of the forward, in which the
+        later write wins). The mask input gets no signal."""
+        dy = top_diffs[0]
+        rows, c, oh, ow = dy.shape
+        mask = np.asarray(ctx.data(self.bottoms[1]))
+        idx = mask.reshape(rows, c, -1).astype(np.int64)
+        dx = np.take_along_axis(np.ascontiguousarray(dy).reshape(rows, c, oh * ow), idx, axis=2)
+        return [dx.reshape(mask.shape).astype(np.float32), None]
 
     def emit(self, e, ins, outs):
         x, mask = ins
