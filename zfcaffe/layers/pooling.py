@@ -115,6 +115,8 @@ class Pooling(Layer):
     # -- backward ---------------------------------------------------------------
     def backward(self, ctx, top_diffs):
         from ..kernels import ave_unpool_add, mark_near_ties, max_unpool_add  # Numba loads lazily
+        if top_diffs[0] is None:     # only the mask top has a diff: an index map carries no gradient
+            return [None]
         top = np.ascontiguousarray(top_diffs[0], np.float32)
         rows, c, oh, ow = top.shape
         _, _, h, w = self.in_shapes[0]
