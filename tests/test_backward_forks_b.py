@@ -152,6 +152,8 @@ def test_upsample_gather_with_duplicate_indices_and_the_mask_gets_nothing(build)
         expect = np.take_along_axis(d.reshape(6, -1), flat, axis=1).reshape(mask.shape)
         assert np.array_equal(got["pool#0"], expect)
         assert "pool#1" not in got                                 # the mask input gets no signal
+    # a seed on the mask top itself (an index map): no signal anywhere
+    assert list(net.backward({"pool#1": np.ones(mask.shape, F32)})) == ["pool#1"]
 
 
 # -- PSPNet BN and Interp ---------------------------------------------------------------------------
