@@ -27,6 +27,7 @@ VERB_MODULES = (
     "zfcaffe.recipes.methods",
     "zfcaffe.recipes.datasets",
     "zfcaffe.serve",
+    "zfcaffe.compare.verb",
 )
 
 #: zfcaffe.scan.ENGINES, named here so that building the parser does not import the scans

@@ -6,6 +6,12 @@ or real pycaffe in another Python) on the same array, matches their values layer
 layer and names the first layer that diverges, with the usual causes tested."""
 from __future__ import annotations
 
-from .core import Report, Row, compare, side_for
-
 __all__ = ["Report", "Row", "compare", "side_for"]
+
+
+def __getattr__(name: str):
+    # the verb's module sits in this package: declaring it must not load NumPy and the sides
+    if name in __all__:
+        from . import core
+        return getattr(core, name)
+    raise AttributeError(name)

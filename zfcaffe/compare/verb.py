@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import os
 import sys
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import ZfcaffeError
 from ..verbs import verb
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _arguments(p) -> None:
@@ -27,6 +29,8 @@ def _arguments(p) -> None:
 
 
 def _input(ctx, args, side) -> tuple[dict, np.ndarray | None]:
+    import numpy as np
+
     net = ctx.net
     name = net.inputs[0]
     if args.input:
@@ -55,6 +59,8 @@ def _input(ctx, args, side) -> tuple[dict, np.ndarray | None]:
                  "a pycaffe dump, pycaffe): where it stops agreeing with Caffe, and why",
       ("net", "preprocess", "output"), _arguments)
 def cmd_compare(ctx, args) -> int:
+    import numpy as np
+
     from . import compare, side_for
     if args.tol < 0 or not np.isfinite(args.tol):
         raise ZfcaffeError(f"--tol {args.tol}: expected a finite number >= 0")
