@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import io
+import math
 import os
 import pathlib
 import random
@@ -178,8 +179,9 @@ class Corpus:
         return [verb, net, weights, *options, "-o", out] if verb != "run" else [verb, net, weights, *options]
 
 
-def start_case(argv: list[str], memory: int) -> tuple[int, int]:
-    """Fork a child running `zfcaffe ARGV`; (pid, read end of its report pipe)."""
+def start_case(argv: list[str], memory: int, cpu: float = 0) -> tuple[int, int]:
+    """Fork a child running `zfcaffe ARGV` under a memory cap and (cpu > 0) a cap on its
+    CPU seconds, SIGXCPU past it; (pid, read end of its report pipe)."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:                                          # the child
@@ -187,6 +189,8 @@ def start_case(argv: list[str], memory: int) -> tuple[int, int]:
         code, detail = 3, ""
         try:
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+            if cpu > 0:
+                resource.setrlimit(resource.RLIMIT_CPU, (math.ceil(cpu), math.ceil(cpu) + 5))
             sys.stdout = sys.stderr = buf = io.StringIO()
             from zfcaffe.cli import main
             code = main(argv)
@@ -212,6 +216,8 @@ def finish_case(pid: int, read: int, status: int | None) -> tuple[str, str]:
         return "hang", "over the timeout"
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
+        if sig == signal.SIGXCPU:
+            return "hang", "over the CPU time limit"
         return ("memory" if sig == signal.SIGKILL else "crash"), f"signal {sig}"
     return {0: "ran", 2: "project error", 3: "foreign", 4: "memory"}.get(os.WEXITSTATUS(status), "crash"), detail
 
@@ -249,7 +255,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--timeout", type=float, default=20.0)
+    ap.add_argument("--timeout", type=float, default=20.0,
+                    help="seconds of CPU time a case may take (a busy machine's wall clock is no measure); "
+                         "it is also killed after 4x this on the wall clock")
     ap.add_argument("--memory-gb", type=float, default=4.0)
     ap.add_argument("--keep", default="fuzz-findings", help="folder for the cases that were not ran/project error")
     ap.add_argument("--jobs", type=int, default=2, help="children at once")
@@ -272,7 +280,7 @@ def main():
             i, argv, folder, read, _ = running.pop(pid)
             outcome, detail = finish_case(pid, read, status)
             if outcome == "hang":
-                detail = f"over {args.timeout} s"
+                detail = f"over {args.timeout} s of CPU time, or {4 * args.timeout} s on the wall clock"
             counts[outcome] += 1
             if outcome not in ("ran", "project error"):
                 keep = findings / f"{i:05d}-{outcome.replace(' ', '-')}"
@@ -289,7 +297,7 @@ def main():
                     done, status = os.waitpid(pid, os.WNOHANG)
                     if done:
                         settle(pid, status)
-                    elif time.monotonic() - began > args.timeout:
+                    elif time.monotonic() - began > 4 * args.timeout:
                         os.kill(pid, signal.SIGKILL)
                         os.waitpid(pid, 0)
                         settle(pid, None)
@@ -297,14 +305,14 @@ def main():
             folder = pathlib.Path(tmp) / f"case{i}"
             folder.mkdir()
             argv = corpus.case(rng, folder)
-            pid, read = start_case(argv, memory)
+            pid, read = start_case(argv, memory, args.timeout)
             running[pid] = (i, argv, folder, read, time.monotonic())
         while running:
             for pid, (*_, began) in list(running.items()):
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
                     settle(pid, status)
-                elif time.monotonic() - began > args.timeout:
+                elif time.monotonic() - began > 4 * args.timeout:
                     os.kill(pid, signal.SIGKILL)
                     os.waitpid(pid, 0)
                     settle(pid, None)
