@@ -16,7 +16,7 @@ import pytest
 import zfcaffe
 from conftest import fork_case, layer_text as layer
 from zfcaffe.errors import ZfcaffeError
-from zfcaffe.layers.ssd_detection import libstdcxx_sort_desc
+from zfcaffe.stdsort import std_sort_order
 
 FLT_MAX = float(np.finfo(np.float32).max)
 F32 = lambda v: float(np.float32(v))   # noqa: E731  (the fork's float parameters)
@@ -27,7 +27,7 @@ def ref_detection_output(p: dict, loc, conf, prior):
     """detection_output_layer.cpp Forward_cpu with bbox_util.cpp's GetLocPredictions,
     GetConfidenceScores, GetPriorBBoxes, DecodeBBox, GetMaxScoreIndex (std::stable_sort),
     ApplyNMSFast, JaccardOverlap and BBoxSize, loop by loop, in float64; keep_top_k's
-    std::sort is libstdcxx_sort_desc (held to g++ below)."""
+    std::sort is std_sort_order (held to g++ below)."""
     C = p["num_classes"]
     share = p.get("share_location", True)
     L = 1 if share else C
@@ -98,7 +98,7 @@ def ref_detection_output(p: dict, loc, conf, prior):
         if -1 < keep_top_k < num_det:
             pairs = [(cf[i, q, c], c, q) for c in sorted(indices) for q in indices[c]]
             new = {}
-            for j in libstdcxx_sort_desc([s for s, _, _ in pairs])[:keep_top_k]:
+            for j in std_sort_order(np.array([s for s, _, _ in pairs]))[:keep_top_k]:
                 new.setdefault(pairs[j][1], []).append(pairs[j][2])
             indices = new
         for c in sorted(indices):
@@ -216,7 +216,7 @@ def test_ties_follow_std_sort(build):
 
 
 def test_std_sort_emulation_matches_gcc(tmp_path):
-    """libstdcxx_sort_desc is the permutation g++'s std::sort applies with the fork's comparator
+    """std_sort_order is the permutation g++'s std::sort applies with the fork's comparator
     (pair<float, pair<int,int>>, SortScorePairDescend), ties and all."""
     if shutil.which("g++") is None:
         pytest.skip("g++ is not installed")
@@ -242,7 +242,7 @@ int main() { int n; while (scanf("%d", &n) == 1) { std::vector<P> v(n);
     text = "".join(f"{len(a)} " + " ".join(repr(float(x)) for x in a) + "\n" for a in arrays)
     lines = subprocess.run([str(exe)], input=text, capture_output=True, text=True, check=True).stdout.splitlines()
     for a, line in zip(arrays, lines):
-        assert libstdcxx_sort_desc(a) == [int(t) for t in line.split()], len(a)
+        assert std_sort_order(np.asarray(a)).tolist() == [int(t) for t in line.split()], len(a)
 
 
 # -- refusals ------------------------------------------------------------------------------------

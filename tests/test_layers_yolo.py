@@ -16,7 +16,7 @@ import pytest
 
 import zfcaffe
 from zfcaffe.errors import ZfcaffeError
-from zfcaffe.layers.yolo import std_sort_order
+from zfcaffe.stdsort import std_sort_order
 
 from conftest import layer_text, rel_err
 

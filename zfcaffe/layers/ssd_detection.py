@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import caffe_pb2
+from ..stdsort import std_sort_order
 from .base import Layer, register
 
 CodeType = caffe_pb2.PriorBoxParameter
@@ -25,122 +26,6 @@ def _legacy(shape, i: int) -> int:
 
 
 # -- the fork's std::sort, for tied scores -------------------------------------------------
-def libstdcxx_sort_desc(scores) -> list[int]:
-    """The permutation that GCC libstdc++'s `std::sort(first, last, comp)` with
-    `comp(a, b) = a.first > b.first` (SortScorePairDescend) applies: introsort with a
-    median-of-three pivot moved to the front, an unguarded partition, heapsort once the
-    depth limit 2*floor(log2 n) is spent, and a final insertion sort (runs of 16). Equal
-    scores end up in the order this algorithm leaves them, which is what the fork's
-    keep_top_k does with ties."""
-    v = [(float(s), i) for i, s in enumerate(scores)]
-    n = len(v)
-    if n < 2:
-        return [i for _, i in v]
-
-    def comp(a, b):
-        return a[0] > b[0]
-
-    def adjust_heap(first, hole, length, value):
-        top = second = hole
-        while second < (length - 1) // 2:
-            second = 2 * (second + 1)
-            if comp(v[first + second], v[first + second - 1]):
-                second -= 1
-            v[first + hole] = v[first + second]
-            hole = second
-        if length % 2 == 0 and second == (length - 2) // 2:
-            second = 2 * (second + 1)
-            v[first + hole] = v[first + second - 1]
-            hole = second - 1
-        parent = (hole - 1) // 2
-        while hole > top and comp(v[first + parent], value):
-            v[first + hole] = v[first + parent]
-            hole = parent
-            parent = (hole - 1) // 2
-        v[first + hole] = value
-
-    def heap_sort(first, last):          # std::partial_sort(first, last, last)
-        length = last - first
-        if length >= 2:
-            parent = (length - 2) // 2
-            while True:
-                adjust_heap(first, parent, length, v[first + parent])
-                if parent == 0:
-                    break
-                parent -= 1
-        while last - first > 1:
-            last -= 1
-            value = v[last]
-            v[last] = v[first]
-            adjust_heap(first, 0, last - first, value)
-
-    def swap(i, j):
-        v[i], v[j] = v[j], v[i]
-
-    def median_to_first(result, a, b, c):
-        if comp(v[a], v[b]):
-            if comp(v[b], v[c]):
-                swap(result, b)
-            elif comp(v[a], v[c]):
-                swap(result, c)
-            else:
-                swap(result, a)
-        elif comp(v[a], v[c]):
-            swap(result, a)
-        elif comp(v[b], v[c]):
-            swap(result, c)
-        else:
-            swap(result, b)
-
-    def partition(first, last, pivot):
-        while True:
-            while comp(v[first], v[pivot]):
-                first += 1
-            last -= 1
-            while comp(v[pivot], v[last]):
-                last -= 1
-            if not first < last:
-                return first
-            swap(first, last)
-            first += 1
-
-    def introsort(first, last, depth):
-        while last - first > 16:
-            if depth == 0:
-                heap_sort(first, last)
-                return
-            depth -= 1
-            median_to_first(first, first + 1, first + (last - first) // 2, last - 1)
-            cut = partition(first + 1, last, first)
-            introsort(cut, last, depth)
-            last = cut
-
-    def linear_insert(last):
-        val, nxt = v[last], last - 1
-        while comp(val, v[nxt]):
-            v[last] = v[nxt]
-            last, nxt = nxt, nxt - 1
-        v[last] = val
-
-    def insertion_sort(first, last):
-        for i in range(first + 1, last):
-            if comp(v[i], v[first]):
-                val = v[i]
-                v[first + 1:i + 1] = v[first:i]
-                v[first] = val
-            else:
-                linear_insert(i)
-
-    introsort(0, n, 2 * (n.bit_length() - 1))
-    if n > 16:
-        insertion_sort(0, 16)
-        for i in range(16, n):
-            linear_insert(i)
-    else:
-        insertion_sort(0, n)
-    return [i for _, i in v]
-
-
 def _keep_best(scores: np.ndarray, labels: np.ndarray, keep: int) -> np.ndarray:
     """The fork's keep_top_k: std::sort by score, descending, the first `keep`. A NumPy
     sort gives the same unless tied scores straddle the cut or two tied rows of one label
@@ -150,7 +35,7 @@ def _keep_best(scores: np.ndarray, labels: np.ndarray, keep: int) -> np.ndarray:
     straddle = keep < len(s) and s[keep] == s[keep - 1]
     pairs = np.stack([scores[best], labels[best]], 1)
     if straddle or len(np.unique(pairs, axis=0)) < len(pairs):
-        return np.asarray(libstdcxx_sort_desc(scores), dtype=np.int64)[:keep]
+        return std_sort_order(scores)[:keep]
     return best
 
 
