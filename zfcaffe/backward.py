@@ -43,7 +43,11 @@ class BackwardContext:
         one: an elementwise bound propagated from float32's rounding, computed the first
         time a backward pass after a forward pass asks."""
         from .rounding import bounds_for
-        return bounds_for(self.net, key, self.items)
+        b = bounds_for(self.net, key, self.items)
+        want = self.data(key).shape
+        if b.shape != want:      # a blob not indexed by the batch (a fork's shared map): flag every unit
+            b = np.full(want, np.inf, np.float32)
+        return b
 
     def check_decision(self, layer_name: str, x: np.ndarray, threshold: float, signal: np.ndarray,
                        bound: "np.ndarray | str") -> None:
@@ -57,7 +61,10 @@ class BackwardContext:
         from .rounding import MARGIN
 
         def flat(a):
-            return np.ascontiguousarray(np.broadcast_to(a, x.shape), np.float32).reshape(-1)
+            try:
+                return np.ascontiguousarray(np.broadcast_to(a, x.shape), np.float32).reshape(-1)
+            except ValueError:   # a bound shaped otherwise: no bound known, flag where signal passes
+                return np.full(x.size, np.inf, np.float32)
         if not np.any(signal):
             return
         if isinstance(bound, str):

@@ -93,8 +93,10 @@ class Bounds:
             net = self.net
             if self._source is None:
                 self._source = _every_blob_values(net)
-            full = net._input_data[key] if key in net.graph.inputs else self._source[key]
-            self._values[key] = np.asarray(full[self.rows], np.float32)
+            full = np.asarray(net._input_data[key] if key in net.graph.inputs else self._source[key])
+            batch = next(iter(net._input_data.values())).shape[0]
+            # a blob whose first axis is not the batch (a fork's shared map) serves whole
+            self._values[key] = (full[self.rows] if full.ndim and full.shape[0] == batch else full).astype(np.float32)
         return self._values[key]
 
     def __call__(self, key: str) -> np.ndarray:
@@ -505,9 +507,12 @@ def _layer_bounds(layer, B) -> list[np.ndarray]:
     rule = RULES.get(layer.type)
     if rule is not None:
         try:
-            return rule(layer, B)
-        except (AttributeError, TypeError, ValueError):
-            pass        # a fork's variant of the type: no rule, so every later decision is flagged
+            outs = rule(layer, B)
+            if all(np.shape(b) == B.value(t).shape for b, t in zip(outs, layer.tops)):
+                return outs
+        except Exception:  # noqa: BLE001 - a fork's variant of the type, shapes a rule does not know
+            pass
+    # no rule: every later decision is flagged (over-flagging is cheap, a missed flag is not)
     return [np.full(B.value(t).shape, np.inf, np.float32) for t in layer.tops]
 
 
