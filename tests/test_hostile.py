@@ -215,3 +215,148 @@ def test_top9_counts_beyond_the_dataset(shared, tmp_path):
     run_cli("top9", m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel", "--images", photos,
             "-k", "99999", "--batch", "99999", "--maps", "2", "--layers", "conv1", "--quiet", "-o", tmp_path / "t9")
     assert np.load(tmp_path / "t9/results.npz")["conv1/values"].shape == (32, 3)   # k = the 3 images
+
+
+# -- issue 24: the fuzzer's list, one test per item ----------------------------------------------------------
+def test_a_net_with_only_inputs_is_refused_at_load(build, tmp_path):
+    # only inputs left: ONNX Runtime refused the empty graph in its own words
+    with pytest.raises(zfcaffe.ZfcaffeError, match="no layer computes anything for phase TEST, only the input"):
+        build("", {"data": (1, 3, 8, 8)})
+    legacy = tmp_path / "legacy.prototxt"
+    legacy.write_text('input: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 8\ninput_dim: 8\n')
+    with pytest.raises(zfcaffe.ZfcaffeError, match="only the input.*expected at least one layer"):
+        zfcaffe.Net(str(legacy))
+    proto, _ = build.write(L("relu", "ReLU", "data"), {"data": (1, 3, 8, 8)})
+    with pytest.raises(zfcaffe.ZfcaffeError, match="stop_before='relu' leaves only them"):
+        zfcaffe.Net(str(proto), stop_before="relu")
+
+
+def test_fillers_are_bounded_before_allocating(build, monkeypatch):
+    import time
+
+    from zfcaffe.graph import graph
+    ip = L("ip", "InnerProduct", "data", 'inner_product_param { num_output: 10000 weight_filler { type: "gaussian" '
+                                         'std: 0.01 } }')
+    start = time.perf_counter()                 # 1.5e9 values: 5.6 GiB, under Caffe's 2^31-1 per blob
+    with pytest.raises(zfcaffe.ZfcaffeError, match=r"'ip' \(InnerProduct\): Caffe's fillers would make "
+                                                   r"1,505,290,000 parameter values \(5.61 GiB\).*over the limit of "
+                                                   r"268,435,456 filled values \(ZFCAFFE_MAX_FILL raises it\); "
+                                                   r"expected a smaller num_output \(now 10000\)"):
+        build(ip, {"data": (1, 3, 224, 224)})
+    assert time.perf_counter() - start < 5      # nothing was drawn
+    monkeypatch.setenv("ZFCAFFE_MAX_FILL", str(10**12))
+    monkeypatch.setattr(graph, "memory_available", lambda: 2**30)
+    with pytest.raises(zfcaffe.ZfcaffeError, match=r"more than the 1.00 GiB of memory available"):
+        build(ip, {"data": (1, 3, 224, 224)})
+
+
+def test_fillers_draw_in_chunks_the_same_values(monkeypatch):
+    from zfcaffe import caffe_pb2
+    from zfcaffe.graph import fillers
+    monkeypatch.setattr(fillers, "_CHUNK", 4000)
+    for f in (caffe_pb2.FillerParameter(type="gaussian", std=0.1, mean=1), caffe_pb2.FillerParameter(type="xavier"),
+              caffe_pb2.FillerParameter(type="uniform", min=-2, max=3), caffe_pb2.FillerParameter(type="msra")):
+        shape = (3 * fillers._CHUNK // 1000 + 7, 1000)          # over three chunks
+        got = fillers.fill(f, shape, np.random.default_rng(5))
+        rng = np.random.default_rng(5)
+        scale = np.sqrt(3.0 / 1000), np.sqrt(2.0 / 1000)
+        want = {"gaussian": lambda: rng.normal(f.mean, f.std, shape),      # the filler's float32 fields
+                "xavier": lambda: rng.uniform(-scale[0], scale[0], shape),
+                "uniform": lambda: rng.uniform(-2, 3, shape), "msra": lambda: rng.normal(0, scale[1], shape)}[f.type]()
+        assert got.dtype == np.float32 and np.array_equal(got, want.astype(np.float32)), f.type
+
+
+def test_a_v0_net_with_a_huge_num_output_fails_fast(shared, tmp_path):
+    import time
+    text = (shared / "models/bvlc_legacy_formats/v0/imagenet_deploy.prototxt").read_text()
+    huge = tmp_path / "v0.prototxt"
+    huge.write_text(text.replace("num_output: 4096", "num_output: 65536", 1))   # fc6: 604M values to fill
+    start = time.perf_counter()
+    with pytest.raises(zfcaffe.ZfcaffeError, match=r"'fc6' \(InnerProduct\): Caffe's fillers would make"):
+        zfcaffe.Net(str(huge))
+    assert time.perf_counter() - start < 10     # it took over 20 s drawing random numbers
+    r = run_cli("inspect", huge, check=False)  # the table needs no fillers
+    assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr
+
+
+def test_lenet_with_missing_weights_and_an_image(shared, tmp_path, capsys, monkeypatch):
+    from zfcaffe.cli import main                 # in this process: five runs, one import
+    monkeypatch.setenv("ZFCAFFE_QUIET", "1")     # what --quiet sets, restored after the test
+    m = shared / "models/lenet_mnist"
+    for proto in ("lenet.prototxt", "lenet_train_test.prototxt"):
+        for verb in ("visualize", "invariance"):
+            code = main([verb, str(m / proto), str(m / "lenet_iter_10000.caffemodel"), "--allow-missing-weights",
+                         "--image", PHOTO, "--quiet", "-o", str(tmp_path / f"{verb}-{proto}")])
+            assert code == 0, capsys.readouterr().err                  # was KeyError: 'data'
+    code = main(["invariance", str(m / "lenet.prototxt"), str(m / "lenet_iter_10000.caffemodel"), "--image", PHOTO,
+                 "--stop-before", "conv1", "--quiet", "-o", str(tmp_path / "cut")])
+    err = capsys.readouterr().err
+    assert code == 2 and "only the input(s) data (stop_before='conv1'" in err, err
+
+
+def test_part_boxes_beyond_any_image(tmp_path):
+    import json
+
+    from zfcaffe.preprocess import Preprocess
+    from zfcaffe.recipes.analyses import load_parts
+    tiny = tmp_path / "tiny.png"                # 1 pixel high: a box maps 32x taller
+    from PIL import Image
+    Image.new("RGB", (40, 1)).save(tiny)
+    pre = Preprocess(32, 32)
+    for box in ([0, 0, 1e308, 5], [0, 0, float("inf"), 5], [float("-inf"), 0, 5, 5], [0, 0, 10**30, 5],
+                [0, 0, True, 5]):
+        parts = tmp_path / "parts.json"
+        parts.write_text(json.dumps({"tiny.png": {"eye": box}}))      # json writes Infinity for inf
+        with pytest.raises(zfcaffe.ZfcaffeError, match="each a pixel coordinate within"):
+            load_parts(str(parts), [str(tiny)], pre)
+    parts.write_text(json.dumps({"tiny.png": {"eye": [0, 0, 2**31, 1]}}))
+    assert load_parts(str(parts), [str(tiny)], pre)["eye"][0][2] == 2**31 * 32 // 40
+
+
+def test_api_arguments_are_checked_at_the_edge(shared):
+    from zfcaffe.errors import ZfcaffeTypeError, ZfcaffeValueError
+    from zfcaffe.viz import vis_square
+    m = shared / "models/cifar10_quick"
+    proto = str(m / "cifar10_quick.prototxt")
+    net = zfcaffe.Net(proto, str(m / "cifar10_quick_iter_4000.caffemodel"))
+    net.forward(data=np.zeros((1, 3, 32, 32), np.float32))
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    cases = [
+        (lambda: net.project("conv1", None), ZfcaffeTypeError, r"project\(unit=None\): expected a unit index"),
+        (lambda: net.project("conv1", (0, 1.5)), ZfcaffeTypeError, r"project\(unit\[1\]=1.5\): expected an integer"),
+        (lambda: net.project(None, (0, 1)), ZfcaffeTypeError, r"project\(layer=None\)"),
+        (lambda: net.project("conv1", (0, 1), value="x"), ZfcaffeTypeError, r"project\(value='x'\)"),
+        (lambda: net.project_many("conv1", 5), ZfcaffeTypeError, r"project_many\(units=5\)"),
+        (lambda: net.project_many("conv1", [(0, 1)], values=[1, 2]), ZfcaffeValueError, "2 values for 1 units"),
+        (lambda: net.forward(data="abc"), ZfcaffeTypeError, r"forward\(data='abc'\): expected an array of numbers "
+                                                            r"shaped \[1, 3, 32, 32\], not str"),
+        (lambda: net.forward(data=np.zeros(x.shape, complex)), ZfcaffeTypeError, "complex numbers"),
+        (lambda: net.forward(data=[[1]]), ZfcaffeValueError, r"forward\(data=...\): input 'data' has shape \[1, 1\]"),
+        (lambda: net.forward(blobs=5), ZfcaffeTypeError, r"forward\(blobs=5\): expected a list of names"),
+        (lambda: net.forward(nope=x), ZfcaffeValueError, "'nope' is not an input"),
+        (lambda: zfcaffe.Net(None), ZfcaffeTypeError, r"Net\(prototxt=None\): expected a file path, not NoneType"),
+        (lambda: zfcaffe.Net(proto, input_shapes={"data": (1, 3, "x", 2)}), ZfcaffeTypeError,
+         r"Net\(input_shapes\['data'\]\[2\]='x'\): expected an integer"),
+        (lambda: zfcaffe.Net(proto, seed=-1), ZfcaffeValueError, r"Net\(seed=-1\): expected an integer >= 0"),
+        (lambda: zfcaffe.Net(proto, stages=5), ZfcaffeTypeError, r"Net\(stages=5\)"),
+        (lambda: zfcaffe.Net(proto, rounding="exact"), ZfcaffeValueError, "expected caffe or fast"),
+        (lambda: net.backward(None), ZfcaffeTypeError, r"backward\(diffs=None\): expected a dict"),
+        (lambda: net.backward({"conv1": np.zeros((1, 2))}), ZfcaffeValueError,
+         r"backward\(diffs\['conv1'\]=...\): an array of shape \[1, 2\]; expected 4 axes"),
+        (lambda: net.backward({"conv1": np.zeros((2, 32, 32, 32))}), ZfcaffeValueError,
+         "2 rows for a forward batch of 1"),
+        (lambda: net.backward({"conv1": np.zeros((1, 32, 32, 32))}, items=[5]), ZfcaffeValueError,
+         r"backward\(items\[0\]=5\): expected an integer from 0 to 0"),
+        (lambda: net.set_batch("2"), ZfcaffeTypeError, r"set_batch\(size='2'\)"),
+        (lambda: vis_square(np.zeros(5)), ZfcaffeValueError, r"vis_square\(data=...\): an array of shape \[5\]; "
+                                                             r"expected \(N, h, w\) grey or \(N, h, w, 3\) colour"),
+        (lambda: vis_square(np.zeros((0, 3, 3))), ZfcaffeValueError, "at least one"),
+        (lambda: vis_square(np.zeros((2, 3, 3)), pad=-1), ZfcaffeValueError, r"vis_square\(pad=-1\)"),
+    ]
+    for call, kind, message in cases:
+        with pytest.raises(kind, match=message) as e:
+            call()
+        assert isinstance(e.value, zfcaffe.ZfcaffeError) and "\n" not in str(e.value)
+    assert issubclass(ZfcaffeTypeError, TypeError) and issubclass(ZfcaffeValueError, ValueError)
+    assert net.project("conv1", (np.int64(0), 1)).shape == (1, 3, 32, 32)     # NumPy integers are integers
+    assert vis_square(np.ones((4, 3, 3, 3))).shape == (7, 7, 3)
