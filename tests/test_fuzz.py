@@ -116,3 +116,39 @@ def test_cli_count_options(option, value):
         assert e.code == 2                               # argparse's one-line usage error
         return
     assert getattr(args, option.lstrip("-").replace("-", "_")) >= 0
+
+
+ODD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=4),
+                       st.lists(st.integers(-3, 40), max_size=5), st.tuples(st.integers(-2, 40), st.floats()),
+                       st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+                       st.sampled_from([np.zeros(5), np.zeros((0, 3, 3)), np.zeros((1, 3, 32, 32), complex),
+                                        np.array([{}], dtype=object), np.zeros((2, 3, 32, 32)), np.full(3, np.nan)]))
+
+
+@pytest.fixture(scope="module")
+def cifar_net():
+    _need(M / "cifar10_quick_iter_4000.caffemodel")
+    net = zfcaffe.Net(str(M / "cifar10_quick.prototxt"), str(M / "cifar10_quick_iter_4000.caffemodel"))
+    net.forward(data=np.zeros((1, 3, 32, 32), np.float32))
+    return net
+
+
+@FUZZ
+@given(st.sampled_from(["project", "project_many", "forward", "backward", "vis_square", "set_batch", "Net"]),
+       ODD_VALUES)
+def test_api_arguments(cifar_net, call, value):
+    """Whatever the value, an API call answers with the project's error (its TypeError and
+    ValueError subclasses included) or works."""
+    from zfcaffe.viz import vis_square
+    net = cifar_net
+    run = {"project": lambda: net.project("conv1", value), "project_many": lambda: net.project_many("conv1", value),
+           "forward": lambda: net.forward(data=value), "backward": lambda: net.backward({"conv1": value}),
+           "vis_square": lambda: vis_square(value), "set_batch": lambda: net.set_batch(value),
+           "Net": lambda: zfcaffe.Net(str(M / "cifar10_quick.prototxt"), input_shapes={"data": value})}[call]
+    try:
+        run()
+    except zfcaffe.ZfcaffeError as e:
+        assert "\n" not in str(e)
+    finally:
+        net.set_batch(1)
+        net.forward(data=np.zeros((1, 3, 32, 32), np.float32))
