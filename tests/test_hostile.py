@@ -344,7 +344,7 @@ def test_api_arguments_are_checked_at_the_edge(shared):
         (lambda: net.backward({"conv1": np.zeros((1, 2))}), ZfcaffeValueError,
          r"backward\(diffs\['conv1'\]=...\): an array of shape \[1, 2\]; expected 4 axes"),
         (lambda: net.backward({"conv1": np.zeros((2, 32, 32, 32))}), ZfcaffeValueError,
-         "2 rows for a forward batch of 1"),
+         "2 rows for 'conv1', whose forward value has 1"),
         (lambda: net.backward({"conv1": np.zeros((1, 32, 32, 32))}, items=[5]), ZfcaffeValueError,
          r"backward\(items\[0\]=5\): expected an integer from 0 to 0"),
         (lambda: net.set_batch("2"), ZfcaffeTypeError, r"set_batch\(size='2'\)"),

@@ -227,11 +227,14 @@ def backward_arguments(net, diffs, mode, stop_at, items) -> tuple:
                                     f"{rows}; expected one row per item for every diff")
         rows = len(arr)
         checked[key] = arr
-    batch = next(iter(g.inputs.values()))[0] if g.inputs else 0
+    # the recorded rows of each seeded value: images, or ROIs after an ROI pooling
+    batch = min((g.shapes[k][0] for k in checked if g.shapes[k]), default=0)
     if items is None:
-        if rows is not None and rows != batch:
-            raise ZfcaffeValueError(f"backward(diffs=...): {rows} rows for a forward batch of {batch}; expected "
-                                    "one row per image, or items= naming the image of each row")
+        for key, arr in checked.items():
+            if g.shapes[key] and len(arr) != g.shapes[key][0]:
+                raise ZfcaffeValueError(f"backward(diffs=...): {len(arr)} rows for '{key}', whose forward value has "
+                                        f"{g.shapes[key][0]}; expected one row per row, or items= naming the row "
+                                        "of each")
         return checked, None
     if isinstance(items, (str, bytes, dict)) or not hasattr(items, "__iter__"):
         raise ZfcaffeTypeError(f"backward(items={_shown(items)}): expected a list of batch rows, "
@@ -255,3 +258,26 @@ def project_arguments(call: str, layer, unit_list, mode, values, many: bool) -> 
         unit_list = [unit(f"{call}(unit", unit_list)]
         values = None if values is None else [number(f"{call}(value", values)]
     return layer, unit_list, mode, values
+
+
+_NO_NET = object()
+
+
+def recipe(call: str, net=_NO_NET, paths: dict | None = None, counts: dict | None = None, sizes: dict | None = None,
+           layers=None, layer=None, label=None) -> None:
+    """A recipe's arguments from Python (the CLI has checked its own): the net (where
+    the recipe takes one) a zfcaffe.Net, paths file paths, counts integers >= 1, sizes integers >= 0, layers
+    None or names, layer None or a name, label None or an integer >= 0."""
+    if net is not _NO_NET and not (hasattr(net, "graph") and hasattr(net, "forward")):
+        raise ZfcaffeTypeError(f"{call}(net={_shown(net)}): expected a zfcaffe.Net, not {_type(net)}")
+    for name, value in (paths or {}).items():
+        path(f"{call}({name}", value)
+    for name, value in (counts or {}).items():
+        integer(f"{call}({name}", value, lo=1)
+    for name, value in (sizes or {}).items():
+        integer(f"{call}({name}", value, lo=0)
+    if layers is not None:
+        strings(f"{call}(layers", layers)
+    string(f"{call}(layer", layer, optional=True)
+    if label is not None:
+        integer(f"{call}(label", label, lo=0)

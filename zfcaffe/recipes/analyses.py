@@ -32,6 +32,9 @@ def _intro(net, pre) -> list[str]:
 
 def run_top9(net, images: str, out: str, pre, layers=None, k: int = 9, maps: int = 16, batch: int = 16,
              engine=None, mode: str = "deconvnet", show_progress: bool = True) -> str:
+    from .. import checks   # NumPy loads with the recipe, not with the verbs' declarations
+    checks.recipe("run_top9", net, {"images": images, "out": out}, {"k": k, "maps": maps, "batch": batch},
+                  layers=layers)
     import numpy as np
 
     from ..analyses import top9
@@ -89,6 +92,9 @@ def _labels(net, labels: str | None, class_output: str | None, pre):
 def run_occlusion(net, image: str, out: str, pre, layer: str | None = None, label: int | None = None,
                   size: int = 0, stride: int = 0, labels: str | None = None, show_progress: bool = True,
                   class_output: str | None = None) -> str:
+    from .. import checks   # NumPy loads with the recipe, not with the verbs' declarations
+    checks.recipe("run_occlusion", net, {"image": image, "out": out}, sizes={"size": size, "stride": stride},
+                  layer=layer, label=label)
     from ..analyses import occlusion
     from ..analyses.common import default_layers, shown_key
     from ..viz import analysis_figures as figures
@@ -110,6 +116,9 @@ def run_occlusion_scan(net, images: str, out: str, pre, layer: str | None = None
     """Occlusion of every image of a folder or list (a list's labels are the classes
     followed; otherwise each image's top-1): maps in results.npz, the first `shown`
     drawn, a table of every image."""
+    from .. import checks   # NumPy loads with the recipe, not with the verbs' declarations
+    checks.recipe("run_occlusion_scan", net, {"images": images, "out": out},
+                  sizes={"size": size, "stride": stride, "shown": shown}, layer=layer)
     import numpy as np
 
     from ..analyses import occlusion
@@ -140,6 +149,11 @@ def run_occlusion_scan(net, images: str, out: str, pre, layer: str | None = None
 
 def run_evolution(prototxt: str, snapshots: list[str], images: str, out: str, pre_for, layer: str | None = None,
                   maps: int = 8, show_progress: bool = True, **net_kw) -> str:
+    from .. import checks   # NumPy loads with the recipe, not with the verbs' declarations
+    checks.recipe("run_evolution", paths={"prototxt": prototxt, "images": images, "out": out}, counts={"maps": maps},
+                  layer=layer)
+    for i, snapshot in enumerate(checks.strings("run_evolution(snapshots", snapshots)):
+        checks.path(f"run_evolution(snapshots[{i}]", snapshot)
     from ..analyses import evolution
     from ..analyses.common import default_layers, list_images
     from ..net import Net
@@ -171,6 +185,8 @@ def invariance_layers(net, class_output: str | None = None) -> list[str]:
 
 def run_invariance(net, image: str, out: str, pre, layers=None, label: int | None = None,
                    labels: str | None = None, class_output: str | None = None) -> str:
+    from .. import checks   # NumPy loads with the recipe, not with the verbs' declarations
+    checks.recipe("run_invariance", net, {"image": image, "out": out}, layers=layers, label=label)
     from ..analyses import invariance
     from ..analyses.common import shown_key
     from ..viz import analysis_figures as figures
@@ -224,6 +240,8 @@ def load_parts(parts_path: str | None, paths: list[str], pre) -> dict[str, list]
 
 
 def run_correspondence(net, images: str, out: str, pre, parts_path: str | None = None, layers=None) -> str:
+    from .. import checks   # NumPy loads with the recipe, not with the verbs' declarations
+    checks.recipe("run_correspondence", net, {"images": images, "out": out}, layers=layers)
     from ..analyses import correspondence
     from ..analyses.common import default_layers, list_images, shown_key
     from ..viz import analysis_figures as figures

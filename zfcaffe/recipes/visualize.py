@@ -56,8 +56,11 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
     from ..viz.figures import image_grid, png_bytes_of_array, predictions_figure, vector_figure
     from ..viz.report import Report
 
+    from .. import checks
+    checks.recipe("visualize", net, {"out_dir": out_dir}, {"top": top}, layers=layers)
+    images = checks.paths("visualize(images", images) or []
     modes = parse_modes(mode)
-    layers = layers or default_layers(net)
+    layers = list(checks.strings("visualize(layers", layers)) if layers else default_layers(net)
     keys = [shown_key(net, name) for name in layers]   # validates early, before any work
     pre = preprocess or for_net(net)
     head = class_head(net, class_output)
