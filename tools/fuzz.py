@@ -81,6 +81,20 @@ def mutate_text(text: str, rng: random.Random) -> str:
     return " ".join(tokens)
 
 
+ODD_VALUES = ["0", "-1", "1", "2", "3", "7", "65536", "2000000000", "100000", "0.5", "-0.5", "1e-30", "1e30",
+              "nan", "inf", "-inf"]
+
+
+def mutate_values(text: str, rng: random.Random) -> str:
+    """1-3 numeric field values replaced with odd numbers, the syntax kept: the fields
+    themselves (a fork's parameters) meet the odd values, not the parser."""
+    import re
+    found = list(re.finditer(r"\b\w+\s*:\s*(-?[0-9][0-9.eE+-]*)", text))
+    for m in sorted(rng.sample(found, min(len(found), rng.randint(1, 3))), key=lambda m: -m.start(1)):
+        text = text[:m.start(1)] + rng.choice(ODD_VALUES) + text[m.end(1):]
+    return text
+
+
 class Corpus:
     """The real files the mutations start from, and a few made here."""
 
@@ -107,7 +121,7 @@ class Corpus:
         self.mean_npy = npy
         empty = work / "empty.caffemodel"
         from zfcaffe.io.weights import write_caffemodel
-        write_caffemodel(str(empty), [])
+        write_caffemodel(str(empty), [("fuzz_unused", "ReLU", [])])      # no weights for any layer of a net
         # fork nets with an input of their own: (prototxt, weights or an empty file, input.npy)
         self.forks = []
         for folder in ("oracle_forks", "oracle_ssd"):
@@ -131,7 +145,8 @@ class Corpus:
         if kind == "fork":                          # fork fields mutated; run forward with the host layers
             source, weights, x = rng.choice(self.forks)
             path = folder / "deploy.prototxt"
-            path.write_text(mutate_text(source.read_text(), rng))
+            text = source.read_text()
+            path.write_text(mutate_values(text, rng) if rng.random() < 0.7 else mutate_text(text, rng))
             return rng.choice([["run", str(path), str(weights), "--allow-missing-weights", "--input", str(x),
                                 "--quiet"],
                                ["run", str(path), str(weights), "--allow-missing-weights", "--input", str(x),
