@@ -98,7 +98,11 @@ def mutate_values(text: str, rng: random.Random) -> str:
 class Corpus:
     """The real files the mutations start from, and a few made here."""
 
-    def __init__(self, work: pathlib.Path):
+    KINDS = {"prototxt": 35, "caffemodel": 15, "h5": 10, "mean": 8, "npy": 6, "image": 10, "solver": 4, "cli": 12,
+             "fork": 15}
+
+    def __init__(self, work: pathlib.Path, kinds: list[str] | None = None):
+        self.kinds = {k: w for k, w in self.KINDS.items() if not kinds or k in kinds}
         import matplotlib.cbook
         import numpy as np
 
@@ -132,8 +136,8 @@ class Corpus:
 
     def case(self, rng: random.Random, folder: pathlib.Path) -> list[str]:
         """One mutated input and the zfcaffe command line that reads it."""
-        kind = rng.choices(["prototxt", "caffemodel", "h5", "mean", "npy", "image", "solver", "cli", "fork"],
-                           [35, 15, 10, 8, 6, 10, 4, 12, 15 if self.forks else 0])[0]
+        kinds = {k: w for k, w in self.kinds.items() if k != "fork" or self.forks}
+        kind = rng.choices(list(kinds), list(kinds.values()))[0]
         net, weights = str(self.net), str(self.weights)
         out = str(folder / "out")
         if kind == "prototxt":
@@ -276,6 +280,7 @@ def main():
     ap.add_argument("--memory-gb", type=float, default=4.0)
     ap.add_argument("--keep", default="fuzz-findings", help="folder for the cases that were not ran/project error")
     ap.add_argument("--jobs", type=int, default=2, help="children at once")
+    ap.add_argument("--kinds", help=f"comma-separated input kinds to mutate (default all: {', '.join(Corpus.KINDS)})")
     ap.add_argument("--no-preload", action="store_true", help="each child imports the verbs' modules itself")
     args = ap.parse_args()
     os.environ["ZFCAFFE_QUIET"] = "1"
@@ -288,7 +293,7 @@ def main():
     memory = int(args.memory_gb * 2**30)
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = Corpus(pathlib.Path(tmp))
+        corpus = Corpus(pathlib.Path(tmp), args.kinds.split(",") if args.kinds else None)
         running: dict[int, tuple] = {}                    # pid -> (case, argv, folder, read end, started)
 
         def settle(pid: int, status: int | None) -> None:
