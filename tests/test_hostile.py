@@ -360,3 +360,17 @@ def test_api_arguments_are_checked_at_the_edge(shared):
     assert issubclass(ZfcaffeTypeError, TypeError) and issubclass(ZfcaffeValueError, ValueError)
     assert net.project("conv1", (np.int64(0), 1)).shape == (1, 3, 32, 32)     # NumPy integers are integers
     assert vis_square(np.ones((4, 3, 3, 3))).shape == (7, 7, 3)
+
+
+@pytest.mark.parametrize("params,message", [      # found by tools/fuzz.py --kinds fork (issue 24)
+    ('L("pb", "PriorBox", ["data", "data"], "prior_box_param { min_size: 4 aspect_ratio: 0 flip: true }")',
+     r"aspect_ratio \[0.0\]; expected every aspect_ratio > 0"),
+    ('L("pb", "PriorBox", ["data", "data"], "prior_box_param { min_size: 4 aspect_ratio: -1 }")',
+     "expected every aspect_ratio > 0"),
+    ('L("pb", "PriorBox", ["data", "data"], "prior_box_param { min_size: 4 max_size: -2 }")',
+     "expected max_size > min_size"),
+    ('L("drop", "Dropout", "data", "dropout_param { dropout_ratio: 1 }")', "expected 0 <= dropout_ratio < 1"),
+])
+def test_fork_parameters_are_refused_before_dividing(build, params, message):
+    with pytest.raises(zfcaffe.ZfcaffeError, match=message):
+        build(eval(params), {"data": (1, 3, 8, 8)})

@@ -120,6 +120,8 @@ class Dropout(_Routing):
         p = lp.dropout_param
         self.ratio = p.dropout_ratio
         self.scale_train = getattr(p, "scale_train", True)
+        if not 0 <= self.ratio < 1:                     # scale = 1 / (1 - ratio) below
+            raise self.error(f"dropout_ratio {self.ratio:g}; expected 0 <= dropout_ratio < 1")
         scale = np.float32(1.0 / (1.0 - float(np.float32(self.ratio))))
         self.factor = 1.0 if self.scale_train else float(np.float32(1.0 / float(scale)))
 

@@ -214,6 +214,8 @@ class PriorBox(Layer):
             raise self.error(f"min_size {list(p.min_size)}; expected every min_size > 0")
         self.min_sizes = [float(np.float32(m)) for m in p.min_size]
         ratios = [1.0]
+        if any(not (0 < ar < float("inf")) for ar in p.aspect_ratio):   # 1/ar and sqrt(ar) below
+            raise self.error(f"aspect_ratio {list(p.aspect_ratio)}; expected every aspect_ratio > 0 and finite")
         for ar in p.aspect_ratio:
             ar = float(np.float32(ar))
             if any(abs(ar - r) < 1e-6 for r in ratios):
