@@ -27,8 +27,11 @@ class BackwardContext:
     rows being projected, the max-pool switches of those rows, and the rounding bound
     of any recorded value (zfcaffe/rounding.py)."""
 
-    def __init__(self, net, items: np.ndarray, mode: str):
+    def __init__(self, net, items: np.ndarray, mode: str, flag_rounding: bool = True):
         self.net, self.items, self.mode = net, items, mode
+        #: False: nobody reads the near-tie flags (an optimisation's gradient steps), so the
+        #: rounding bounds are not computed: decisions are flagged only at exact ties
+        self.flag_rounding = flag_rounding
         # every row of the batch, in order: the recorded arrays serve as they are
         rows = next(iter(net.layer_outputs.values())).shape[0] if net.layer_outputs else -1
         self._whole = len(items) == rows and bool(np.all(items == np.arange(rows)))
@@ -42,9 +45,11 @@ class BackwardContext:
         """How far the recorded value of `key` (rows as data()) may lie from the exact
         one: an elementwise bound propagated from float32's rounding, computed the first
         time a backward pass after a forward pass asks."""
+        want = self.data(key).shape
+        if not self.flag_rounding:
+            return np.zeros(want, np.float32)
         from .rounding import bounds_for
         b = bounds_for(self.net, key, self.items)
-        want = self.data(key).shape
         if b.shape != want:      # a blob not indexed by the batch (a fork's shared map): flag every unit
             b = np.full(want, np.inf, np.float32)
         return b
@@ -65,7 +70,7 @@ class BackwardContext:
                 return np.ascontiguousarray(np.broadcast_to(a, x.shape), np.float32).reshape(-1)
             except ValueError:   # a bound shaped otherwise: no bound known, flag where signal passes
                 return np.full(x.size, np.inf, np.float32)
-        if not np.any(signal):
+        if not self.flag_rounding or not np.any(signal):
             return
         if isinstance(bound, str):
             bound = self.bound(bound)
@@ -129,7 +134,7 @@ def seed_diffs(net, key: str, units, values) -> tuple[np.ndarray, np.ndarray]:
 
 def backward(net, diffs: dict[str, np.ndarray], mode: str = "backprop", items=None,
              stop_at: str | None = None, layers: tuple[int, int] | None = None,
-             needs_backward=None) -> dict[str, np.ndarray]:
+             needs_backward=None, flag_rounding: bool = True) -> dict[str, np.ndarray]:
     """The general backward pass through the recorded forward pass.
 
     diffs: blob key -> its top diff, one row per entry of `items` (default: every row
@@ -139,7 +144,8 @@ def backward(net, diffs: dict[str, np.ndarray], mode: str = "backprop", items=No
     layers below its producer are not run). Where a key feeds several layers, their
     diffs are summed (Caffe's Split). `needs_backward(layer)` False skips a layer, as
     Caffe skips layers whose bottoms need no diff. Returns the diff of every key the
-    signal reached, the seeds included.
+    signal reached, the seeds included. flag_rounding=False: no near-decision flags but
+    exact ties (no rounding bounds computed), for gradient steps nobody reads flags of.
     """
     if mode not in MODES:
         raise ZfcaffeError(f"mode '{mode}' is not one of {', '.join(MODES)}")
@@ -150,7 +156,7 @@ def backward(net, diffs: dict[str, np.ndarray], mode: str = "backprop", items=No
     first = next(iter(diffs.values())) if diffs else None
     rows = len(first) if first is not None else 0
     items = np.arange(rows, dtype=np.int64) if items is None else np.asarray(items, np.int64)
-    ctx = BackwardContext(net, items, mode)
+    ctx = BackwardContext(net, items, mode, flag_rounding)
     order = {k: i for i, l in enumerate(g.layers) for k in l.tops}
     hi = max((order[k] for k in diffs if k in order), default=-1) if layers is None else layers[1]
     lo = 0 if layers is None else layers[0]

@@ -335,7 +335,7 @@ class Net:
         return out
 
     def backward(self, diffs: dict[str, np.ndarray], mode: str = "backprop", stop_at: str | None = None,
-                 items=None) -> dict[str, np.ndarray]:
+                 items=None, flag_rounding: bool = True) -> dict[str, np.ndarray]:
         """Backward from arbitrary diffs after a recorded forward pass.
 
         diffs: blob key (or Caffe blob name) -> diff, shaped like that value (one row per
@@ -343,12 +343,14 @@ class Net:
         mode: "backprop" (true gradients, Caffe's Backward), "guided" or "deconvnet".
         stop_at: a key (or blob name) at which to stop; the layers below it are not run.
         Returns the diff of every key the signal reached, by key. `project` and
-        `project_many` are this with a one-unit seed."""
+        `project_many` are this with a one-unit seed. flag_rounding=False skips the
+        rounding bounds behind `last_near_ties` (only exact ties are flagged): an
+        optimisation's gradient steps, whose flags nobody reads."""
         from .backward import backward
         keyed, items = checks.backward_arguments(self, diffs, mode, stop_at, items)
         stop = None if stop_at is None else (stop_at if stop_at in self.graph.shapes
                                              else self.graph.blob_of.get(stop_at, stop_at))
-        return backward(self, keyed, mode, items, stop_at=stop)
+        return backward(self, keyed, mode, items, stop_at=stop, flag_rounding=bool(flag_rounding))
 
     def _feeds(self, kwargs, call: str = "forward") -> dict[str, np.ndarray]:
         feeds = {}

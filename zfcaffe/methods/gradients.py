@@ -51,7 +51,7 @@ def gradients(net, x: np.ndarray, seeds, mode: str = "backprop", keys=None, smoo
     def once(xi, run=True):
         if run:
             net.forward(**{input_key: xi})
-        diffs = net.backward(seeds(net), mode, stop_at=stop)
+        diffs = net.backward(seeds(net), mode, stop_at=stop, flag_rounding=False)   # no one reads flags here
         missing = [k for k in keys if k not in diffs]
         if missing:
             raise ZfcaffeError(f"the signal does not reach {', '.join(missing)} from the seeded blobs")

@@ -75,7 +75,7 @@ def gradient(net, objective, x: np.ndarray) -> tuple[float, np.ndarray]:
     direct = diffs.pop(input_key, None)
     grad = np.zeros((1,) + x.shape, np.float32) if direct is None else np.asarray(direct, np.float32)
     if diffs:
-        grad = grad + net.backward(diffs, "backprop").get(input_key, 0)
+        grad = grad + net.backward(diffs, "backprop", flag_rounding=False).get(input_key, 0)
     return value, grad[0]
 
 
