@@ -212,6 +212,8 @@ class PriorBox(Layer):
             raise self.error("prior_box_param has no min_size; expected at least one")
         if any(not m > 0 for m in p.min_size):
             raise self.error(f"min_size {list(p.min_size)}; expected every min_size > 0")
+        if any(not m < float("inf") for m in list(p.min_size) + list(p.max_size)):   # int(min_size) below
+            raise self.error(f"min_size {list(p.min_size)}, max_size {list(p.max_size)}; expected finite sizes")
         self.min_sizes = [float(np.float32(m)) for m in p.min_size]
         ratios = [1.0]
         if any(not (0 < ar < float("inf")) for ar in p.aspect_ratio):   # 1/ar and sqrt(ar) below
