@@ -126,27 +126,27 @@ class Bounds:
         return self.bounds[key]
 
 
-def _row_bounds(net, row: int) -> Bounds:
-    """The Bounds of one row of the last recorded forward pass (cached until the next one;
-    one row at a time, so that the bound convolutions' sessions serve every batch)."""
+def _batch_bounds(net) -> Bounds:
+    """The Bounds of every row of the last recorded forward pass, computed together (the
+    bound convolutions run once per batch, not once per image) and cached until the next
+    forward pass."""
     cache = net.__dict__.get("_rounding_bounds")
     if cache is None or cache[0] is not net.layer_outputs or cache[1] is not net._input_data:
-        cache = (net.layer_outputs, net._input_data, {}, {})
+        batch = next(iter(net._input_data.values())).shape[0]
+        cache = (net.layer_outputs, net._input_data, Bounds(net, np.arange(batch), _every_blob_values(net)))
         net.__dict__["_rounding_bounds"] = cache
-    rows, shared = cache[2], cache[3]
-    if row not in rows:
-        if "values" not in shared:
-            shared["values"] = _every_blob_values(net)
-        rows[row] = Bounds(net, np.array([row]), shared["values"])
-    return rows[row]
+    return cache[2]
 
 
 def bounds_for(net, key: str, items) -> np.ndarray:
     """The rounding bound of blob `key` for the rows `items` of the last recorded forward
-    pass (cached per row until the next forward pass)."""
-    items = [int(i) for i in np.asarray(items, np.int64).ravel()]
-    per = {r: _row_bounds(net, r)(key) for r in dict.fromkeys(items)}
-    return np.concatenate([per[r] for r in items]) if len(items) != 1 else per[items[0]]
+    pass (cached until the next forward pass)."""
+    items = np.asarray(items, np.int64).ravel()
+    whole = _batch_bounds(net)(key)
+    batch = len(_batch_bounds(net).rows)
+    if whole.ndim and whole.shape[0] == batch:
+        return whole[items]
+    return whole          # a blob whose first axis is not the batch serves whole
 
 
 # -- the rules ----------------------------------------------------------------------------------
@@ -217,7 +217,6 @@ def _conv(layer, B, a: np.ndarray, b2: np.ndarray | None):
 def _conv_bound(layer, B, x, b, k, linear):
     """The rounding bound of a linear layer's output: `linear(a, b2)` gives the layer's
     |W| applied to a and W*W applied to b2 (None: not needed)."""
-    w = layer.blobs[0]
     bias = np.abs(layer.blobs[1]) if getattr(layer, "bias_term", False) else None
     if MODEL == "worst-case":
         g = gamma(k)
@@ -346,7 +345,6 @@ def _operand(layer, B, i):
     """A Scale/Bias operand (blob or second bottom), broadcast like the input, and its bound."""
     if len(layer.bottoms) == 2:
         v, bv = B.value(layer.bottoms[1]), B(layer.bottoms[1])
-        shape = (v.shape[0],) + tuple(v.shape[1:]) if layer.axis == 0 else (1,) + tuple(v.shape[1:])
         extra = (1,) * (len(layer.in_shapes[0]) - layer.axis - len(layer.op_shape))
         if layer.axis == 0:
             return v.reshape(v.shape + extra), bv.reshape(bv.shape + extra)
@@ -657,7 +655,7 @@ def rounding_selftest(net, evaluations=("plain", "other-rounding"), **inputs) ->
         net.forward(**inputs)
     values = _every_blob_values(net)
     rows = np.arange(next(iter(net._input_data.values())).shape[0])
-    net.__dict__["_rounding_bounds"] = (net.layer_outputs, net._input_data, {}, {"values": values})
+    net.__dict__["_rounding_bounds"] = (net.layer_outputs, net._input_data, Bounds(net, rows, values))
     B = _AllRows(net, rows)
     mine = _decisions(net, values)
     flags = _flags(net, values, B)
