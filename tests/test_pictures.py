@@ -258,13 +258,19 @@ def test_several_modes_side_by_side_and_notes_not_titles(shared, tmp_path):
 
 
 # -- rough edges ----------------------------------------------------------------------------------------------
-def test_loader_errors_point_at_the_fix(shared):
+def test_loader_errors_point_at_the_fix(shared, tmp_path):
     rcnn = shared / "models/zf_faster_rcnn/faster_rcnn_end2end_test.prototxt"
     r = cli("inspect", rcnn, "--stop-before", "roi_pool", check=False)
     assert r.returncode == 2 and "stop_before='roi_pool' names no layer" in r.stderr
     assert "did you mean 'roi_pool_conv5'" in r.stderr
-    r = cli("inspect", rcnn, check=False)
-    assert "'proposal'" in r.stderr and "'roi_pool_conv5' (ROIPooling, line 284)" in r.stderr
+    r = cli("inspect", rcnn)        # its ROIPooling and Python proposal layer load now (the forks' layers)
+    assert "roi_pool_conv5" in r.stdout and "built-in ProposalLayer" in r.stdout + r.stderr
+    two = tmp_path / "two_unknown.prototxt"
+    two.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 4 '
+                   'dim: 4 } } }\nlayer { name: "a" type: "Foo" bottom: "data" top: "a" }\n'
+                   'layer { name: "b" type: "Bar" bottom: "a" top: "b" }\n')
+    r = cli("inspect", two, check=False)
+    assert r.returncode == 2 and "'a' has type 'Foo'" in r.stderr and "'b' (Bar, line 3)" in r.stderr
     m = shared / "models/cifar10_quick"
     r = cli("visualize", m / "cifar10_quick.prototxt", m / "cifar10_quick_iter_4000.caffemodel", "--layers",
             "conv4", check=False)
