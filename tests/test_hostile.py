@@ -12,6 +12,7 @@ import pytest
 
 import zfcaffe
 from conftest import layer_text as L, run_cli
+from zfcaffe.errors import ZfcaffeError
 from zfcaffe.io.mean import read_mean
 from zfcaffe.preprocess import load_image, mean_from_arg
 
@@ -373,3 +374,16 @@ def test_api_arguments_are_checked_at_the_edge(shared):
 def test_fork_parameters_are_refused_before_dividing(build, params, message):
     with pytest.raises(zfcaffe.ZfcaffeError, match=message):
         build(eval(params), {"data": (1, 3, 8, 8)})
+
+
+def test_data_a_layer_cannot_take_is_one_line_naming_it(build):
+    """A SegNet Upsample whose output is smaller than its mask's plane (Caffe aborts): ONNX
+    Runtime's refusal becomes one project error naming the layer."""
+    net = build('layer { name: "pool" type: "Pooling" bottom: "data" top: "p" top: "mask" '
+                'pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'
+                'layer { name: "up" type: "Upsample" bottom: "p" bottom: "mask" top: "u" '
+                'upsample_param { upsample_h: 4 upsample_w: 4 } }\n', {"data": (1, 1, 8, 8)})
+    x = np.arange(64, dtype=np.float32).reshape(1, 1, 8, 8)
+    with pytest.raises(ZfcaffeError, match=r"^layer 'up': ONNX Runtime refused the forward pass") as e:
+        net.forward(data=x)
+    assert "\n" not in str(e.value)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from ..errors import ZfcaffeError
 from .onnx_export import IR_VERSION, OPSET, OnnxNet
 
 _CHOICE: tuple[list, str] | None = None
@@ -116,7 +118,7 @@ class Session:
 
     def __init__(self, onnx_net: OnnxNet):
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4      # a failing run raises its one line below, not ORT's log
         # Every rewrite, the blocked NCHWc layouts included: their rounding is as close to
         # Caffe's as the plain kernels' (within 1e-6 of each layer's largest value on the
         # oracle nets), and every oracle projection meets Caffe's or is flagged either way.
@@ -141,7 +143,17 @@ class Session:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The outputs by graph key (the ONNX file may name the net's outputs otherwise)."""
-        values = self.session.run(self.outputs, feeds)
+        try:
+            values = self.session.run(self.outputs, feeds)
+        except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.RuntimeException,
+                ort.capi.onnxruntime_pybind11_state.InvalidArgument) as e:
+            # data a layer's parameters cannot take (a mask index past its output, an ROI's batch
+            # index past the batch): one line naming the Caffe layer (the node names start with it)
+            reason = " ".join(str(e).split())
+            node = re.search(r"Name:'([^'/]+)/", reason)
+            where = f"layer '{node.group(1)}': " if node else ""
+            raise ZfcaffeError(f"{where}ONNX Runtime refused the forward pass ({reason[:300]}); expected inputs "
+                               "and parameters this layer can take") from None
         return dict(zip(self.keys, values))
 
 
