@@ -20,8 +20,6 @@ F32 = np.float32
 
 # the engine's rounding bounds (zfcaffe/rounding.py) index every blob by the projection's rows: a ROI
 # row past the batch raises IndexError there (not in these rules)
-ENGINE_ROWS = pytest.mark.xfail(raises=IndexError, strict=True,
-                                reason="rounding.py bounds: every blob indexed by the projection's rows")
 
 
 def r(*shape, scale=1.0):
@@ -270,11 +268,10 @@ def test_roi_pooling_near_ties_are_flagged(build):
     assert "roi" not in net.last_near_ties
 
 
-@ENGINE_ROWS
 def test_rectifier_above_a_roi_layer_in_backprop(build):
-    """A rectifier on ROI rows asks the engine's rounding bounds for its ROI row: past the
-    batch, rounding.py indexes the image blobs below by it (deconvnet, which makes no
-    decision there, passes: test_census_rcnn_project_from_roi_units)."""
+    """A rectifier on ROI rows asks the engine's rounding bounds for its ROI row past the
+    batch: the bounds are the whole batch's, and a blob whose first axis is not the batch
+    (the ROIs) is flagged where the signal passes rather than indexed by the wrong row."""
     x = r(1, 2, 12, 14)
     text = (L("c", "Convolution", "data", "convolution_param { num_output: 2 kernel_size: 1 bias_term: false }")
             + L("roi", "ROIPooling", ["c", "rois"], "roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 0.5 }")
