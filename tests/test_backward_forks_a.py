@@ -10,7 +10,7 @@ import pytest
 
 import caffe_reference as ref
 import zfcaffe
-from conftest import SHARED, fork_case, rel_err
+from conftest import fork_case, rel_err
 from conftest import layer_text as L
 from zfcaffe.layers.ssd import Normalize
 from zfcaffe.layers.yolo import reorg_reference

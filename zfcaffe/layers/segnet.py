@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import caffe_pb2
-from .base import INT64, Geometry, Layer, count, register
+from .base import INT64, Layer, count, register
 from .data import _InputLayer
 
 BN_MODE = caffe_pb2.BNParameter.BNMode

@@ -1,7 +1,6 @@
 """Figures of the dataset analyses (zfcaffe.analyses results -> PNGs)."""
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
