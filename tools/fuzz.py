@@ -311,23 +311,8 @@ def main():
             if done % 500 == 0:
                 print(f"{done} cases, {time.monotonic() - start:.0f} s: {dict(counts)}", file=sys.stderr, flush=True)
 
-        for i in range(args.cases):
-            while len(running) >= max(args.jobs, 1):      # wait for a free slot
-                for pid, (*_, began) in list(running.items()):
-                    done, status = os.waitpid(pid, os.WNOHANG)
-                    if done:
-                        settle(pid, status)
-                    elif time.monotonic() - began > 4 * args.timeout:
-                        os.kill(pid, signal.SIGKILL)
-                        os.waitpid(pid, 0)
-                        settle(pid, None)
-                time.sleep(0.01)
-            folder = pathlib.Path(tmp) / f"case{i}"
-            folder.mkdir()
-            argv = corpus.case(rng, folder)
-            pid, read = start_case(argv, memory, args.timeout)
-            running[pid] = (i, argv, folder, read, time.monotonic())
-        while running:
+        def reap():
+            """Settle every finished case; kill one past 4x its timeout on the wall clock."""
             for pid, (*_, began) in list(running.items()):
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
@@ -337,6 +322,17 @@ def main():
                     os.waitpid(pid, 0)
                     settle(pid, None)
             time.sleep(0.01)
+
+        for i in range(args.cases):
+            while len(running) >= max(args.jobs, 1):      # wait for a free slot
+                reap()
+            folder = pathlib.Path(tmp) / f"case{i}"
+            folder.mkdir()
+            argv = corpus.case(rng, folder)
+            pid, read = start_case(argv, memory, args.timeout)
+            running[pid] = (i, argv, folder, read, time.monotonic())
+        while running:
+            reap()
     print(f"{args.cases} cases (seed {args.seed}) in {time.monotonic() - start:.0f} s")
     print(f"{'outcome':<14} cases")
     for outcome in ("ran", "project error", "foreign", "hang", "memory", "crash"):
