@@ -309,24 +309,36 @@ class Net:
             self.graph.reshape_from(layer, changed)
         return out
 
-    def forward_span(self, first: int, last: int, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run only the layers first..last (indices into net.graph.layers), recording,
-        on `values` of the keys they read from outside the span (pycaffe's
-        forward(start=, end=)). Updates layer_outputs of those layers (their switches
-        follow); returns their new values by key."""
+    def _run_segments(self, known: dict, first: int, last: int, keys=None) -> dict[str, np.ndarray]:
+        """Layers first..last, segment by segment, on the values `known` (added to as they
+        run): host layers in NumPy, the rest in ONNX Runtime spans, recording every output,
+        or with `keys` lean spans keeping only those and what later layers read. Returns the
+        values computed."""
         out: dict[str, np.ndarray] = {}
-        known = dict(values)
         for lo, hi, host in self.segments(first, last):
             if host:
                 part = self._run_host(self.graph.layers[lo], known)
             else:
-                sess = self.session(True, span=(lo, hi))
+                if keys is None:
+                    sess = self.session(True, span=(lo, hi))
+                else:
+                    later = {b for l in self.graph.layers[hi + 1:] for b in l.bottoms}
+                    sess = self.session(False, tuple(t for l in self.graph.layers[lo:hi + 1] for t in l.tops
+                                                     if t in later or t in keys), span=(lo, hi))
                 missing = [k for k in sess.input_names if k not in known]
                 if missing:
                     raise ZfcaffeError(f"running layers {first}..{last} needs values of {', '.join(missing)}")
                 part = sess.run({k: np.ascontiguousarray(known[k], np.float32) for k in sess.input_names})
             known.update(part)
             out.update(part)
+        return out
+
+    def forward_span(self, first: int, last: int, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run only the layers first..last (indices into net.graph.layers), recording,
+        on `values` of the keys they read from outside the span (pycaffe's
+        forward(start=, end=)). Updates layer_outputs of those layers (their switches
+        follow); returns their new values by key."""
+        out = self._run_segments(dict(values), first, last)
         if not isinstance(self.layer_outputs, RecordedValues):
             self.layer_outputs = RecordedValues(self, self.layer_outputs)
         self.layer_outputs.update(out)
@@ -421,16 +433,9 @@ class Net:
         return any(l.host for l in self.graph.layers)
 
     def _run_lean(self, keys: list[str], feeds: dict) -> dict[str, np.ndarray]:
-        if self.has_host_layers:   # lean spans keep only what later layers read and what is asked for
+        if self.has_host_layers:
             known = dict(feeds)
-            for lo, hi, host in self.segments():
-                if host:
-                    known.update(self._run_host(self.graph.layers[lo], known))
-                    continue
-                later = {b for l in self.graph.layers[hi + 1:] for b in l.bottoms}
-                need = tuple(t for l in self.graph.layers[lo:hi + 1] for t in l.tops if t in later or t in keys)
-                sess = self.session(False, need, span=(lo, hi))
-                known.update(sess.run({k: known[k] for k in sess.input_names}))
+            self._run_segments(known, 0, len(self.graph.layers) - 1, set(keys))
             return {k: known[k] for k in keys}
         sess = self.session(False, tuple(keys))
         return sess.run({k: v for k, v in feeds.items() if k in sess.input_names})
