@@ -213,3 +213,62 @@ def test_export_with_nothing_left_is_one_error(pynet, tmp_path):
                                            r"or what the export leaves out: .*layer 'keep' \(Python\)"):
         net.to_onnx(str(tmp_path / "first.onnx"))
     assert not (tmp_path / "first.onnx").exists()
+
+
+SQUARE_LAYER = textwrap.dedent('''
+    import caffe
+
+    class Square(caffe.Layer):
+        def setup(self, bottom, top):
+            pass
+
+        def reshape(self, bottom, top):
+            top[0].reshape(*bottom[0].data.shape)
+
+        def forward(self, bottom, top):
+            self.x = bottom[0].data.copy()          # state the backward reads, as layers do
+            top[0].data[...] = self.x ** 2
+
+        def backward(self, top, propagate_down, bottom):
+            bottom[0].diff[...] = 2 * self.x * top[0].diff
+''')
+
+SQUARE_NET = textwrap.dedent('''
+    name: "square"
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 3 dim: 2 dim: 6 dim: 6 } } }
+    layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+            convolution_param { num_output: 3 kernel_size: 3 weight_filler { type: "gaussian" std: 0.3 } } }
+    layer { name: "sq" type: "%s" bottom: "conv1" top: "sq" %s }
+    layer { name: "conv2" type: "Convolution" bottom: "sq" top: "conv2"
+            convolution_param { num_output: 2 kernel_size: 3 weight_filler { type: "gaussian" std: 0.3 } } }
+''')
+
+
+def test_python_layers_own_backward_runs_in_projections(tmp_path):
+    pkg = tmp_path / "lib" / "sqlayers"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "square.py").write_text(SQUARE_LAYER)
+    (tmp_path / "py.prototxt").write_text(SQUARE_NET % ("Python", 'python_param { module: "sqlayers.square" '
+                                                                  'layer: "Square" }'))
+    (tmp_path / "power.prototxt").write_text(SQUARE_NET % ("Power", "power_param { power: 2 }"))
+    py = zfcaffe.Net(str(tmp_path / "py.prototxt"), python_path=[str(tmp_path / "lib")], allow_missing_weights=True)
+    ref = zfcaffe.Net(str(tmp_path / "power.prototxt"), allow_missing_weights=True)
+    for name in ("conv1", "conv2"):
+        for blob_py, blob_ref in zip(py.params[name], ref.params[name]):
+            blob_ref.data = np.array(blob_py.data)
+    x = np.random.default_rng(0).normal(size=(3, 2, 6, 6)).astype(np.float32)
+    py.forward(data=x)
+    ref.forward(data=x)
+    np.testing.assert_allclose(py.blobs["conv2"].data, ref.blobs["conv2"].data, rtol=1e-5, atol=1e-6)
+    units = [(2, 1, 1, 0), (0, 0, 1, 1)]                      # rows of other images than the first
+    np.testing.assert_allclose(py.project_many("conv2", units, "backprop"),
+                               ref.project_many("conv2", units, "backprop"), rtol=1e-5, atol=1e-6)
+
+
+def test_python_layer_without_backward_says_so(pynet):
+    proto, lib = pynet
+    net = zfcaffe.Net(str(proto), python_path=[str(lib)])
+    net.forward(data=np.ones((6, 3), np.float32) * 2)
+    with pytest.raises(ZfcaffeError, match="defines no backward"):
+        net.project("fc", (0, 1), "backprop")

@@ -121,6 +121,30 @@ class PythonLayer(Layer):
         self._call("forward", bottom, top)
         return [np.asarray(t.data, np.float32) for t in top]
 
+    def backward(self, ctx, top_diffs):
+        """The layer's own `backward(top, propagate_down, bottom)`, as pycaffe calls it, in
+        every mode (the user's code defines one rule): the rows being projected are run
+        forward again first, so state the layer keeps from its forward matches them."""
+        cls = type(self.instance())
+        if not callable(getattr(cls, "backward", None)):
+            raise self.error(f"its class {self.module}.{self.class_name} defines no backward(top, propagate_down, "
+                             "bottom); project units of a layer below it")
+        bottom = [PyBlob(data=np.array(ctx.data(k), np.float32)) for k in self.bottoms]
+        top = self._run(bottom)
+        self._call("forward", bottom, top)
+        for t, d in zip(top, top_diffs):
+            if d is not None and tuple(d.shape) != t.shape:
+                raise self.error(f"its forward on the projected rows gives {list(t.shape)}, but the signal is "
+                                 f"{list(d.shape)}; expected a layer that works row by row")
+            t.diff = np.zeros(t.shape, np.float32) if d is None else np.array(d, np.float32)
+        for b in bottom:
+            b.diff = np.zeros(b.shape, np.float32)
+        try:
+            self.instance().backward(top, [True] * len(bottom), bottom)
+        except Exception as e:   # noqa: BLE001 - the user's code
+            raise self.error(f"its {self.module}.{self.class_name}.backward raised {type(e).__name__}: {e}") from None
+        return [np.asarray(b.diff, np.float32) for b in bottom]
+
     def emit(self, e, ins, outs):
         raise self.error(f"runs Python code ({self.module}.{self.class_name}), which an ONNX file cannot hold")
 
