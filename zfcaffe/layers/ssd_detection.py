@@ -271,7 +271,15 @@ class DetectionOutput(Layer):
     def forward(self, inputs):
         self._check_background()
         with np.errstate(over="ignore", invalid="ignore"):   # exploding boxes are the fork's too
-            return self._forward(inputs)
+            return [self._forward(inputs)[0]]
+
+    def row_sources(self, inputs) -> np.ndarray:
+        """For each row forward gives on these inputs, in its order: (image, label, prior)
+        as int64 [K, 3] (no rows for the fork's "nothing detected" rows): which prior's
+        confidence (conf input at image * P * C + prior * C + label) made the row."""
+        self._check_background()
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._forward(inputs)[1]
 
     def _forward(self, inputs):
         loc, conf, prior = (np.asarray(x, dtype=np.float32) for x in inputs[:3])
@@ -304,23 +312,26 @@ class DetectionOutput(Layer):
         rows[:, 1] = labels[g % Cp]
         rows[:, 2] = scores[g, p]
         rows[:, 3:] = boxes[box_of_group[g], p]
+        sources = np.stack([img, labels[g % Cp], p], axis=1)                       # (image, label, prior)
         if self.keep_top_k > -1:
             per_image = np.bincount(img, minlength=N)
             if np.any(per_image > self.keep_top_k):
                 bounds = np.concatenate([[0], np.cumsum(per_image)])
                 parts = []
                 for i in range(N):
-                    r = rows[bounds[i]:bounds[i + 1]]
+                    at = np.arange(bounds[i], bounds[i + 1])
+                    r = rows[at]
                     if len(r) > self.keep_top_k:
                         best = _keep_best(r[:, 2], r[:, 1], self.keep_top_k)
                         # regrouped by label (a std::map), each label in the sorted order
-                        r = r[best[np.argsort(r[best, 1], kind="stable")]]
-                    parts.append(r)
-                rows = np.concatenate(parts)
+                        at = at[best[np.argsort(r[best, 1], kind="stable")]]
+                    parts.append(at)
+                at = np.concatenate(parts)
+                rows, sources = rows[at], sources[at]
         if len(rows) == 0:
             rows = np.full((N, 7), -1, np.float32)
             rows[:, 0] = np.arange(N)
-        return [rows.reshape(1, 1, -1, 7)]
+        return rows.reshape(1, 1, -1, 7), sources
 
     # -- ONNX export -----------------------------------------------------------------------
     def emit(self, e, ins, outs):

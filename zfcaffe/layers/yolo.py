@@ -240,6 +240,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + _exp(-x).astype(np.float64))).astype(F32)
 
 
+def kept_candidates(x, y, w, h, conf, nms_threshold) -> np.ndarray:
+    """The candidates detection_rows keeps, in its row order: std::sort by confidence,
+    then the fork's NMS."""
+    order = std_sort_order(conf)
+    boxes = np.stack([x, y, w, h], axis=1)[order]
+    return order[fork_nms(boxes, nms_threshold)]
+
+
 def detection_rows(x, y, w, h, label, conf, nms_threshold, batch: int) -> np.ndarray:
     """Sort, NMS and the fork's top blob (1, 1, kept, 7): [0, label + 1, confidence,
     x - w/2, y - h/2, x + w/2, y + h/2]; with nothing kept (1, 1, batch, 7) of -1 with
@@ -248,9 +256,7 @@ def detection_rows(x, y, w, h, label, conf, nms_threshold, batch: int) -> np.nda
         out = np.full((1, 1, batch, 7), -1, F32)
         out[0, 0, :, 0] = np.arange(batch)
         return out
-    order = std_sort_order(conf)
-    boxes = np.stack([x, y, w, h], axis=1)[order]
-    keep = order[fork_nms(boxes, nms_threshold)]
+    keep = kept_candidates(x, y, w, h, conf, nms_threshold)
     x64, y64 = x[keep].astype(np.float64), y[keep].astype(np.float64)
     w2, h2 = w[keep].astype(np.float64) / 2.0, h[keep].astype(np.float64) / 2.0
     out = np.stack([np.zeros(len(keep)), label[keep] + 1.0, conf[keep].astype(np.float64),
@@ -430,8 +436,20 @@ class Yolov3DetectionOutput(_Detection):
 
     def decode(self, inputs):
         """All candidate detections in the fork's order: (x, y, w, h, class, confidence)."""
+        return self._candidates(inputs)[0]
+
+    def row_sources(self, inputs) -> np.ndarray:
+        """For each row forward gives on these inputs, in its order: (item, bottom, box,
+        cell, class) as int64 [K, 5]: the bottom's channels box * (5 + K) + 4 (objectness)
+        and + 5 + class at cell (y, x) = divmod(cell, W) of that item made the row."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            (x, y, w, h, _, conf), src = self._candidates(inputs)
+            return src[kept_candidates(x, y, w, h, conf, self.nms_threshold)] if len(conf) else src[:0]
+
+    def _candidates(self, inputs):
+        """decode's candidates and, for each, (item, bottom, box, cell, class)."""
         length = 5 + self.num_classes
-        parts = []
+        parts, sources = [], []
         for t, blob in enumerate(inputs):
             blob = np.asarray(blob, F32)
             nb, _, hh, ww = blob.shape
@@ -452,7 +470,8 @@ class Yolov3DetectionOutput(_Detection):
             b_i, s_i, n_i, k_i = np.nonzero(hit)
             parts.append((cx[b_i, n_i, s_i], cy[b_i, n_i, s_i], bw[b_i, n_i, s_i], bh[b_i, n_i, s_i],
                           k_i, score[hit]))
-        return [np.concatenate(c) for c in zip(*parts)]
+            sources.append(np.stack([b_i, np.full_like(b_i, t), n_i, s_i, k_i], axis=1))
+        return [np.concatenate(c) for c in zip(*parts)], np.concatenate(sources).astype(np.int64)
 
     def emit_candidates(self, e, ins):
         """decode in ONNX, per bottom: (x, y, w, h, class, confidence) [M_t] in the fork's order."""
@@ -540,8 +559,20 @@ class YoloDetectionOutput(_Detection):
                 f"nms {float(self.nms_threshold):g}")
 
     def decode(self, inputs):
-        parts = []
-        for blob in inputs[:2]:
+        return self._candidates(inputs)[0]
+
+    def row_sources(self, inputs) -> np.ndarray:
+        """For each row forward gives on these inputs, in its order: (item, bottom, box,
+        cell, class) as int64 [K, 5]: the bottom's channels box * D + 4 (objectness) and
+        + 5 + class at cell (y, x) = divmod(cell, side) of that item made the row."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            (x, y, w, h, _, conf), src = self._candidates(inputs)
+            return src[kept_candidates(x, y, w, h, conf, self.nms_threshold)] if len(conf) else src[:0]
+
+    def _candidates(self, inputs):
+        """decode's candidates and, for each, (item, bottom, box, cell, class)."""
+        parts, sources = [], []
+        for t, blob in enumerate(inputs[:2]):
             blob = np.asarray(blob, F32)
             nb, c, side, _ = blob.shape
             d = c // self.num_box
@@ -560,7 +591,9 @@ class YoloDetectionOutput(_Detection):
             conf = obj * prob.max(axis=-1)
             hit = conf >= self.confidence_threshold
             parts.append((cx[hit], cy[hit], bw[hit], bh[hit], label[hit], conf[hit]))
-        return [np.concatenate(c) for c in zip(*parts)]
+            b_i, s_i, n_i = np.nonzero(hit)                              # the order of conf[hit]
+            sources.append(np.stack([b_i, np.full_like(b_i, t), n_i, s_i, label[hit]], axis=1))
+        return [np.concatenate(c) for c in zip(*parts)], np.concatenate(sources).astype(np.int64)
 
     def emit_candidates(self, e, ins):
         """decode in ONNX, per bottom (the first two): (x, y, w, h, class, confidence) [M_t]."""
