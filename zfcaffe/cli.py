@@ -208,11 +208,33 @@ def _engine_group(p) -> None:
 def _head_group(p) -> None:
     g = p.add_argument_group("class output")
     g.add_argument("--labels", help="class names: a file (synset_words.txt or one name a line), imagenet, "
-                                    "cifar10, none, or names like sfw,nsfw (default: imagenet for 1000 "
-                                    "classes, cifar10 for 10 colour classes)")
+                                    "cifar10, voc, coco, cityscapes, ade20k, face, none, or names like sfw,nsfw "
+                                    "(default: chosen by the class count: imagenet for 1000 classes, cifar10 for "
+                                    "10 colour classes, voc for 21 or 20, coco for 81 or 80, cityscapes for 19, "
+                                    "ade20k for 150)")
     g.add_argument("--class-output", metavar="BLOB",
                    help="the blob holding class scores (default: the Softmax, else the last 1-D output; "
                         "none: no class output)")
+
+
+def _detect_group(p) -> None:
+    from .verbs import positive_int
+    g = p.add_argument_group("detections, segmentations and keypoints (detector, segmenter and pose nets)")
+    g.add_argument("--threshold", type=_unit_interval, default=None, metavar="P",
+                   help="show detections scoring at least P (default 0.5), keypoint peaks at least P (default 0.1)")
+    g.add_argument("--detections", type=positive_int, default=3, metavar="K",
+                   help="trace the top K detections (or the K largest classes of a segmentation, the K strongest "
+                        "keypoints) to their units, projections and Grad-CAM (default 3)")
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}': expected a number between 0 and 1") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g}: expected a number between 0 and 1")
+    return value
 
 
 def _add_groups(p, groups: tuple[str, ...]) -> None:
@@ -226,6 +248,8 @@ def _add_groups(p, groups: tuple[str, ...]) -> None:
             _head_group(p)
         elif name == "engine":
             _engine_group(p)
+        elif name == "detect":
+            _detect_group(p)
         elif name == "mode":
             p.add_argument("--mode", default=default,
                            help=f"modes, comma-separated, shown side by side: deconvnet, guided, backprop "
@@ -281,7 +305,7 @@ def _run_arguments(p):
 
 
 @verb("run", "forward one input; print outputs; optionally save every blob",
-      ("net", "preprocess", "keep_size", "head"), _run_arguments)
+      ("net", "preprocess", "keep_size", "head", "detect"), _run_arguments)
 def cmd_run(ctx, args) -> int:
     from .analyses.heads import class_head, summarize_outputs, top_classes
     from .labels import resolve_labels
@@ -305,6 +329,12 @@ def cmd_run(ctx, args) -> int:
                     f"{' (softmaxed here)' if head.softmaxed else ''}: "
                     + ", ".join(f"{n} {p:.4g}" for n, p in top))
         print(line)
+    from .recipes import dense_view
+    dense = dense_view.find(net, args.labels, net.graph.inputs[net.inputs[0]][1])
+    if dense is not None:
+        photo = None if args.input.endswith(".npy") else dense_view.photo_size(args.input)
+        for line in dense_view.lines(net, dense, args.threshold, None if photo is None else ctx.pre, photo):
+            print(line)
     if args.save:
         arrays = net.layer_outputs.complete()
         arrays.update({f"{k}/switches": v for k, v in net.switches.complete().items()})

@@ -39,9 +39,13 @@ def strongest(act: np.ndarray, n: int) -> list[tuple[tuple, float]]:
 
 def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = None, top: int = 8,
               mode: str | list = "deconvnet,guided", preprocess: Preprocess | None = None,
-              labels: str | None = None, class_output: str | None = None, progress: bool = True) -> str:
+              labels: str | None = None, class_output: str | None = None, progress: bool = True,
+              threshold: float | None = None, detections: int = 3) -> str:
     """Write the figures, results.npz and index.html into out_dir; returns the index path.
-    `labels`: a file, 'imagenet', 'cifar10', 'a,b,c' or None (automatic, see zfcaffe.labels)."""
+    `labels`: a file, a built-in set ('imagenet', 'voc', 'coco', ...), 'a,b,c' or None
+    (automatic, see zfcaffe.labels). A detector, segmenter or pose net gets a section of
+    its boxes, class map or keypoints (`threshold`: the lowest score shown), each of the
+    top `detections` traced to its unit, projections and Grad-CAM (dense_view)."""
     import numpy as np
 
     from ..analyses.common import default_layers, progress as progress_bar, safe_name, shown_key
@@ -57,13 +61,18 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
     from ..viz.report import Report
 
     from .. import checks
-    checks.recipe("visualize", net, {"out_dir": out_dir}, {"top": top}, layers=layers)
+    checks.recipe("visualize", net, {"out_dir": out_dir}, {"top": top, "detections": detections}, layers=layers)
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0 <= threshold <= 1):
+        from ..errors import ZfcaffeValueError
+        raise ZfcaffeValueError(f"visualize(threshold={threshold!r}): expected a number between 0 and 1")
     images = checks.paths("visualize(images", images) or []
     modes = parse_modes(mode)
     layers = list(checks.strings("visualize(layers", layers)) if layers else default_layers(net)
     keys = [shown_key(net, name) for name in layers]   # validates early, before any work
     pre = preprocess or for_net(net)
-    head = class_head(net, class_output)
+    from . import dense_view
+    dense = dense_view.find(net, labels, pre.channels)
+    head = class_head(net, class_output) if dense is None or class_output else None
     names = resolve_labels(labels, head.classes, pre.channels) if head else None
     input_name = net.inputs[0]
     if images:
@@ -78,6 +87,10 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
     report.pre(pre.describe())
     report.text(head.describe() if head else
                 f"no class output (outputs: {', '.join(net.outputs)}): no class ranking is shown")
+    if dense is not None:
+        report.text(f"a {dense.kind} net: its {'boxes' if dense.kind == 'detector' else 'class map' if dense.kind == 'segmentation' else 'keypoints'} "
+                    f"are shown over each image, the top {detections} traced"
+                    + (f"; class names: {dense.names.source}" if dense.names else ""))
     if names:
         report.text(f"class names: {names.source}")
     report.text(f"projections: {', '.join(modes)}; each tile is cut to where the projections of its unit "
@@ -108,6 +121,9 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
                                       f"'{head.blob}'" + (" (softmaxed here)" if head.softmaxed else "")),
                    "the input as the net sees it" + (f", and its {len(preds)} most probable classes" if preds else ""))
             _outputs_section(report, figure, net, head, names, stem)
+            if dense is not None:
+                dense_view.report_section(report, figure, net, x, shown, stem, dense, arrays, threshold, detections,
+                                          modes, pre, dense_view.photo_size(path))
             for name, key in zip(layers, keys):
                 act = net.layer_outputs[key][0]
                 units = strongest(act, top)
@@ -200,7 +216,9 @@ def _arguments(p) -> None:
 
 
 @verb("visualize", "Zeiler & Fergus figures and an HTML report (index.html)",
-      ("net", "preprocess", "keep_size", "head", "mode:deconvnet,guided", "output:zfcaffe-report"), _arguments)
+      ("net", "preprocess", "keep_size", "head", "detect", "mode:deconvnet,guided", "output:zfcaffe-report"),
+      _arguments)
 def visualize_verb(ctx, args) -> str:
     return visualize(ctx.net, args.image, args.output, layers=layer_list(args), top=args.top, mode=args.mode,
-                     preprocess=ctx.pre, labels=args.labels, class_output=args.class_output, progress=ctx.progress)
+                     preprocess=ctx.pre, labels=args.labels, class_output=args.class_output, progress=ctx.progress,
+                     threshold=args.threshold, detections=args.detections)

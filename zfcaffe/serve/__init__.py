@@ -17,7 +17,7 @@ def _serve_arguments(p) -> None:
 
 
 @verb("serve", "a local web page to explore the model: layers, feature maps, projections, top-9, filters",
-      ("net", "preprocess", "head"), _serve_arguments)
+      ("net", "preprocess", "head", "detect"), _serve_arguments)
 def serve_verb(ctx, args) -> int:
     from ..analyses.common import list_images
     from ..extras import require
@@ -26,7 +26,8 @@ def serve_verb(ctx, args) -> int:
     from .app import create_app, serve
     from .model import ServedModel
     images = [p for p, _ in list_images(args.images)] if args.images else []
-    model = ServedModel(ctx.net, ctx.pre, images, args.labels, args.class_output, args.top9)
+    model = ServedModel(ctx.net, ctx.pre, images, args.labels, args.class_output, args.top9, args.threshold,
+                        args.detections)
     model.warm()
     try:
         serve(create_app(model, queue=args.queue), args.host, args.port, quiet=args.quiet)

@@ -123,6 +123,19 @@ def create_app(model: ServedModel, queue: int = 16, jobs: int = 8) -> Starlette:
                                 _int(request, "y", False), _int(request, "x", False),
                                 parse_modes(request.query_params.get("modes", ",".join(MODES))[:200]))
 
+    async def dense(request):
+        return await worker.run(model.dense_results, _str(request, "image"))
+
+    def _modes(request):
+        return parse_modes(request.query_params.get("modes", "deconvnet,guided")[:200])
+
+    async def detection(request):
+        return await worker.run(model.detection, _str(request, "image"), _int(request, "k"), _modes(request))
+
+    async def segment(request):
+        return await worker.run(model.segment, _str(request, "image"), _int(request, "x"), _int(request, "y"),
+                                _modes(request))
+
     async def filters(request):
         return _png(await worker.run(model.filters, _str(request, "layer")))
 
@@ -162,7 +175,8 @@ def create_app(model: ServedModel, queue: int = 16, jobs: int = 8) -> Starlette:
         Route("/api/model", api(info)), Route("/api/input.png", api(input_png)), Route("/api/scores", api(scores)),
         Route("/api/maps.png", api(maps_png)), Route("/api/maps", api(maps)), Route("/api/unit", api(unit)),
         Route("/api/filters.png", api(filters)), Route("/api/top9", api(job("top9"))),
-        Route("/api/classviz", api(job("classviz"))), Route("/api/upload", api(upload), methods=["POST"])]
+        Route("/api/classviz", api(job("classviz"))), Route("/api/detections", api(dense)),
+        Route("/api/detection", api(detection)), Route("/api/segment", api(segment)), Route("/api/upload", api(upload), methods=["POST"])]
     return Starlette(routes=routes)
 
 

@@ -93,13 +93,18 @@ def served_layers(net) -> list[dict]:
 
 class ServedModel:
     def __init__(self, net, pre, images: list[str], labels: str | None = None, class_output: str | None = None,
-                 top9_dir: str | None = None):
+                 top9_dir: str | None = None, threshold: float | None = None, detections: int = 3):
+        from ..recipes import dense_view
         self.net, self.pre = net, pre
+        # a detector, segmenter or pose net: its boxes, class map or peaks over the input, clickable
+        self.dense = dense_view.find(net, labels, pre.channels)
+        self.threshold = None if self.dense is None else dense_view.threshold_of(self.dense, threshold)
+        self.shown_detections = detections
         self.images = list(images)
         self.uploads: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._upload_dir = tempfile.TemporaryDirectory(prefix="zfcaffe-serve-")
         self._uploaded = 0
-        self.head = class_head(net, class_output)
+        self.head = class_head(net, class_output) if self.dense is None or class_output else None
         self.names = resolve_labels(labels, self.head.classes, pre.channels) if self.head else None
         self.layers = served_layers(net)
         self.layer_by_name = {l["name"]: l for l in self.layers}
@@ -179,7 +184,11 @@ class ServedModel:
         return {"name": g.name or os.path.basename(g.path), "prototxt": os.path.basename(g.path),
                 "weights": os.path.basename(g.weights_path or ""), "preprocessing": self.pre.describe(),
                 "input": list(g.inputs[self.net.inputs[0]][1:]),
-                "head": self.head.describe() if self.head else "no class output",
+                "head": self.head.describe() if self.head else (f"a {self.dense.kind} net" if self.dense
+                                                                else "no class output"),
+                "dense": None if self.dense is None else {
+                    "kind": self.dense.kind, "threshold": self.threshold, "shown": self.shown_detections,
+                    "names": self.dense.names.source if self.dense.names else "part names"},
                 "layers": self.layers, "modes": list(MODES),
                 "images": [{"id": str(i), "name": os.path.basename(p)} for i, p in enumerate(self.images)]
                 + [{"id": k, "name": f"upload {k}"} for k in self.uploads],
@@ -256,6 +265,105 @@ class ServedModel:
         return {"unit": list(unit[1:]), "value": float(self.net.layer_outputs[layer["key"]][unit]),
                 "box": first["box"], "patch": first["patch"], "near_ties": first["near_ties"],
                 "projections": {m: tiles[m] for m in modes}}
+
+    # -- detections, class maps, keypoints ------------------------------------------------------
+    def _require_dense(self, kind: str | None = None):
+        if self.dense is None or (kind and self.dense.kind != kind):
+            raise NotFound(f"this net has no {kind or 'detection, segmentation or keypoint'} output")
+        return self.dense
+
+    def dense_results(self, image_id: str) -> dict:
+        """The boxes (detector), classes present and a class-map overlay (segmenter) or
+        peaks and a heatmap overlay (pose net) of an image, in input pixels."""
+        from ..analyses import detections as d
+        from ..recipes import dense_view
+        dense = self._require_dense()
+
+        def make():
+            self._forward(image_id)
+            h, w = self._rgb.shape[:2]
+            out = {"kind": dense.kind, "width": w, "height": h, "threshold": self.threshold}
+            if dense.kind == "detector":
+                dets = [x for x in d.detections(self.net, threshold=self.threshold, labels=dense.names) if x.item == 0]
+                out["detections"] = [{"index": x.index, "label": x.label, "name": x.name, "score": float(x.score),
+                                      "box": [float(v) for v in x.box], "unit": x.unit.what,
+                                      "colour": dense_view.colour(x.label)} for x in dets]
+            elif dense.kind == "segmentation":
+                from ..viz.palettes import palette_for
+                cmap = d.class_map(self.net, 0)
+                palette = palette_for(dense_view._classes(dense.head), dense.names.names or None)
+                out["classes"] = [{"label": c, "name": dense.names(c), "share": share,
+                                   "colour": "#%02x%02x%02x" % tuple(int(v) for v in palette[c % len(palette)])}
+                                  for c, share in dense_view.class_shares(cmap)]
+                out["overlay"] = data_url(palette[cmap % len(palette)].astype(np.uint8))
+                self.cache.put(("classmap", image_id), cmap)
+            else:
+                peaks = d.peaks(self.net, threshold=self.threshold, item=0)
+                out["peaks"] = [{"part": p.part, "name": p.name, "x": float(p.x), "y": float(p.y),
+                                 "value": float(p.value)} for p in peaks]
+                maps = dense_view.keypoint_maps(self.net, dense.head)
+                heat = np.clip(maps.max(axis=0), 0, 1)
+                out["overlay"] = data_url(heat)
+            return out
+        return self.cache.get_or(("dense", image_id), make)
+
+    def detection(self, image_id: str, k: int, modes: list[str]) -> dict:
+        """Detection k's trace: its unit, projections and Grad-CAM cut to the box's
+        neighbourhood (the report's figure, and its numbers)."""
+        from ..analyses import detections as d
+        from ..recipes.dense_view import trace_png
+        dense = self._require_dense("detector")
+
+        def make():
+            self._forward(image_id)
+            dets = d.detections(self.net, threshold=self.threshold, labels=dense.names)
+            match = [x for x in dets if x.index == k and x.item == 0]
+            if not match:
+                raise NotFound(f"no detection {k} at score >= {self.threshold:g}; expected one of "
+                               f"{[x.index for x in dets][:20]}")
+            det = match[0]
+            x, _ = self.pre.prepare(self.image_path(image_id))
+            trace = d.explain_detection(self.net, x[None], det, modes=tuple(modes))
+            self._current = None          # the trace ran passes of its own: forward again when next asked
+            return {"index": det.index, "name": det.name, "score": float(det.score),
+                    "box": [float(v) for v in det.box], "unit": {"what": det.unit.what, "key": det.unit.key,
+                                                                 "layer": det.unit.layer,
+                                                                 "index": [int(v) for v in det.unit.index],
+                                                                 "value": float(det.unit.value)},
+                    "extra": {k_: int(v) for k_, v in det.extra.items()},
+                    "cam_layer": trace.cam_layer, "mass_in_box": float(trace.mass_in_box),
+                    "neighbourhood": [int(v) for v in trace.neighbourhood],
+                    "figure": "data:image/png;base64," + base64.b64encode(trace_png(self._rgb_of(image_id), trace,
+                                                                                    modes)).decode()}
+        return self.cache.get_or(("detection", image_id, k, tuple(modes)), make)
+
+    def segment(self, image_id: str, x: int, y: int, modes: list[str]) -> dict:
+        """The class of the input pixel (x, y): where it wins, its Grad-CAM and projections."""
+        from ..analyses import detections as d
+        from ..recipes import dense_view
+        dense = self._require_dense("segmentation")
+        self.dense_results(image_id)
+        cmap = self.cache.get(("classmap", image_id))
+        if cmap is None:
+            self._forward(image_id)
+            cmap = d.class_map(self.net, 0)
+        h, w = cmap.shape
+        if not (0 <= x < w and 0 <= y < h):
+            raise NotFound(f"the input is {w}x{h}; pixel ({x}, {y}) is outside")
+        label = int(cmap[y, x])
+
+        def make():
+            self._forward(image_id)
+            xin, _ = self.pre.prepare(self.image_path(image_id))
+            trace = d.explain_class(self.net, xin, label)
+            self._current = None
+            return {"label": label, "name": dense.names(label), "share": float((cmap == label).mean()),
+                    "figure": "data:image/png;base64," + base64.b64encode(dense_view.class_trace_png(
+                        self._rgb_of(image_id), trace, f"class {label} {dense.names(label)}", modes)).decode()}
+        return {**self.cache.get_or(("segment", image_id, label, tuple(modes)), make), "x": x, "y": y}
+
+    def _rgb_of(self, image_id: str) -> np.ndarray:
+        return self.pre.prepare(self.image_path(image_id))[1]
 
     def warm(self) -> None:
         """Build the sessions and compile the kernels before the first visitor comes."""

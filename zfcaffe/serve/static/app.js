@@ -1,9 +1,11 @@
 // zfcaffe serve: the page. State lives in the URL hash (a permalink for every view):
-// #image=ID&layer=NAME&c=MAP&y=ROW&x=COL
+// #image=ID&layer=NAME&c=MAP&y=ROW&x=COL[&det=K | &px=X&py=Y] (a detection's or a class pixel's view)
 "use strict";
 const $ = (id) => document.getElementById(id);
 let model = null;
-const state = { image: "0", layer: null, c: null, y: null, x: null };
+const state = { image: "0", layer: null, c: null, y: null, x: null, det: null, px: null, py: null };
+const SVG = "http://www.w3.org/2000/svg";
+let dense = null;         // the shown image's detections, class map or keypoints
 let maps = null;          // the shown layer's atlas geometry and statistics
 let generation = 0;       // answers to older views are dropped
 
@@ -27,6 +29,8 @@ function query(extra) {
 function writeHash() {
   const p = new URLSearchParams({ image: state.image, layer: state.layer, c: state.c ?? 0 });
   if (state.y !== null) { p.set("y", state.y); p.set("x", state.x); }
+  if (state.det !== null) p.set("det", state.det);
+  if (state.px !== null) { p.set("px", state.px); p.set("py", state.py); }
   history.replaceState(null, "", "#" + p.toString());
 }
 
@@ -37,6 +41,9 @@ function readHash() {
   state.c = p.has("c") ? parseInt(p.get("c"), 10) || 0 : null;
   state.y = p.has("y") ? parseInt(p.get("y"), 10) : null;
   state.x = p.has("x") ? parseInt(p.get("x"), 10) : null;
+  state.det = p.has("det") ? parseInt(p.get("det"), 10) : null;
+  state.px = p.has("px") ? parseInt(p.get("px"), 10) : null;
+  state.py = p.has("py") ? parseInt(p.get("py"), 10) : null;
 }
 
 function layerInfo() { return model.layers.find((l) => l.name === state.layer); }
@@ -73,8 +80,129 @@ async function showImage() {
       $("scores").innerHTML = s.outputs.map((o) => `${escapeHtml(o.name)} ${o.shape.join("×")}: mean ${o.mean.toPrecision(4)}`).join("<br>");
     }
   }).catch((e) => status(e.message, true));
+  if (model.dense) showDense(shown).catch((e) => status(e.message, true));
   await showLayer();
 }
+
+// -- detections (clickable boxes), class maps (clickable pixels), keypoints ------------------------------
+function svgEl(tag, attrs) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  return el;
+}
+
+async function showDense(shown) {
+  const [, d] = await getJSON("/api/detections?" + new URLSearchParams({ image: shown }));
+  if (shown !== state.image) return;
+  dense = d;
+  const svg = $("overlay");
+  svg.setAttribute("viewBox", `0 0 ${d.width} ${d.height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.hidden = false;
+  $("dense-panel").hidden = false;
+  $("dense-overlay").hidden = !d.overlay;
+  if (d.overlay) $("dense-overlay").src = d.overlay;
+  const items = [];
+  if (d.kind === "detector") {
+    $("dense-title").textContent = `Detections (score ≥ ${d.threshold})`;
+    svg.classList.remove("clickable");
+    svg.replaceChildren(...d.detections.map((b) => {
+      const g = svgEl("g", { class: "det", "data-k": b.index });
+      const r = svgEl("rect", { x: b.box[0], y: b.box[1], width: Math.max(1, b.box[2] - b.box[0]),
+                                height: Math.max(1, b.box[3] - b.box[1]), stroke: b.colour, fill: b.colour,
+                                "data-k": b.index, class: "box" });
+      const title = svgEl("title", {}); title.textContent = `#${b.index} ${b.name} ${b.score.toFixed(3)}`;
+      r.append(title);
+      r.addEventListener("click", (ev) => { ev.stopPropagation(); selectDetection(b.index); });
+      const t = svgEl("text", { x: b.box[0] + 2, y: Math.max(10, b.box[1] - 3), fill: b.colour,
+                                transform: "" });
+      t.textContent = `#${b.index} ${b.name} ${b.score.toFixed(2)}`;
+      g.append(r, t);
+      return g;
+    }));
+    fixTextScale();
+    d.detections.forEach((b) => {
+      const btn = document.createElement("button");
+      btn.type = "button"; btn.dataset.k = b.index; btn.style.borderColor = b.colour;
+      btn.textContent = `#${b.index} ${b.name} ${b.score.toFixed(3)}`;
+      btn.title = b.unit;
+      btn.addEventListener("click", () => selectDetection(b.index));
+      items.push(btn);
+    });
+    $("dense-list").replaceChildren(...items);
+    $("dense-info").textContent = d.detections.length ? "click a box (or a button) for its unit, projections and Grad-CAM"
+      : "no detection at this threshold (serve --threshold P to lower it)";
+    const k = state.det !== null ? state.det : (d.detections.length ? d.detections[0].index : null);
+    if (k !== null && d.detections.some((b) => b.index === k)) await selectDetection(k);
+  } else if (d.kind === "segmentation") {
+    $("dense-title").textContent = "Class map";
+    svg.classList.add("clickable");
+    svg.replaceChildren();
+    $("dense-list").innerHTML = d.classes.slice(0, 20).map((c) =>
+      `<span style="display:inline-block;margin-right:8px"><span style="display:inline-block;width:12px;height:12px;background:${c.colour}"></span> ${escapeHtml(c.name)} ${(100 * c.share).toFixed(1)}%</span>`).join("");
+    $("dense-info").textContent = "click a pixel of the image for its class's Grad-CAM and projections";
+    if (state.px !== null) await selectPixel(state.px, state.py);
+  } else {
+    $("dense-title").textContent = "Keypoints";
+    svg.classList.remove("clickable");
+    svg.replaceChildren(...d.peaks.map((p) => {
+      const c = svgEl("circle", { cx: p.x, cy: p.y, r: Math.max(2, d.width / 100), fill: "#ff3b30", stroke: "#fff" });
+      const title = svgEl("title", {}); title.textContent = `${p.name} ${p.value.toFixed(3)}`; c.append(title);
+      return c;
+    }));
+    $("dense-list").textContent = d.peaks.map((p) => `${p.name} (${Math.round(p.x)}, ${Math.round(p.y)}) ${p.value.toFixed(2)}`).join(" · ");
+    $("dense-info").textContent = `heatmap peaks ≥ ${d.threshold}`;
+  }
+}
+
+function fixTextScale() {
+  // the labels keep a readable size whatever the image is shown at
+  const svg = $("overlay"), shown = svg.clientWidth || $("input-image").clientWidth;
+  if (!dense || !shown) return;
+  const scale = dense.width / shown;
+  svg.querySelectorAll("text").forEach((t) => t.style.fontSize = (11 * scale) + "px");
+}
+
+async function selectDetection(k) {
+  state.det = k; state.px = state.py = null;
+  writeHash();
+  document.querySelectorAll("#overlay rect").forEach((r) => r.classList.toggle("selected", +r.dataset.k === k));
+  document.querySelectorAll("#dense-list button").forEach((b) => b.classList.toggle("selected", +b.dataset.k === k));
+  const shown = state.image;
+  $("dense-view").textContent = `tracing detection #${k}…`;
+  const t0 = performance.now();
+  const [, t] = await getJSON("/api/detection?" + new URLSearchParams({ image: shown, k }));
+  if (shown !== state.image || state.det !== k) return;
+  status(`traced in ${Math.round(performance.now() - t0)} ms`);
+  const img = new Image(); img.src = t.figure; img.alt = `detection ${k}: box, unit's projections, Grad-CAM`;
+  img.id = "detection-figure";
+  const p = document.createElement("p"); p.className = "small";
+  p.textContent = `#${t.index} ${t.name} ${t.score.toFixed(4)} · box (${t.box.map((v) => v.toFixed(1)).join(", ")}) · ` +
+    `unit ${t.unit.what} = ${t.unit.value.toPrecision(4)} · Grad-CAM at ${t.cam_layer}: ` +
+    `${Math.round(100 * t.mass_in_box)}% of its mass in the box`;
+  $("dense-view").replaceChildren(p, img);
+}
+
+async function selectPixel(x, y) {
+  state.px = x; state.py = y; state.det = null;
+  writeHash();
+  const shown = state.image;
+  $("dense-view").textContent = `tracing the class of pixel (${x}, ${y})…`;
+  const [, t] = await getJSON("/api/segment?" + new URLSearchParams({ image: shown, x, y }));
+  if (shown !== state.image || state.px !== x || state.py !== y) return;
+  const img = new Image(); img.src = t.figure; img.alt = `class ${t.name}: Grad-CAM and projections`;
+  img.id = "segment-figure";
+  const p = document.createElement("p"); p.className = "small";
+  p.textContent = `pixel (${x}, ${y}): class ${t.label} ${t.name}, ${(100 * t.share).toFixed(1)}% of the pixels`;
+  $("dense-view").replaceChildren(p, img);
+}
+
+$("overlay").addEventListener("click", (ev) => {
+  if (!dense || dense.kind !== "segmentation") return;
+  const r = $("overlay").getBoundingClientRect();
+  const x = Math.floor((ev.clientX - r.left) * dense.width / r.width), y = Math.floor((ev.clientY - r.top) * dense.height / r.height);
+  if (x >= 0 && y >= 0 && x < dense.width && y < dense.height) selectPixel(x, y).catch((e) => status(e.message, true));
+});
 
 async function showLayer() {
   const layer = layerInfo();
@@ -212,7 +340,7 @@ document.addEventListener("keydown", (ev) => {
 });
 $("layer-select").addEventListener("keydown", (ev) => ev.stopPropagation());
 $("layer-select").addEventListener("change", () => { state.layer = $("layer-select").value; state.c = null; state.y = state.x = null; showLayer(); });
-$("image-select").addEventListener("change", () => { state.image = $("image-select").value; state.y = state.x = null; showImage(); });
+$("image-select").addEventListener("change", () => { state.image = $("image-select").value; state.y = state.x = null; state.det = state.px = state.py = null; showImage(); });
 $("classviz-button").addEventListener("click", () => showClassviz());
 $("upload").addEventListener("change", async () => {
   const file = $("upload").files[0];
@@ -222,10 +350,11 @@ $("upload").addEventListener("change", async () => {
   const body = await r.json();
   if (!r.ok) { status(body.error, true); return; }
   [, model] = await getJSON("/api/model");
-  state.image = body.id; state.y = state.x = null;
+  state.image = body.id; state.y = state.x = null; state.det = state.px = state.py = null;
   fillImages();
   showImage();
 });
 window.addEventListener("hashchange", () => { readHash(); showImage(); });
-window.addEventListener("resize", () => maps && drawMarks());
+$("input-image").addEventListener("load", () => fixTextScale());
+window.addEventListener("resize", () => { if (maps) drawMarks(); fixTextScale(); });
 start().catch((e) => status(e.message, true));

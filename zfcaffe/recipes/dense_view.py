@@ -1,0 +1,297 @@
+"""What `run`, `visualize` and `serve` show of a detector, a segmenter or a pose net:
+one place that finds the net's dense head (zfcaffe.analyses.detections and its
+segmentation and keypoint siblings), says its results in lines, maps boxes back to
+the photo's pixels, and writes the report's "Detections" section.
+
+Coordinates from the analyses are in the net's INPUT pixels; `photo_box` takes them
+through the preprocessing's resize back to the image file's pixels."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+#: --threshold's defaults: a detection's score, a keypoint heatmap's peak
+DETECTION_THRESHOLD = 0.5
+PEAK_THRESHOLD = 0.1
+
+
+@dataclasses.dataclass
+class Dense:
+    kind: str                  # "detector" | "segmentation" | "keypoints"
+    head: object               # the analyses' head (DetectorHead, SegmentationHead, KeypointHead)
+    names: object              # zfcaffe.labels.Labels for its classes (or parts)
+
+
+def find(net, labels: str | None = None, channels: int = 3) -> Dense | None:
+    """The net's detection, segmentation or keypoint head (in that order), or None
+    (a classifier, or a net none of them recognises)."""
+    from ..analyses import detections as d
+    from ..labels import resolve_labels
+    head = d.detector_head(net)
+    if head is not None:
+        return Dense("detector", head, d._names(net, head, labels))
+    head = getattr(d, "segmentation_head", lambda net: None)(net)   # FIXME(H3) until H2's lands
+    if head is not None:
+        return Dense("segmentation", head, resolve_labels(labels, _classes(head), channels))
+    head = getattr(d, "keypoint_head", lambda net: None)(net)
+    if head is not None:
+        return Dense("keypoints", head, None)
+    return None
+
+
+def _classes(head) -> int:
+    c = getattr(head, "classes", None)
+    return int(c if isinstance(c, (int, np.integer)) else len(c))
+
+
+def threshold_of(dense: Dense, threshold: float | None) -> float:
+    if threshold is not None:
+        return threshold
+    return PEAK_THRESHOLD if dense.kind == "keypoints" else DETECTION_THRESHOLD
+
+
+# -- boxes in the photo's pixels -------------------------------------------------------------------------
+def photo_size(path: str | None) -> tuple[int, int] | None:
+    """(width, height) of an image file; None for a .npy input (no photo)."""
+    if not path or str(path).lower().endswith(".npy"):
+        return None
+    from ..preprocess import open_image
+    with open_image(path) as im:
+        return im.size
+
+
+def photo_box(pre, size: tuple[int, int] | None, box) -> tuple[float, float, float, float] | None:
+    """A box (x0, y0, x1, y1) in the net's input -> the same box in the photo's pixels
+    (the inverse of Preprocess.map_box); None where the photo was not resized."""
+    if size is None or pre is None or pre.keep_size:
+        return None
+    iw, ih = size
+    h, w = pre.height, pre.width
+    if (iw, ih) == (w, h):
+        return None
+    if pre.resize == "crop":
+        s = max(h / ih, w / iw)
+        sy = sx = s
+        nh, nw = max(h, round(ih * s)), max(w, round(iw * s))
+    else:                          # warp and pycaffe stretch the photo to the input
+        sy, sx, nh, nw = h / ih, w / iw, h, w
+    oy, ox = (nh - h) // 2, (nw - w) // 2
+    x0, y0, x1, y1 = box
+    return ((x0 + ox) / sx, (y0 + oy) / sy, (x1 + ox) / sx, (y1 + oy) / sy)
+
+
+def _fmt_box(box) -> str:
+    return "(" + ", ".join(f"{v:.1f}" for v in box) + ")"
+
+
+# -- what `run` prints --------------------------------------------------------------------------------------
+def lines(net, dense: Dense, threshold: float | None = None, pre=None, photo: tuple[int, int] | None = None,
+          item: int = 0) -> list[str]:
+    """The dense head's results for the recorded forward pass, one line each."""
+    from ..analyses import detections as d
+    t = threshold_of(dense, threshold)
+    if dense.kind == "detector":
+        dets = [x for x in d.detections(net, threshold=t, labels=dense.names) if x.item == item]
+        out = [f"detections ({dense.head.kind}, from '{dets[0].output if dets else _head_output(dense.head)}'; "
+               f"score >= {t:g}; {dense.names.source}): {len(dets)}"]
+        for x in dets:
+            where = f"box {_fmt_box(x.box)} in input pixels"
+            pb = photo_box(pre, photo, x.box)
+            if pb is not None:
+                where += f", {_fmt_box(pb)} in the photo's"
+            out.append(f"  #{x.index} {x.name} {x.score:.4f} {where}; unit {x.unit.what}")
+        return out
+    if dense.kind == "segmentation":
+        cmap = d.class_map(net, item)
+        share = class_shares(cmap)
+        out = [f"class map {cmap.shape[0]}x{cmap.shape[1]} (from '{_head_output(dense.head)}'; "
+               f"{dense.names.source}): {len(share)} classes"]
+        out += [f"  {c} {dense.names(c)}: {s * 100:.1f}% of the pixels" for c, s in share]
+        return out
+    peaks = d.peaks(net, threshold=t, item=item)
+    out = [f"keypoint peaks (from '{_head_output(dense.head)}'; heatmap >= {t:g}): {len(peaks)}"]
+    for p in peaks:
+        pb = photo_box(pre, photo, (p.x, p.y, p.x, p.y))
+        at = f" ({pb[0]:.1f}, {pb[1]:.1f}) in the photo's" if pb else ""
+        out.append(f"  {p.name} ({p.x:.1f}, {p.y:.1f}) in input pixels{at}: {p.value:.3f}")
+    return out
+
+
+def _head_output(head) -> str:
+    for attr in ("output", "blob", "key", "score_key", "heatmap_key"):
+        v = getattr(head, attr, None)
+        if isinstance(v, str):
+            return v
+    return "?"
+
+
+def class_shares(cmap: np.ndarray) -> list[tuple[int, float]]:
+    """(class, share of the pixels) of every class present, largest first."""
+    counts = np.bincount(cmap.ravel().astype(np.int64))
+    order = np.argsort(-counts, kind="stable")
+    return [(int(c), float(counts[c] / cmap.size)) for c in order if counts[c]]
+
+
+def largest_classes(cmap: np.ndarray, k: int, background: int | None = 0) -> list[int]:
+    """The k classes covering most pixels, background last (only when nothing else is there)."""
+    shares = [c for c, _ in class_shares(cmap)]
+    fore = [c for c in shares if c != background]
+    return (fore or shares)[:k]
+
+
+COLOURS = ["#ff3b30", "#007aff", "#34c759", "#ff9500", "#af52de", "#5ac8fa", "#ffcc00", "#ff2d55"]
+
+
+def colour(label: int) -> str:
+    return COLOURS[label % len(COLOURS)]
+
+
+# -- the report's section (zfcaffe visualize) ------------------------------------------------------------------
+def report_section(report, figure, net, x: np.ndarray, shown: np.ndarray, stem: str, dense: Dense,
+                   arrays: dict, threshold: float | None = None, top: int = 3,
+                   modes: tuple = ("deconvnet", "guided"), pre=None, photo=None) -> None:
+    """Detections (boxes over the image, each a link to its trace: unit, projections,
+    Grad-CAM beside the box), a segmentation's class map, legend and per-class Grad-CAM,
+    or a pose net's heatmaps and peaks; their arrays into `arrays` under
+    detections/STEM/... (the indices followed with them). The net holds the forward
+    pass of x; it holds it again on return."""
+    from ..analyses import detections as d
+    from ..viz.figures import png_bytes_of_array
+    t = threshold_of(dense, threshold)
+    prefix = f"detections/{stem}"
+    title = {"detector": "Detections", "segmentation": "Segmentation", "keypoints": "Keypoints"}[dense.kind]
+    report.heading(title, 4)
+    for line in lines(net, dense, t, pre, photo):
+        report.text(line.strip())
+    h, w = shown.shape[:2]
+    if dense.kind == "detector":
+        dets = d.detections(net, threshold=t, labels=dense.names)
+        dets = [x_ for x_ in dets if x_.item == 0]
+        png = png_bytes_of_array(shown if shown.shape[2] == 3 else shown[:, :, 0], min_side=0)
+        report.boxes(png, (w, h), [dict(x0=b.box[0], y0=b.box[1], x1=b.box[2], y1=b.box[3], colour=colour(b.label),
+                                        label=f"#{b.index} {b.name} {b.score:.2f}", href=f"#{stem}-det-{b.index}")
+                                   for b in dets],
+                     f"{len(dets)} detections with score >= {t:g} over the input (click a box for its trace)")
+        figs = _detection_figures()
+        if dets and figs:
+            boxes_figure = figs.boxes_figure
+            figure(f"{stem}_detections.png", boxes_figure(shown, dets, f"{stem}: {len(dets)} detections"),
+                   "the same boxes, as a picture")
+        arrays[f"{prefix}/boxes"] = np.array([b.box for b in dets], np.float32).reshape(-1, 4)
+        arrays[f"{prefix}/scores"] = np.array([b.score for b in dets], np.float32)
+        arrays[f"{prefix}/labels"] = np.array([b.label for b in dets], np.int64)
+        arrays[f"{prefix}/index"] = np.array([b.index for b in dets], np.int64)
+        report.table(["#", "class", "score", "box (input px)", "box (photo px)", "unit"],
+                     [[b.index, b.name, f"{b.score:.4f}", _fmt_box(b.box),
+                       _fmt_box(photo_box(pre, photo, b.box)) if photo_box(pre, photo, b.box) else "",
+                       b.unit.what] for b in dets])
+        for b in dets[:top]:
+            trace = d.explain_detection(net, x[None], b, modes=tuple(modes))
+            report.anchor(f"{stem}-det-{b.index}")
+            report.heading(f"#{b.index} {b.name} {b.score:.3f}: why here?", 5)
+            report.text(f"unit: {b.unit.what} ({b.unit.key}, index {tuple(b.unit.index)}, value {b.unit.value:.4g}); "
+                        f"Grad-CAM at '{trace.cam_layer}' holds {trace.mass_in_box * 100:.0f}% of its mass in the "
+                        f"box; neighbourhood {trace.neighbourhood} of the input")
+            figure(f"{stem}_detection_{b.index}.png", trace_png(shown, trace, modes),
+                   f"detection #{b.index} ({b.name} {b.score:.3f}): its box, its unit's projections "
+                   f"({', '.join(modes)}) and the Grad-CAM of its score, cut to the box's neighbourhood")
+            arrays.update({f"{prefix}/{b.index}/{k}": np.asarray(v) for k, v in trace.arrays().items()})
+    elif dense.kind == "segmentation":
+        from ..viz.dense_figures import class_map_figure
+        from ..viz.palettes import palette_for
+        cmap = d.class_map(net, 0)
+        names = dense.names
+        classes = _classes(dense.head)
+        palette = palette_for(classes, names.names or None)
+        figure(f"{stem}_class_map.png", class_map_figure(shown, cmap, names, palette),
+               f"class map over the input ({names.source}), with its legend")
+        arrays[f"{prefix}/class_map"] = cmap.astype(np.int32)
+        chosen = largest_classes(cmap, top)
+        arrays[f"{prefix}/classes"] = np.array(chosen, np.int64)
+        for c in chosen:
+            trace = d.explain_class(net, x, c)
+            report.heading(f"class {c} {names(c)}: where does it come from?", 5)
+            figure(f"{stem}_class_{c}.png", class_trace_png(shown, trace, f"{names(c)}", modes),
+                   f"class {c} ({names(c)}): Grad-CAM of its summed score over where it wins, and projections")
+            arrays.update({f"{prefix}/class_{c}/{k}": np.asarray(v) for k, v in _trace_arrays(trace).items()})
+    else:
+        from ..viz.dense_figures import keypoints_figure
+        peaks = d.peaks(net, threshold=t, item=0)
+        maps = keypoint_maps(net, dense.head)
+        figure(f"{stem}_keypoints.png", keypoints_figure(shown, maps, peaks),
+               f"the heatmaps of every part over the input, with their peaks (>= {t:g})")
+        arrays[f"{prefix}/peaks"] = np.array([[p.part, p.x, p.y, p.value] for p in peaks],
+                                             np.float32).reshape(-1, 4)
+        for p in sorted(peaks, key=lambda p: -p.value)[:top]:
+            trace = d.explain_keypoint(net, x, p)
+            figure(f"{stem}_keypoint_{p.part}.png", class_trace_png(shown, trace, p.name, modes),
+                   f"keypoint {p.name} at ({p.x:.0f}, {p.y:.0f}): Grad-CAM of its heatmap peak, and projections")
+            arrays.update({f"{prefix}/part_{p.part}/{k}": np.asarray(v) for k, v in _trace_arrays(trace).items()})
+    net.set_batch(1)
+    net.forward(**{net.inputs[0]: x[None]})       # the traces ran their own passes
+
+
+def _detection_figures():
+    try:
+        from ..viz import detection_figures
+    except ImportError:        # FIXME(H3): until H1's figures land
+        return None
+    return detection_figures
+
+
+def trace_png(shown: np.ndarray, trace, modes) -> bytes:
+    """A detection's trace as one picture (zfcaffe.viz.detection_figures.trace_figure)."""
+    figs = _detection_figures()
+    if figs is not None:
+        return figs.trace_figure(shown, trace)
+    d = trace.detection
+    return class_trace_png(shown, trace, f"#{d.index} {d.name} {d.score:.3f}", modes)
+
+
+def keypoint_maps(net, head) -> np.ndarray:
+    """(parts, h, w) heatmaps of item 0 (the background channel left out)."""
+    key = getattr(head, "heatmap_key", None) or getattr(head, "key", None)
+    maps = net.layer_outputs[key][0]
+    parts = getattr(head, "parts", None)
+    n = len(parts) if isinstance(parts, (list, tuple)) else int(parts or maps.shape[0] - 1)
+    return maps[:n]
+
+
+def _trace_arrays(trace) -> dict:
+    if hasattr(trace, "arrays"):
+        return trace.arrays()
+    out = {}
+    if getattr(trace, "gradcam", None) is not None:
+        out["gradcam"] = trace.gradcam
+    for m, p in (getattr(trace, "projections", None) or {}).items():
+        out[f"projection/{m}"] = p
+    return out
+
+
+def class_trace_png(shown: np.ndarray, trace, what: str, modes) -> bytes:
+    """Grad-CAM over the image and the projections of a class's (or keypoint's) trace,
+    side by side (the trace's own figure where the analyses give one)."""
+    import matplotlib.pyplot as plt
+
+    from ..imaging import signed_to_rgb
+    from ..viz.figures import figure_png
+    panels = [("image", shown)]
+    cam = getattr(trace, "gradcam", None)
+    if cam is not None:
+        panels.append((f"Grad-CAM ({getattr(trace, 'cam_layer', '') or 'score'})", cam))
+    for m, p in (getattr(trace, "projections", None) or {}).items():
+        panels.append((m, signed_to_rgb(p)))
+    fig, ax = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3), squeeze=False)
+    for a, (name, img) in zip(ax[0], panels):
+        if name.startswith("Grad-CAM"):
+            a.imshow(shown if shown.shape[2] == 3 else shown[:, :, 0], cmap="gray")
+            a.imshow(img, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        else:
+            a.imshow(img if img.ndim == 2 or img.shape[2] == 3 else img[:, :, 0], cmap="gray")
+        a.set_title(name, fontsize=8)
+        a.set_xticks([])
+        a.set_yticks([])
+    fig.suptitle(what, fontsize=9)
+    return figure_png(fig)
