@@ -178,28 +178,26 @@ def _input_hw(net) -> tuple[int, int]:
 
 def _names(net, head: DetectorHead, labels):
     """A function class index -> name (class indices as the scores number them)."""
-    from ..labels import Labels, resolve_labels
+    from ..labels import BUILT_IN, Labels, resolve_labels
     if isinstance(labels, Labels):
         return labels
     if isinstance(labels, (list, tuple)):
         return Labels(list(labels), "given")
+    import os
     n = head.classes
+    channels = int(net.graph.inputs[net.inputs[0]][1])
     if n == 2 and head.background == 0:
-        # one class against the background: named by --labels (one name, or two) or "object"
+        # one class against the background: named by --labels (one name, two, or a file) or "object"
         if labels is None:
-            try:
-                auto = resolve_labels(None, 2)
-                if auto.names:
-                    return auto
-            except ZfcaffeError:
-                pass
-            return Labels(["background", "object"], "one class against the background")
+            return Labels(["background", "object"], "one class against the background (--labels NAME to name it)")
+        if labels != "none" and "," not in labels and not os.path.exists(labels) and labels not in BUILT_IN:
+            return Labels(["background", labels], f"given with --labels ({labels}), class 1")
         try:
-            return resolve_labels(labels, 2)
+            return resolve_labels(labels, 2, channels)
         except ZfcaffeError:
-            one = resolve_labels(labels, 1)
+            one = resolve_labels(labels, 1, channels)
             return Labels(["background"] + one.names, f"{one.source} (class 1)")
-    return resolve_labels(labels, n)
+    return resolve_labels(labels, n, channels)
 
 
 # -- following one value back -----------------------------------------------------------
@@ -484,12 +482,18 @@ def explain_detection(net, x: np.ndarray | None, det: Detection, modes=("deconvn
     return DetectionTrace(det, unit, projections, heat, cam, key, near, mass_in_box(heat, det.box), ties)
 
 
+__all__ = ["Unit", "Detection", "DetectorHead", "DetectionTrace", "detector_head", "detections", "walk_back",
+           "rcnn_boxes", "score_keys", "detection_scores", "cam_key", "neighbourhood", "mass_in_box",
+           "explain_detection"]
+
 # the dense heads' traces live beside this one (zfcaffe.analyses.segmentation / keypoints)
-try:  # noqa: SIM105
-    from .segmentation import class_map, explain_class, segmentation_head  # noqa: F401
+try:
+    from .segmentation import class_map, explain_class, segmentation_head
+    __all__ += ["segmentation_head", "class_map", "explain_class"]
 except ImportError:
     pass
-try:  # noqa: SIM105
-    from .keypoints import explain_keypoint, keypoint_head, peaks  # noqa: F401
+try:
+    from .keypoints import explain_keypoint, keypoint_head, peaks
+    __all__ += ["keypoint_head", "peaks", "explain_keypoint"]
 except ImportError:
     pass
