@@ -1,4 +1,5 @@
 """Built-in class-name sets and their automatic choice by class count."""
+import numpy as np
 import pytest
 
 from zfcaffe.errors import ZfcaffeError
@@ -41,3 +42,18 @@ def test_every_set_loads_and_names_are_unique():
         names = built_in(name).names
         # ImageNet's short names repeat (two "crane"s, two "maillot"s): its synsets differ
         assert names and (name == "imagenet" or len(set(names)) == len(names)), name
+
+
+def test_palettes():
+    from zfcaffe.viz.palettes import ADE20K, CITYSCAPES, VOC, palette_for, voc_colormap
+    assert VOC.shape == (21, 3) and CITYSCAPES.shape == (19, 3) and ADE20K.shape == (150, 3)
+    assert VOC.dtype == CITYSCAPES.dtype == ADE20K.dtype == np.uint8
+    assert VOC[:3].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0]] and VOC[15].tolist() == [192, 128, 128]
+    assert CITYSCAPES[0].tolist() == [128, 64, 128] and CITYSCAPES[18].tolist() == [119, 11, 32]
+    assert ADE20K[0].tolist() == [120, 120, 120] and ADE20K[149].tolist() == [92, 0, 255]
+    assert (palette_for(21) == VOC).all() and (palette_for(19) == CITYSCAPES).all()
+    assert (palette_for(150, resolve_labels(None, 150).names) == ADE20K).all()
+    assert (palette_for(20, resolve_labels(None, 20).names) == VOC[1:]).all()     # VOC without background
+    assert (palette_for(19, ["a", "b", "c"]) == voc_colormap(19)).all()           # names say: not Cityscapes
+    other = palette_for(300)
+    assert other.shape == (300, 3) and len({tuple(c) for c in other[:256]}) == 256
