@@ -182,3 +182,84 @@ def scan(net, entries: list[tuple[str, int | None]], pre, layer_key: str, size: 
         bar.update(real)
     bar.close()
     return OcclusionScan(layer_key, size, ys, xs, {k: np.concatenate(v) for k, v in parts.items()})
+
+
+# -- one detection's score (occlusion --detection K) -----------------------------------------------------------
+@dataclasses.dataclass
+class DetectionOcclusion:
+    """The paper's occlusion map for one detection: its score (same prior / ROI / anchor
+    and class as the unoccluded detection) at every occluder position, and how much of
+    its box each position hides."""
+    detection: object              # zfcaffe.analyses.detections.Detection
+    positions_y: np.ndarray
+    positions_x: np.ndarray
+    size: int
+    score: np.ndarray              # (ny, nx)
+    hidden: np.ndarray             # (ny, nx) share of the box under the occluder
+    unoccluded_score: float
+    image: np.ndarray              # RGB (H, W, 3) as the net sees it
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        d = self.detection
+        return {"score": self.score, "hidden": self.hidden, "unoccluded_score": np.array(self.unoccluded_score),
+                "positions_y": self.positions_y, "positions_x": self.positions_x, "size": np.array(self.size),
+                "detection/index": np.array(d.index), "detection/label": np.array(d.label),
+                "detection/box": np.array(d.box, np.float64), "detection/unit_index": np.array(d.unit.index),
+                **{f"detection/extra/{k}": np.array(v, np.int64) for k, v in d.extra.items()}}
+
+
+def input_grid(net, size: int, stride: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(size, top-left ys, top-left xs) of occluder positions over the whole input."""
+    h, w = net.graph.inputs[net.inputs[0]][2:]
+    size = size or max(4, h // 5)
+    stride = stride or max(1, size // 2)
+    if not 1 <= size <= min(h, w):
+        raise ZfcaffeError(f"--size {size}: the occluder must fit the {h}x{w} input")
+    return size, np.arange(0, h - size + 1, stride), np.arange(0, w - size + 1, stride)
+
+
+def run_detection(net, image: str, pre, k: int, size: int = 0, stride: int = 0, batch: int = 16, labels=None,
+                  show_progress: bool = True) -> DetectionOcclusion:
+    """Occlusion of detection k (its index in detections(net, threshold=0): best first)
+    of one image: a grey square slid over the input, the detection's score read at
+    each position with zfcaffe.analyses.detections.detection_scores."""
+    from . import detections as dets
+    head = dets.detector_head(net)
+    if head is None:
+        raise ZfcaffeError(f"{net.graph.path}: --detection {k}: the net has no detection output "
+                           "(DetectionOutput, a YOLO output or an R-CNN head)")
+    size, ys, xs = input_grid(net, size, stride)
+    if head.kind in ("rcnn", "rfcn"):
+        batch = 1                  # their proposal layers and im_info take one image at a time
+    input_name = net.inputs[0]
+    x0, rgb = pre.prepare(image)
+    net.set_batch(1)
+    net.forward(**{input_name: x0[None]})
+    found = [d for d in dets.detections(net, threshold=0.0, labels=labels) if d.item == 0]
+    if not 0 <= k < len(found):
+        raise ZfcaffeError(f"{image}: --detection {k}, but the net finds {len(found)} detection(s) in it"
+                           + (f"; expected 0 to {len(found) - 1}" if found else ""))
+    det = found[k]
+    keys = dets.score_keys(net, det)
+    base = float(dets.detection_scores(net, det, {key: net.layer_outputs[key] for key in keys})[0])
+    grid = [(y, x) for y in ys for x in xs]
+    bar = progress(len(grid), "occlusion", show_progress)
+    scores = []
+    for start in range(0, len(grid), batch):
+        chunk = grid[start:start + batch]
+        xb = np.repeat(x0[None], len(chunk), axis=0)
+        for i, (y, x) in enumerate(chunk):
+            xb[i, :, y:y + size, x:x + size] = 0
+        net.set_batch(len(chunk))
+        values = net.evaluate(keys, **{input_name: xb})
+        scores.append(dets.detection_scores(net, det, values)[:len(chunk)])
+        bar.update(len(chunk))
+    bar.close()
+    net.set_batch(1)
+    bx0, by0, bx1, by1 = det.box
+    area = max((bx1 - bx0) * (by1 - by0), 1e-9)
+    hidden = np.array([max(0.0, min(x + size, bx1) - max(x, bx0)) * max(0.0, min(y + size, by1) - max(y, by0)) / area
+                       for y, x in grid])
+    shape = (len(ys), len(xs))
+    return DetectionOcclusion(det, ys, xs, size, np.concatenate(scores).reshape(shape), hidden.reshape(shape), base,
+                              rgb)

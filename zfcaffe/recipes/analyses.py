@@ -110,6 +110,27 @@ def run_occlusion(net, image: str, out: str, pre, layer: str | None = None, labe
     return write_output(out, _title(net, "occlusion"), [(os.path.basename(image), figs, text)], r.arrays())
 
 
+def run_occlusion_detection(net, image: str, out: str, pre, detection: int, size: int = 0, stride: int = 0,
+                            labels: str | None = None, show_progress: bool = True) -> str:
+    """occlusion --detection K: the occlusion map and curve of one detection's score."""
+    from .. import checks   # NumPy loads with the recipe, not with the verbs' declarations
+    checks.recipe("run_occlusion_detection", net, {"image": image, "out": out},
+                  sizes={"size": size, "stride": stride, "detection": detection})
+    from ..analyses import occlusion
+    from .dense_view import occlusion_figure
+    from .output import write_output
+    r = occlusion.run_detection(net, image, pre, detection, size, stride, labels=labels,
+                                show_progress=show_progress)
+    d = r.detection
+    text = _intro(net, pre) + [
+        f"detection #{d.index}: {d.name} (class {d.label}) {d.score:.4f}, box ({', '.join(f'{v:.1f}' for v in d.box)}) "
+        f"in input pixels, read from '{d.output}'; its score's unit: {d.unit.what}",
+        f"occluder {r.size}px (grey: zero after the mean), {r.score.size} positions; the score is that of the same "
+        f"prior / anchor / ROI and class; unoccluded {r.unoccluded_score:.4f}, lowest {float(r.score.min()):.4f}"]
+    return write_output(out, _title(net, "occlusion"), [(os.path.basename(image), [occlusion_figure(r, _stem(image))],
+                                                         text)], r.arrays())
+
+
 def run_occlusion_scan(net, images: str, out: str, pre, layer: str | None = None, size: int = 0, stride: int = 0,
                        labels: str | None = None, class_output: str | None = None, engine=None, shown: int = 12,
                        show_progress: bool = True) -> str:
@@ -288,11 +309,19 @@ def _occlusion_arguments(p) -> None:
     p.add_argument("--layer", help="layer whose strongest feature map is followed (default: the last conv)")
     p.add_argument("--size", type=non_negative_int, default=0, help="occluder side in input pixels (default: input/5)")
     p.add_argument("--stride", type=non_negative_int, default=0, help="occluder step (default: size/2)")
+    p.add_argument("--detection", type=non_negative_int, metavar="K",
+                   help="a detector's detection K (as `zfcaffe run` numbers them, best first): its score "
+                        "(same prior / anchor / ROI and class) under the occluder, instead of a class's")
 
 
 @verb("occlusion", "occlusion sensitivity of one image or of every image of a dataset (Fig. 7)",
       ("net", "preprocess", "head", "engine", "output:occlusion"), _occlusion_arguments)
 def occlusion_verb(ctx, args) -> str:
+    if args.detection is not None:
+        if args.images or args.label is not None or args.layer:
+            raise ZfcaffeError("--detection K goes with --image, without --images, --label or --layer")
+        return run_occlusion_detection(ctx.net, args.image, args.output, ctx.pre, args.detection, args.size,
+                                       args.stride, args.labels, show_progress=ctx.progress)
     if args.images:
         if args.label is not None:
             raise ZfcaffeError("--label goes with --image; with --images each image's class comes from the list")

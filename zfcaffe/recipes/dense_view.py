@@ -8,13 +8,14 @@ through the preprocessing's resize back to the image file's pixels."""
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
 #: --threshold's defaults: a detection's score, a keypoint heatmap's peak
 DETECTION_THRESHOLD = 0.5
 PEAK_THRESHOLD = 0.1
+#: classes of a class map listed one a line (the largest first)
+SHOWN_CLASSES = 12
 
 
 @dataclasses.dataclass
@@ -32,10 +33,10 @@ def find(net, labels: str | None = None, channels: int = 3) -> Dense | None:
     head = d.detector_head(net)
     if head is not None:
         return Dense("detector", head, d._names(net, head, labels))
-    head = getattr(d, "segmentation_head", lambda net: None)(net)   # FIXME(H3) until H2's lands
+    head = d.segmentation_head(net)
     if head is not None:
         return Dense("segmentation", head, resolve_labels(labels, _classes(head), channels))
-    head = getattr(d, "keypoint_head", lambda net: None)(net)
+    head = d.keypoint_head(net)
     if head is not None:
         return Dense("keypoints", head, None)
     return None
@@ -108,7 +109,10 @@ def lines(net, dense: Dense, threshold: float | None = None, pre=None, photo: tu
         share = class_shares(cmap)
         out = [f"class map {cmap.shape[0]}x{cmap.shape[1]} (from '{_head_output(dense.head)}'; "
                f"{dense.names.source}): {len(share)} classes"]
-        out += [f"  {c} {dense.names(c)}: {s * 100:.1f}% of the pixels" for c, s in share]
+        out += [f"  {c} {dense.names(c)}: {s * 100:.1f}% of the pixels" for c, s in share[:SHOWN_CLASSES]]
+        if len(share) > SHOWN_CLASSES:
+            rest = share[SHOWN_CLASSES:]
+            out.append(f"  ... {len(rest)} more classes: {sum(s for _, s in rest) * 100:.1f}% of the pixels")
         return out
     peaks = d.peaks(net, threshold=t, item=item)
     out = [f"keypoint peaks (from '{_head_output(dense.head)}'; heatmap >= {t:g}): {len(peaks)}"]
@@ -163,8 +167,11 @@ def report_section(report, figure, net, x: np.ndarray, shown: np.ndarray, stem: 
     prefix = f"detections/{stem}"
     title = {"detector": "Detections", "segmentation": "Segmentation", "keypoints": "Keypoints"}[dense.kind]
     report.heading(title, 4)
-    for line in lines(net, dense, t, pre, photo):
-        report.text(line.strip())
+    said = lines(net, dense, t, pre, photo)
+    if dense.kind == "detector":
+        report.text(said[0])                     # the boxes follow as a table
+    else:
+        report.pre("\n".join(said))
     h, w = shown.shape[:2]
     if dense.kind == "detector":
         dets = d.detections(net, threshold=t, labels=dense.names)
@@ -174,9 +181,8 @@ def report_section(report, figure, net, x: np.ndarray, shown: np.ndarray, stem: 
                                         label=f"#{b.index} {b.name} {b.score:.2f}", href=f"#{stem}-det-{b.index}")
                                    for b in dets],
                      f"{len(dets)} detections with score >= {t:g} over the input (click a box for its trace)")
-        figs = _detection_figures()
-        if dets and figs:
-            boxes_figure = figs.boxes_figure
+        if dets:
+            from ..viz.detection_figures import boxes_figure
             figure(f"{stem}_detections.png", boxes_figure(shown, dets, f"{stem}: {len(dets)} detections"),
                    "the same boxes, as a picture")
         arrays[f"{prefix}/boxes"] = np.array([b.box for b in dets], np.float32).reshape(-1, 4)
@@ -188,18 +194,19 @@ def report_section(report, figure, net, x: np.ndarray, shown: np.ndarray, stem: 
                        _fmt_box(photo_box(pre, photo, b.box)) if photo_box(pre, photo, b.box) else "",
                        b.unit.what] for b in dets])
         for b in dets[:top]:
+            from ..viz.detection_figures import trace_figure
             trace = d.explain_detection(net, x[None], b, modes=tuple(modes))
             report.anchor(f"{stem}-det-{b.index}")
             report.heading(f"#{b.index} {b.name} {b.score:.3f}: why here?", 5)
             report.text(f"unit: {b.unit.what} ({b.unit.key}, index {tuple(b.unit.index)}, value {b.unit.value:.4g}); "
                         f"Grad-CAM at '{trace.cam_layer}' holds {trace.mass_in_box * 100:.0f}% of its mass in the "
                         f"box; neighbourhood {trace.neighbourhood} of the input")
-            figure(f"{stem}_detection_{b.index}.png", trace_png(shown, trace, modes),
+            figure(f"{stem}_detection_{b.index}.png", trace_figure(shown, trace),
                    f"detection #{b.index} ({b.name} {b.score:.3f}): its box, its unit's projections "
                    f"({', '.join(modes)}) and the Grad-CAM of its score, cut to the box's neighbourhood")
             arrays.update({f"{prefix}/{b.index}/{k}": np.asarray(v) for k, v in trace.arrays().items()})
     elif dense.kind == "segmentation":
-        from ..viz.dense_figures import class_map_figure
+        from ..viz.dense_figures import class_map_figure, class_trace_figure
         from ..viz.palettes import palette_for
         cmap = d.class_map(net, 0)
         names = dense.names
@@ -211,87 +218,64 @@ def report_section(report, figure, net, x: np.ndarray, shown: np.ndarray, stem: 
         chosen = largest_classes(cmap, top)
         arrays[f"{prefix}/classes"] = np.array(chosen, np.int64)
         for c in chosen:
-            trace = d.explain_class(net, x, c)
+            trace = d.explain_class(net, x[None], c, modes=tuple(modes), labels=names)
             report.heading(f"class {c} {names(c)}: where does it come from?", 5)
-            figure(f"{stem}_class_{c}.png", class_trace_png(shown, trace, f"{names(c)}", modes),
+            report.text(trace.describe())
+            figure(f"{stem}_class_{c}.png", class_trace_figure(shown, trace),
                    f"class {c} ({names(c)}): Grad-CAM of its summed score over where it wins, and projections")
-            arrays.update({f"{prefix}/class_{c}/{k}": np.asarray(v) for k, v in _trace_arrays(trace).items()})
+            arrays.update({f"{prefix}/class_{c}/{k}": np.asarray(v) for k, v in trace.arrays().items()})
     else:
-        from ..viz.dense_figures import keypoints_figure
+        from ..analyses.keypoints import heatmaps
+        from ..viz.dense_figures import keypoint_trace_figure, keypoints_figure
         peaks = d.peaks(net, threshold=t, item=0)
-        maps = keypoint_maps(net, dense.head)
-        figure(f"{stem}_keypoints.png", keypoints_figure(shown, maps, peaks),
+        figure(f"{stem}_keypoints.png", keypoints_figure(shown, heatmaps(net), peaks, parts=dense.head.parts),
                f"the heatmaps of every part over the input, with their peaks (>= {t:g})")
         arrays[f"{prefix}/peaks"] = np.array([[p.part, p.x, p.y, p.value] for p in peaks],
                                              np.float32).reshape(-1, 4)
         for p in sorted(peaks, key=lambda p: -p.value)[:top]:
-            trace = d.explain_keypoint(net, x, p)
-            figure(f"{stem}_keypoint_{p.part}.png", class_trace_png(shown, trace, p.name, modes),
+            trace = d.explain_keypoint(net, x[None], p, modes=tuple(modes))
+            figure(f"{stem}_keypoint_{p.part}.png", keypoint_trace_figure(shown, trace),
                    f"keypoint {p.name} at ({p.x:.0f}, {p.y:.0f}): Grad-CAM of its heatmap peak, and projections")
-            arrays.update({f"{prefix}/part_{p.part}/{k}": np.asarray(v) for k, v in _trace_arrays(trace).items()})
+            arrays.update({f"{prefix}/part_{p.part}/{k}": np.asarray(v) for k, v in trace.arrays().items()})
     net.set_batch(1)
     net.forward(**{net.inputs[0]: x[None]})       # the traces ran their own passes
 
 
-def _detection_figures():
-    try:
-        from ..viz import detection_figures
-    except ImportError:        # FIXME(H3): until H1's figures land
-        return None
-    return detection_figures
-
-
-def trace_png(shown: np.ndarray, trace, modes) -> bytes:
-    """A detection's trace as one picture (zfcaffe.viz.detection_figures.trace_figure)."""
-    figs = _detection_figures()
-    if figs is not None:
-        return figs.trace_figure(shown, trace)
-    d = trace.detection
-    return class_trace_png(shown, trace, f"#{d.index} {d.name} {d.score:.3f}", modes)
-
-
-def keypoint_maps(net, head) -> np.ndarray:
-    """(parts, h, w) heatmaps of item 0 (the background channel left out)."""
-    key = getattr(head, "heatmap_key", None) or getattr(head, "key", None)
-    maps = net.layer_outputs[key][0]
-    parts = getattr(head, "parts", None)
-    n = len(parts) if isinstance(parts, (list, tuple)) else int(parts or maps.shape[0] - 1)
-    return maps[:n]
-
-
-def _trace_arrays(trace) -> dict:
-    if hasattr(trace, "arrays"):
-        return trace.arrays()
-    out = {}
-    if getattr(trace, "gradcam", None) is not None:
-        out["gradcam"] = trace.gradcam
-    for m, p in (getattr(trace, "projections", None) or {}).items():
-        out[f"projection/{m}"] = p
-    return out
-
-
-def class_trace_png(shown: np.ndarray, trace, what: str, modes) -> bytes:
-    """Grad-CAM over the image and the projections of a class's (or keypoint's) trace,
-    side by side (the trace's own figure where the analyses give one)."""
+def occlusion_figure(r, stem: str):
+    """occlusion --detection K: (a) the image, the box and one occluder, (b) the
+    detection's score at every occluder position, (c) the score against the share of
+    the box the occluder hides."""
     import matplotlib.pyplot as plt
 
-    from ..imaging import signed_to_rgb
-    from ..viz.figures import figure_png
-    panels = [("image", shown)]
-    cam = getattr(trace, "gradcam", None)
-    if cam is not None:
-        panels.append((f"Grad-CAM ({getattr(trace, 'cam_layer', '') or 'score'})", cam))
-    for m, p in (getattr(trace, "projections", None) or {}).items():
-        panels.append((m, signed_to_rgb(p)))
-    fig, ax = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3), squeeze=False)
-    for a, (name, img) in zip(ax[0], panels):
-        if name.startswith("Grad-CAM"):
-            a.imshow(shown if shown.shape[2] == 3 else shown[:, :, 0], cmap="gray")
-            a.imshow(img, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-        else:
-            a.imshow(img if img.ndim == 2 or img.shape[2] == 3 else img[:, :, 0], cmap="gray")
-        a.set_title(name, fontsize=8)
+    from ..viz.figures import Figure, figure_png
+    d = r.detection
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4), gridspec_kw={"wspace": 0.45})
+    ax[0].imshow(r.image if r.image.shape[2] == 3 else r.image[:, :, 0], cmap="gray")
+    x0, y0, x1, y1 = d.box
+    ax[0].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=colour(d.label), lw=2))
+    worst = np.unravel_index(int(np.argmin(r.score)), r.score.shape)
+    wy, wx = int(r.positions_y[worst[0]]), int(r.positions_x[worst[1]])
+    ax[0].add_patch(plt.Rectangle((wx, wy), r.size, r.size, color=(0.5, 0.5, 0.5), alpha=0.8))
+    ax[0].set_title(f"(a) #{d.index} {d.name} {d.score:.3f}; the occluder where it drops most", fontsize=9)
+    h, w = r.image.shape[:2]
+    extent = (r.positions_x[0] + r.size / 2 - 0.5, r.positions_x[-1] + r.size / 2 + 0.5,
+              r.positions_y[-1] + r.size / 2 + 0.5, r.positions_y[0] + r.size / 2 - 0.5)
+    ax[1].imshow(np.ones((h, w)), cmap="gray", vmin=0, vmax=1, extent=(0, w, h, 0))
+    im = ax[1].imshow(r.score, extent=extent, cmap="viridis")
+    ax[1].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="w", lw=1.5))
+    ax[1].set_xlim(0, w)
+    ax[1].set_ylim(h, 0)
+    ax[1].set_title(f"(b) its score with the occluder centred here ({r.size}px;\n"
+                    f"colours span {float(r.score.min()):.4g} to {float(r.score.max()):.4g})", fontsize=9)
+    plt.colorbar(im, ax=ax[1], fraction=0.046)
+    for a in ax[:2]:
         a.set_xticks([])
         a.set_yticks([])
-    fig.suptitle(what, fontsize=9)
-    return figure_png(fig)
+    ax[2].scatter(r.hidden.ravel(), r.score.ravel(), s=10)
+    ax[2].axhline(r.unoccluded_score, color="k", lw=0.8, ls="--")
+    ax[2].set_xlabel("share of the box hidden by the occluder", fontsize=8)
+    ax[2].set_ylabel("score", fontsize=8)
+    ax[2].set_title("(c) score against the hidden share (dashed: unoccluded)", fontsize=9)
+    return Figure(f"{stem}_occlusion_detection_{d.index}.png", figure_png(fig),
+                  f"detection #{d.index} ({d.name}, unit {d.unit.what}): unoccluded score {r.unoccluded_score:.4f}, "
+                  f"lowest {float(r.score.min()):.4f}")

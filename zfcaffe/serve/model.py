@@ -301,8 +301,8 @@ class ServedModel:
                 peaks = d.peaks(self.net, threshold=self.threshold, item=0)
                 out["peaks"] = [{"part": p.part, "name": p.name, "x": float(p.x), "y": float(p.y),
                                  "value": float(p.value)} for p in peaks]
-                maps = dense_view.keypoint_maps(self.net, dense.head)
-                heat = np.clip(maps.max(axis=0), 0, 1)
+                from ..analyses.keypoints import heatmaps
+                heat = np.clip(heatmaps(self.net)[:len(dense.head.parts)].max(axis=0), 0, 1)
                 out["overlay"] = data_url(heat)
             return out
         return self.cache.get_or(("dense", image_id), make)
@@ -311,7 +311,7 @@ class ServedModel:
         """Detection k's trace: its unit, projections and Grad-CAM cut to the box's
         neighbourhood (the report's figure, and its numbers)."""
         from ..analyses import detections as d
-        from ..recipes.dense_view import trace_png
+        from ..viz.detection_figures import trace_figure
         dense = self._require_dense("detector")
 
         def make():
@@ -333,14 +333,14 @@ class ServedModel:
                     "extra": {k_: int(v) for k_, v in det.extra.items()},
                     "cam_layer": trace.cam_layer, "mass_in_box": float(trace.mass_in_box),
                     "neighbourhood": [int(v) for v in trace.neighbourhood],
-                    "figure": "data:image/png;base64," + base64.b64encode(trace_png(self._rgb_of(image_id), trace,
-                                                                                    modes)).decode()}
+                    "figure": "data:image/png;base64," + base64.b64encode(trace_figure(self._rgb_of(image_id),
+                                                                                       trace)).decode()}
         return self.cache.get_or(("detection", image_id, k, tuple(modes)), make)
 
     def segment(self, image_id: str, x: int, y: int, modes: list[str]) -> dict:
         """The class of the input pixel (x, y): where it wins, its Grad-CAM and projections."""
         from ..analyses import detections as d
-        from ..recipes import dense_view
+        from ..viz.dense_figures import class_trace_figure
         dense = self._require_dense("segmentation")
         self.dense_results(image_id)
         cmap = self.cache.get(("classmap", image_id))
@@ -355,11 +355,13 @@ class ServedModel:
         def make():
             self._forward(image_id)
             xin, _ = self.pre.prepare(self.image_path(image_id))
-            trace = d.explain_class(self.net, xin, label)
+            trace = d.explain_class(self.net, xin[None], label, modes=tuple(modes), labels=dense.names)
             self._current = None
             return {"label": label, "name": dense.names(label), "share": float((cmap == label).mean()),
-                    "figure": "data:image/png;base64," + base64.b64encode(dense_view.class_trace_png(
-                        self._rgb_of(image_id), trace, f"class {label} {dense.names(label)}", modes)).decode()}
+                    "what": trace.describe(), "cam_layer": trace.trace.cam_layer,
+                    "mass_in_region": float(trace.mass_in_region),
+                    "figure": "data:image/png;base64," + base64.b64encode(class_trace_figure(
+                        self._rgb_of(image_id), trace)).decode()}
         return {**self.cache.get_or(("segment", image_id, label, tuple(modes)), make), "x": x, "y": y}
 
     def _rgb_of(self, image_id: str) -> np.ndarray:

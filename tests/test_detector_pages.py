@@ -1,0 +1,139 @@
+"""Detectors, segmenters and pose nets as users meet them: `run` prints the boxes (input
+and photo pixels), `visualize` writes the "Detections" section (clickable boxes, each
+traced), `serve` draws the boxes and opens a box's trace on a click, and `occlusion
+--detection K` follows one detection's score; on the WeChat QR detector with its real
+weights and a generated QR code, and on the slim FCN-8s."""
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import render_in_chromium, run_cli, unavailable
+
+QR_TEXT = "https://example.org/zfcaffe"
+
+
+@pytest.fixture(scope="module")
+def wechat(shared) -> list:
+    d = shared / "census/wechat_qrcode"
+    # OpenCV's wechat_qrcode: grey, scaled by 1/255 (ssd_detector.cpp), no mean
+    return [d / "detect.prototxt", d / "detect.caffemodel", "--raw-scale", "1", "--no-mean", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def qr_image(tmp_path_factory):
+    """A 360x360 QR code (segno) with a quiet zone: the net's input is 384x384, so the
+    photo is resized and the boxes have photo coordinates of their own."""
+    segno = pytest.importorskip("segno")
+    path = tmp_path_factory.mktemp("qr") / "qr.png"
+    segno.make(QR_TEXT, error="h").save(str(path), scale=8, border=6)
+    size = Image.open(path).size
+    assert size == (360, 360)
+    return path
+
+
+def _parse_boxes(stdout: str) -> list[tuple[float, ...]]:
+    out = []
+    for line in stdout.splitlines():
+        m = re.match(r"\s+#(\d+) (\S+) ([\d.]+) box \(([^)]*)\) in input pixels, \(([^)]*)\) in the photo's", line)
+        if m:
+            out.append((int(m.group(1)), float(m.group(3)), *map(float, m.group(4).split(",")),
+                        *map(float, m.group(5).split(","))))
+    return out
+
+
+def test_run_prints_the_qr_code_box_in_input_and_photo_pixels(wechat, qr_image):
+    r = run_cli("run", *wechat, "--input", qr_image, "--labels", "qrcode")
+    assert r.stdout.startswith("detection_output [1, 1, ")          # the output lines come first, as before
+    assert "detections (ssd, from 'detection_output'; score >= 0.5" in r.stdout
+    boxes = _parse_boxes(r.stdout)
+    assert boxes and boxes[0][0] == 0 and boxes[0][1] > 0.9, r.stdout
+    _, _, *inp, px0, py0, px1, py1 = boxes[0]
+    # the code's modules span photo pixels 48..312 (border 6 x 8 px): the box hugs them
+    assert all(abs(a - b) < 16 for a, b in zip((px0, py0, px1, py1), (48, 48, 312, 312))), boxes[0]
+    np.testing.assert_allclose(inp, np.array([px0, py0, px1, py1]) * 384 / 360, rtol=1e-3)
+    assert "qrcode" in r.stdout and "unit prior " in r.stdout and "logit" in r.stdout
+
+
+def test_visualize_draws_clickable_boxes_and_traces_the_top_detection(wechat, qr_image, tmp_path):
+    out = tmp_path / "report"
+    run_cli("visualize", *wechat, "--image", qr_image, "--layers", "stage1", "--top", "2", "--mode", "deconvnet",
+            "--detections", "1", "-o", out)
+    html = (out / "index.html").read_text()
+    assert '<a class="box" href="#qr-det-0">' in html and '<a id="qr-det-0"></a>' in html
+    assert (out / "qr_detection_0.png").exists()
+    with np.load(out / "results.npz") as z:
+        boxes, scores = z["detections/qr/boxes"], z["detections/qr/scores"]
+        assert boxes.shape[1] == 4 and scores[0] > 0.9
+        np.testing.assert_allclose(z["detections/qr/0/box"], boxes[0], rtol=1e-6)
+        unit = tuple(z["detections/qr/0/unit_index"])
+        assert len(unit) == 4 and "detections/qr/0/extra/prior" in z.files
+        assert z["detections/qr/0/projection/deconvnet"].shape == (1, 384, 384)
+        assert float(z["detections/qr/0/mass_in_box"]) > 0.6       # the Grad-CAM lies mostly on the code
+    title, shot = render_in_chromium(out / "index.html", "detector_report.png", tmp_path, height=1800)
+    loaded, total = map(int, title.split()[1].split("/"))
+    assert loaded == total and total >= 4, title
+    pixels = np.asarray(Image.open(shot).convert("RGB"), np.float32)
+    assert pixels.std() > 10
+
+
+def test_occlusion_follows_one_detections_score(wechat, qr_image, tmp_path):
+    out = tmp_path / "occ"
+    run_cli("occlusion", *wechat, "--image", qr_image, "--detection", "0", "--size", "96", "--stride", "96",
+            "-o", out)
+    with np.load(out / "results.npz") as z:
+        score, base = z["score"], float(z["unoccluded_score"])
+        assert score.shape == (4, 4) and base > 0.9
+        assert score.min() < base                   # hiding part of the code lowers its detection's score
+    html = (out / "index.html").read_text()
+    assert "detection #0" in html
+    r = run_cli("occlusion", *wechat, "--image", qr_image, "--detection", "7", "-o", tmp_path / "x", check=False)
+    assert r.returncode == 2 and "--detection 7" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_served_detector_page_boxes_open_their_trace(wechat, qr_image, tmp_path):
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    from test_serve import start_server, stop_server
+    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+    if browser is None:
+        unavailable("chromium is not installed (.ci/run installs Debian's chromium)")
+    sync = pytest.importorskip("playwright.sync_api")
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(qr_image, images / "qr.png")
+    proc, url = start_server([*wechat[:-1], "--images", images, "--detections", "1"])
+    try:
+        import httpx
+        d = httpx.get(url + "api/detections", params={"image": "0"}, timeout=60).json()
+        assert d["kind"] == "detector" and d["detections"][0]["score"] > 0.9 and (d["width"], d["height"]) == (384, 384)
+        assert httpx.get(url + "api/detection", params={"image": "0", "k": "99"}, timeout=60).status_code == 404
+        with sync.sync_playwright() as p:
+            b = p.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+            try:
+                page = b.new_page(viewport={"width": 1400, "height": 1100}, bypass_csp=True)
+                errors, asked = [], []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.on("request", lambda r: asked.append(r.url) if "/api/detection?" in r.url else None)
+                page.goto(url + "#image=0&layer=stage1")
+                page.wait_for_selector("#overlay rect.box", timeout=30000)
+                assert page.locator("#overlay rect.box").count() == len(d["detections"])
+                page.wait_for_selector("#detection-figure", timeout=60000)    # the top one opens by itself
+                asked.clear()
+                page.evaluate("document.querySelector('#detection-figure').remove()")
+                box = page.locator("#overlay rect.box").first.bounding_box()
+                page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+                page.wait_for_selector("#detection-figure", timeout=60000)
+                assert asked and "k=0" in asked[0]
+                assert "det=0" in page.evaluate("location.hash")
+                assert "of its mass in the box" in page.locator("#dense-view").text_content()
+                page.screenshot(path=str(tmp_path.parent / "serve_detector.png"), full_page=True)
+                assert not errors, errors
+            finally:
+                b.close()
+    finally:
+        stop_server(proc)
