@@ -35,6 +35,31 @@ def photos(tmp_path_factory):
     return d
 
 
+# -- the outputs' summary -------------------------------------------------------------------------------
+def test_outputs_without_rows_are_summarised_empty(build):
+    """A Fast R-CNN fed no ROIs (rois 0 x 5): its outputs have 0 rows; the summary (zfcaffe run's
+    lines, the report's table) gives their shapes, no statistics, no top-5 (an IndexError before)."""
+    from conftest import layer_text as L
+
+    from zfcaffe.analyses.heads import class_head, summarize_outputs, top_classes
+    text = (L("c", "Convolution", "data", "convolution_param { num_output: 2 kernel_size: 1 }")
+            + L("roi", "ROIPooling", ["c", "rois"], "roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 0.5 }")
+            + L("cls_score", "InnerProduct", "roi", "inner_product_param { num_output: 3 }")
+            + L("cls_prob", "Softmax", "cls_score")
+            + L("bbox_pred", "InnerProduct", "roi", "inner_product_param { num_output: 12 }"))
+    net = build(text, {"data": (1, 2, 12, 14), "rois": (0, 5)})
+    net.forward(data=RNG.standard_normal((1, 2, 12, 14)).astype(np.float32))
+    head = class_head(net)
+    assert head.blob == "cls_prob"
+    got = {o.blob: o for o in summarize_outputs(net, net.layer_outputs, head)}
+    assert {b: (o.shape, o.stats, o.kind) for b, o in got.items()} == {"cls_prob": ((0, 3), {}, "empty"),
+                                                                       "bbox_pred": ((0, 12), {}, "empty")}
+    assert top_classes(head, net.layer_outputs[head.key], str) == []
+    net.forward(rois=np.array([[0, 1, 1, 9, 7]], np.float32))         # one ROI: the usual summary
+    got = {o.blob: o for o in summarize_outputs(net, net.layer_outputs, head)}
+    assert got["cls_prob"].kind == "class scores" and got["bbox_pred"].stats["max"] >= got["bbox_pred"].stats["min"]
+
+
 # -- top-9 --------------------------------------------------------------------------------------------
 def test_top9_equals_brute_force_sort(build, tmp_path):
     net = build('layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '

@@ -281,6 +281,56 @@ def test_rectifier_above_a_roi_layer_in_backprop(build):
     assert net.project_many("relu", [(3, 1, 1, 1)], mode="backprop").any()
 
 
+def test_project_from_a_roi_row_past_the_batch(build):
+    """net.project from a unit whose rows are ROIs (ROI 3 of a 2-image batch, after the ROI layer
+    and an InnerProduct: Fast R-CNN's fc7 / cls_score) lands in the ROI's own image (its batch index,
+    column 0 of rois); it raised IndexError. Equal to project_many's row, zero in the other image."""
+    x = r(2, 2, 12, 14)
+    text = (L("c", "Convolution", "data", "convolution_param { num_output: 2 kernel_size: 1 bias_term: false }")
+            + L("roi", "ROIPooling", ["c", "rois"], "roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 0.5 }")
+            + L("fc", "InnerProduct", "roi", "inner_product_param { num_output: 3 bias_term: false }"))
+    net = build(text, {"data": x.shape, "rois": ROIS.shape},
+                {"c": [np.eye(2, dtype=F32).reshape(2, 2, 1, 1)], "fc": [r(3, 8)]})
+    net.forward(data=x, rois=ROIS)
+    for layer, unit in (("fc", (3, 1)), ("fc", (1, 2)), ("roi", (4, 0, 1, 1)), ("roi", (2, 1, 0, 0))):
+        image = int(ROIS[unit[0], 0])
+        got = net.project(layer, unit, mode="backprop")
+        assert got.shape == x.shape and not got[1 - image].any()
+        assert np.array_equal(got[image], net.project_many(layer, [unit], mode="backprop")[0])
+    assert net.project("fc", (3, 1), mode="backprop")[0].any()
+
+
+def test_caffe_blob_names_name_values(build):
+    """A Caffe blob name serves wherever a layer's does (its final value, as pycaffe's net.blobs):
+    `pool5` written by layer `roi_pool5` (Faster R-CNN), `pool4` of a pooling with a mask top
+    (keys pool4#0, pool4#1), which needed 'pool4#0' before; an unknown name lists the names."""
+    from zfcaffe.analyses.common import shown_key
+    x = r(1, 2, 8, 8)
+    rois = np.array([[0, 0, 0, 13, 11]], F32)
+    text = (L("conv", "Convolution", "data", "convolution_param { num_output: 2 kernel_size: 1 bias_term: false }")
+            + L("relu", "ReLU", "conv", tops=["conv"])
+            + L("pool4", "Pooling", "conv", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }",
+                tops=["pool4", "pool4_mask"])
+            + L("roi_pool5", "ROIPooling", ["pool4", "rois"],
+                "roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 0.5 }", tops=["pool5"]))
+    net = build(text, {"data": x.shape, "rois": rois.shape}, {"conv": [r(2, 2, 1, 1)]})
+    net.forward(data=x, rois=rois)
+    assert shown_key(net, "pool5") == shown_key(net, "roi_pool5") == "roi_pool5"
+    assert shown_key(net, "pool4") == shown_key(net, "pool4#0") == "pool4#0"
+    assert shown_key(net, "conv") == "relu" and shown_key(net, "relu") == "relu"     # after its in-place ReLU
+    p = net.project("pool4", (0, 1, 1, 1), mode="backprop")
+    assert p.any() and np.array_equal(p, net.project("pool4#0", (0, 1, 1, 1), mode="backprop"))
+    assert np.array_equal(net.project("pool5", (0, 0, 1, 1)), net.project("roi_pool5", (0, 0, 1, 1)))
+    assert net.backward({"pool5": np.ones((1, 2, 2, 2), F32)})["data"].shape == x.shape
+    for call in (lambda: shown_key(net, "pool6"), lambda: net.project("pool6", (0, 0))):
+        with pytest.raises(zfcaffe.ZfcaffeError) as e:
+            call()
+        text = str(e.value)
+        assert "\n" not in text and "'pool6'" in text and "did you mean" in text and "roi_pool5, pool4, pool4_mask, pool5" in text
+    with pytest.raises(zfcaffe.ZfcaffeError, match="not a blob of the net; expected a layer or Caffe blob name"):
+        net.backward({"pool6": np.ones((1, 2, 2, 2), F32)})
+
+
 def test_fd_psroi_pooling(build):
     dim, g = 2, 2
     x = r(2, dim * g * g, 6, 7)

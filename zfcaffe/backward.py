@@ -102,13 +102,40 @@ class BackwardContext:
 
 
 def resolve_key(net, layer_or_key: str) -> str:
+    """The key to project from: a key as it is, a one-output layer's own output (before
+    its in-place layers), or a Caffe blob name's final value (Graph.resolve)."""
+    return net.graph.resolve(layer_or_key, "a layer or blob to project from")
+
+
+#: layers whose output rows are ROIs (rows of their second input), not images
+ROI_TYPES = ("ROIPooling", "PSROIPooling")
+
+
+def roi_layer_of(net, key: str):
+    """The ROI layer whose rows `key`'s rows are (the last ROIPooling / PSROIPooling it is
+    computed from, where `key` has as many rows as it: Fast R-CNN's fc7, cls_score), or None
+    for a key whose rows are images."""
     g = net.graph
-    if layer_or_key in g.shapes:
-        return layer_or_key
-    for layer in g.layers:
-        if layer.name == layer_or_key and len(layer.tops) == 1:
-            return layer.tops[0]
-    raise ZfcaffeError(f"'{layer_or_key}' is neither a layer with one output nor a blob key of the net")
+    need = {key}
+    for layer in reversed(g.layers):
+        if need.isdisjoint(layer.tops):
+            continue
+        if layer.type in ROI_TYPES:
+            return layer if g.shapes[key] and g.shapes[key][0] == g.shapes[layer.tops[0]][0] else None
+        need.update(layer.bottoms)
+    return None
+
+
+def image_of(net, key: str, row: int) -> int:
+    """The input image row `row` of `key` belongs to: the row itself, or for ROI rows the
+    ROI's batch index, column 0 of the rois blob its ROI layer reads (truncated to an
+    integer, as the forks' kernels take it)."""
+    layer = roi_layer_of(net, key)
+    if layer is None:
+        return int(row)
+    rois_key = layer.bottoms[1]
+    rois = net._input_data[rois_key] if rois_key in net.graph.inputs else net.layer_outputs[rois_key]
+    return int(np.asarray(rois, np.float32).reshape(-1, 5)[row, 0])
 
 
 def seed_diffs(net, key: str, units, values) -> tuple[np.ndarray, np.ndarray]:

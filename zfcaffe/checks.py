@@ -214,8 +214,11 @@ def backward_arguments(net, diffs, mode, stop_at, items) -> tuple:
     for name, d in diffs.items():
         string("backward(diffs key", name)
         key = name if name in g.shapes else g.blob_of.get(name, name)
-        if key not in g.shapes:
-            raise ZfcaffeValueError(f"backward(diffs[{name!r}]=...): '{name}' is not a blob of the net")
+        if key not in g.shapes:      # a layer's name (a repeated one's key is name~2) serves too
+            key = next((l.tops[0] for l in g.layers if l.name == name and len(l.tops) == 1), None)
+        if key is None:
+            raise ZfcaffeValueError(f"backward(diffs[{name!r}]=...): '{name}' is not a blob of the net; expected a "
+                                    f"layer or Caffe blob name: {g.names(shown=40)}")
         want = tuple(g.shapes[key][1:])
         arr = array(f"backward(diffs[{name!r}]", d, ndim=1 + len(want),
                     expected=f"(items, {', '.join(map(str, want))})" if want else "(items,)")

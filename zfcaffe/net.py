@@ -445,16 +445,19 @@ class Net:
         """Project one unit (n, c, y, x) or (n, c) of a layer's output back to the input.
 
         The unit holds its own activation (or `value`), every other unit zero; the
-        result is shaped like the input blob, zero outside image n. Modes:
+        result is shaped like the input blob, zero outside the unit's image: image n, or,
+        where the layer's rows are ROIs (after an ROIPooling / PSROIPooling: Fast R-CNN's
+        fc7, cls_score), the image of ROI n, the batch index in column 0 of the rois blob
+        that ROI layer reads. Modes:
         "deconvnet" (Zeiler & Fergus), "backprop" (gradient), "guided" (guided backprop).
         Needs a recorded forward pass (net.forward(...)) first.
         """
-        from .backward import project_units
+        from .backward import image_of, project_units, resolve_key
         layer, units, mode, values = checks.project_arguments("project", layer, unit, mode, value, many=False)
         proj = project_units(self, layer, units, mode, values)
         target = self.inputs[0]
         out = np.zeros(self.graph.inputs[target], np.float32)
-        out[units[0][0]] = proj[0]
+        out[image_of(self, resolve_key(self, layer), units[0][0])] = proj[0]
         return out
 
     def project_many(self, layer: str, units, mode: str = "deconvnet", values=None) -> np.ndarray:

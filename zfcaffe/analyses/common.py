@@ -95,11 +95,10 @@ def default_layers(net, count: int = 4) -> list[str]:
 
 def shown_key(net, layer_name: str) -> str:
     """The value pycaffe shows for a layer's output: after its in-place layers (the
-    rectified conv5, as in the paper)."""
-    layer = net.layer(layer_name)
-    if len(layer.tops) != 1:
-        raise ZfcaffeError(f"layer '{layer_name}' has {len(layer.tops)} outputs; choose a single-output layer")
-    return net.graph.blob_of.get(layer.lp.top[0], layer.tops[0])
+    rectified conv5, as in the paper). A Caffe blob name serves too (pycaffe's
+    net.blobs[name]: `pool5` of a Faster R-CNN, `pool4` of a pooling with a mask top),
+    and a key (`pool4#0`) as it is."""
+    return net.graph.resolve(layer_name, "a layer or blob", shown=True)
 
 
 def strongest_units(act: np.ndarray, n: int) -> list[tuple[int, int, int, float]]:

@@ -91,7 +91,9 @@ def require_class_head(net, override: str | None = None) -> ClassHead:
 
 
 def top_classes(head: ClassHead, values: np.ndarray, labels, k: int = 5) -> list[tuple[str, float]]:
-    """The k most probable classes of item 0: (name, probability)."""
+    """The k most probable classes of item 0: (name, probability); none without items."""
+    if not len(values):
+        return []
     p = head.probabilities(values[:1])[0]
     order = np.argsort(-p, kind="stable")[:k]
     return [(labels(int(i)), float(p[i])) for i in order]
@@ -103,15 +105,21 @@ class OutputSummary:
     key: str
     shape: tuple
     stats: dict           # min, max, mean, std of item 0
-    kind: str             # "class scores" | "image" | "maps" | "segmentation" | "vector" | "values"
+    kind: str             # "class scores" | "image" | "maps" | "segmentation" | "vector" | "values" | "empty"
 
 
 def summarize_outputs(net, values: dict[str, np.ndarray], head: ClassHead | None) -> list[OutputSummary]:
-    """Every output of the net (item 0): its statistics and what kind of picture fits."""
+    """Every output of the net (item 0): its statistics and what kind of picture fits.
+    An output without rows (a Fast R-CNN fed no ROIs: cls_prob of shape 0 x 21) is
+    "empty": its shape, no statistics, no picture and no top-5."""
     out = []
     for key in net.graph.outputs():
-        v = np.asarray(values[key][0], np.float64)
-        shape = tuple(values[key].shape)
+        full = np.asarray(values[key])
+        shape = tuple(full.shape)
+        if full.ndim and not len(full):
+            out.append(OutputSummary(net.graph.name_of(key), key, shape, {}, "empty"))
+            continue
+        v = np.asarray(full[0] if full.ndim else full, np.float64)
         stats = {"min": float(v.min()), "max": float(v.max()), "mean": float(v.mean()), "std": float(v.std())} \
             if v.size else {}
         out.append(OutputSummary(net.graph.name_of(key), key, shape, stats, _kind(net, key, shape, head)))

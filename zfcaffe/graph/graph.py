@@ -76,6 +76,53 @@ class Graph:
         calls it); any other key as it is."""
         return next((name for name, k in self.blob_of.items() if k == key), key)
 
+    def resolve(self, name: str, what: str = "a layer or blob", shown: bool = False) -> str:
+        """The key a user's name stands for, whichever they give: a key (`conv1`, `pool4#0`)
+        as it is; a layer with one output, that output; a Caffe blob name, its final
+        value (the last layer writing it, as pycaffe's net.blobs[name]): `pool5` of a
+        Faster R-CNN (layer `roi_pool5`), `pool4` of a pooling with a mask top (layer
+        `pool4`, keys `pool4#0`, `pool4#1`). shown=True: a layer's output after its
+        in-place layers, as pycaffe shows it (`conv1` -> relu1's key), and a blob name
+        before a key of the same name. `what` names the argument in the one-line error,
+        which lists the valid names."""
+        by_name = {l.name: l for l in self.layers}
+        layer = by_name.get(name)
+        if shown:
+            if layer is not None and len(layer.tops) == 1:
+                return layer.tops[0] if layer.is_input else self.blob_of.get(layer.lp.top[0], layer.tops[0])
+            if name in self.blob_of:
+                return self.blob_of[name]
+            if name in self.shapes:
+                return name
+        else:
+            if name in self.shapes:
+                return name
+            if layer is not None and len(layer.tops) == 1:
+                return layer.tops[0]
+            if name in self.blob_of:
+                return self.blob_of[name]
+        raise ZfcaffeError(self.unknown_name(name, what))
+
+    def unknown_name(self, name: str, what: str = "a layer or blob") -> str:
+        """One line: `name` is no layer or blob of the net, and the names that are."""
+        import difflib
+        layer = next((l for l in self.layers if l.name == name), None)
+        if layer is not None:        # a layer of several outputs, none of them called as the layer
+            return (f"{self.path}: layer '{name}' has {len(layer.tops)} outputs; expected one of its blobs "
+                    f"{', '.join(repr(t) for t in layer.lp.top)} (or keys {', '.join(layer.tops)}) as {what}")
+        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return (f"{self.path}: no layer named '{name}'{hint} (nor a blob; expected {what}: a layer or Caffe blob "
+                f"name, or a key such as 'pool4#0'; names: {self.names(shown=40)})")
+
+    def names(self, shown: int = 0):
+        """The layer (one output) and Caffe blob names a user may give, in the net's order;
+        shown > 0: the first `shown` of them as one string."""
+        names = list(dict.fromkeys([l.name for l in self.layers if len(l.tops) == 1] + list(self.blob_of)))
+        if not shown:
+            return names
+        return ", ".join(names[:shown]) + (f" ... ({len(names)} in all)" if len(names) > shown else "")
+
     def outputs(self) -> list[str]:
         """Keys nobody reads: the net's outputs, as pycaffe's net.outputs."""
         read = {b for l in self.layers for b in l.bottoms}
