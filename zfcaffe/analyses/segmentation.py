@@ -287,7 +287,7 @@ def _region(region, cmap: np.ndarray, label: int) -> tuple[np.ndarray, str]:
         if mask.any():
             return mask, "where the class wins"
         return np.ones((h, w), bool), "the class wins at no pixel: the whole image"
-    if isinstance(region, tuple) and len(region) == 4:
+    if isinstance(region, (tuple, list)) and len(region) == 4 and np.ndim(region) == 1:
         x0, y0, x1, y1 = (int(round(float(v))) for v in region)
         mask = np.zeros((h, w), bool)
         mask[max(y0, 0):max(min(y1, h), 0), max(x0, 0):max(min(x1, w), 0)] = True

@@ -18,7 +18,9 @@ LEGEND_MAX = 20
 def _image(image: np.ndarray, shape: tuple) -> np.ndarray:
     img = np.asarray(image, np.float64)
     if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
+        img = img[..., None]
+    if img.ndim == 3 and img.shape[2] == 1:             # a grey input shown grey
+        img = np.repeat(img, 3, axis=2)
     if img.shape[:2] != tuple(shape):
         raise ZfcaffeError(f"image: shape {list(img.shape)}; expected the input's {shape[0]} x {shape[1]} pixels "
                            "(H, W, 3)")
