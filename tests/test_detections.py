@@ -97,7 +97,7 @@ def test_wechat_trace_unit_score_and_gradcam(wechat):
     # the prior's logits (its two classes, walked back the same way): their softmax is the score
     conf = D.detector_head(wechat).score_inputs[0]
     flat = det.extra["prior"] * 2
-    logits = [wechat.layer_outputs[k].reshape(-1)[i] for k, i, _ in
+    logits = [wechat.layer_outputs[k].reshape(-1)[i] for k, i in
               (D.walk_back(wechat, conf, flat + c) for c in range(2))]
     assert logits[1] == u.value
     assert softmax(logits)[1] == pytest.approx(det.score, rel=1e-5)
@@ -137,7 +137,7 @@ def test_mobilenet_ssd_detections_are_the_fork_rows(shared):
     assert dets[0].name == "sofa"                              # 21 classes: PASCAL VOC names
     for d in dets[:5]:
         assert d.unit.layer.endswith("_mbox_conf") and d.unit.index[1] % 21 == d.label
-        logits = [net.layer_outputs[k].reshape(-1)[i] for k, i, _ in
+        logits = [net.layer_outputs[k].reshape(-1)[i] for k, i in
                   (D.walk_back(net, "mbox_conf_flatten", d.extra["prior"] * 21 + c) for c in range(21))]
         assert logits[d.label] == d.unit.value
         assert softmax(logits)[d.label] == pytest.approx(d.score, rel=1e-5)

@@ -22,6 +22,7 @@ coordinate is in the net's input pixels.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import numpy as np
 
@@ -31,6 +32,8 @@ from ..errors import ZfcaffeError
 _MOVING = {"Flatten", "Reshape", "Concat", "Permute", "Split"}
 _SSD, _YOLO = ("DetectionOutput",), ("Yolov3DetectionOutput", "YoloDetectionOutput")
 _ROI_POOLS = ("ROIPooling", "PSROIPooling")
+#: net -> (recorded rows, layer, their row_sources)
+_SOURCES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 #: py-faster-rcnn tools/demo.py (rbgirshick/py-faster-rcnn@781a917b): NMS_THRESH
 RCNN_NMS = 0.3
 
@@ -202,38 +205,52 @@ def _names(net, head: DetectorHead, labels):
 
 # -- following one value back -----------------------------------------------------------
 
-def walk_back(net, key: str, flat: int, through=("Softmax",)) -> tuple[str, int, list[str]]:
-    """Follow position `flat` (over the whole blob, items included) of `key` down through
-    layers that only move values (Flatten, Reshape, Concat, Permute, Split; and the
-    types in `through`, which keep the position) to the first key a computing layer
-    produced: (key, flat index there, the layer types crossed)."""
+def walk_back_many(net, key: str, flats, through=("Softmax",)) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Follow positions `flats` (over the whole blob, items included) of `key` down through
+    layers that only move values (Flatten, Reshape, Concat, Permute, Split; and the types
+    in `through`, which keep the position) to the first keys a computing layer produced:
+    [(key, which of flats arrive there, their positions there)], all at once."""
     g = net.graph
-    crossed = []
-    while key not in g.inputs:
-        layer = g.producer(key)
-        if layer.type not in _MOVING and layer.type not in through:
-            break
-        shape = tuple(_value(net, key).shape)
-        if layer.type == "Concat":
-            idx = list(np.unravel_index(flat, shape))
-            a = layer.axis
-            for b in layer.bottoms:
-                size = _value(net, b).shape[a]
-                if idx[a] < size:
-                    break
-                idx[a] -= size
-            key, flat = b, int(np.ravel_multi_index(idx, _value(net, b).shape))
-        elif layer.type == "Permute":
-            idx = np.unravel_index(flat, shape)
-            b = layer.bottoms[0]
-            src = [0] * len(idx)
-            for k, o in enumerate(layer.order):
-                src[o] = idx[k]
-            key, flat = b, int(np.ravel_multi_index(src, _value(net, b).shape))
-        else:   # reshapes keep the C-order position; Softmax / Split keep it outright
-            key = layer.bottoms[0]
-        crossed.append(layer.type)
-    return key, int(flat), crossed
+    producer = {t: l for l in g.layers for t in l.tops}
+    shape = lambda k: tuple(g.shapes[k])   # noqa: E731  (what the recorded pass gave: host layers reshape the graph)
+    out = []
+
+    def down(key, which, flat):
+        while key not in g.inputs:
+            layer = producer[key]
+            if layer.type not in _MOVING and layer.type not in through:
+                break
+            if layer.type == "Concat":
+                idx = list(np.unravel_index(flat, shape(key)))
+                a = layer.axis
+                sizes = [shape(b)[a] for b in layer.bottoms]
+                part = np.searchsorted(np.cumsum(sizes), idx[a], side="right")
+                starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+                for i, b in enumerate(layer.bottoms):
+                    sel = part == i
+                    if sel.any():
+                        sub = [v[sel] for v in idx]
+                        sub[a] = sub[a] - starts[i]
+                        down(b, which[sel], np.ravel_multi_index(sub, shape(b)))
+                return
+            if layer.type == "Permute":
+                idx = np.unravel_index(flat, shape(key))
+                src = [None] * len(idx)
+                for k, o in enumerate(layer.order):
+                    src[o] = idx[k]
+                flat = np.ravel_multi_index(src, shape(layer.bottoms[0]))
+            key = layer.bottoms[0]   # reshapes keep the C-order position; Softmax / Split keep it outright
+        out.append((key, which, np.asarray(flat, np.int64)))
+
+    flats = np.asarray(flats, np.int64).reshape(-1)
+    down(key, np.arange(len(flats)), flats)
+    return out
+
+
+def walk_back(net, key: str, flat: int, through=("Softmax",)) -> tuple[str, int]:
+    """walk_back_many for one position: (key, position there)."""
+    (k, _, at), = walk_back_many(net, key, [flat], through)
+    return k, int(at[0])
 
 
 def _unit_at(net, key: str, flat: int, what: str) -> Unit:
@@ -264,32 +281,50 @@ def detections(net, threshold: float = 0.5, top: int | None = None, labels=None)
     return out
 
 
+def _row_sources(net, layer, bottoms):
+    """The output layer's row_sources on the recorded values, kept while the recorded rows
+    are the same array (the detections of one forward pass are read many times)."""
+    rows = _value(net, layer.tops[0])
+    memo = _SOURCES.get(net)
+    if memo is not None and memo[0] is rows and memo[1] == layer.name:
+        return memo[2]
+    sources = layer.row_sources([_value(net, b) for b in bottoms])
+    _SOURCES[net] = (rows, layer.name, sources)
+    return sources
+
+
 def _ssd(net, head, names, threshold):
     layer = net.layer(head.layer)
     rows = _value(net, layer.tops[0]).reshape(-1, 7)
-    sources = layer.row_sources([_value(net, b) for b in layer.bottoms])
+    sources = _row_sources(net, layer, layer.bottoms)
     P, C = layer.num_priors, layer.num_classes
     h, w = _input_hw(net)
-    conf = layer.bottoms[1]
+    keep = np.nonzero(rows[:len(sources), 2] >= threshold)[0] if len(sources) else np.zeros(0, np.int64)
+    item, label, prior = (sources[keep, i] for i in range(3))
+    flats = item * P * C + prior * C + label
+    units = [None] * len(keep)
+    for key, which, at in walk_back_many(net, layer.bottoms[1], flats):
+        v = _value(net, key)
+        idx = np.unravel_index(at, v.shape)
+        vals = v[idx]
+        name = net.graph.producer(key).name
+        for j, i in enumerate(which):
+            index = tuple(int(a[j]) for a in idx)
+            units[i] = Unit(key, name, index, float(vals[j]),
+                            f"prior {prior[i]} ({name}, {_where(index)}): class {label[i]} logit")
     out = []
-    for row, (item, label, prior) in zip(rows, sources):
-        score = float(row[2])
-        if score < threshold:
-            continue
-        flat = int(item) * P * C + int(prior) * C + int(label)
-        key, at, _ = walk_back(net, conf, flat)
-        unit = _unit_at(net, key, at, "")
-        unit.what = f"prior {prior} ({unit.layer}, {_where(unit.index)}): class {label} logit"
+    for i, r in enumerate(keep):
+        row = rows[r]
         box = (float(row[3]) * w, float(row[4]) * h, float(row[5]) * w, float(row[6]) * h)
-        out.append(Detection(0, int(item), int(label), names(int(label)), score, box, head.output, unit,
-                             {"prior": int(prior), "conf_index": flat}))
+        out.append(Detection(0, int(item[i]), int(label[i]), names(int(label[i])), float(row[2]), box, head.output,
+                             units[i], {"prior": int(prior[i]), "conf_index": int(flats[i])}))
     return out
 
 
 def _yolo(net, head, names, threshold):
     layer = net.layer(head.layer)
     rows = _value(net, layer.tops[0]).reshape(-1, 7)
-    sources = layer.row_sources([_value(net, b) for b in head.score_inputs])
+    sources = _row_sources(net, layer, head.score_inputs)
     h, w = _input_hw(net)
     K = layer.num_classes
     out = []
@@ -302,7 +337,7 @@ def _yolo(net, head, names, threshold):
         depth = 5 + K if layer.type == "Yolov3DetectionOutput" else v.shape[1] // layer.num_box
         y, x = divmod(int(cell), v.shape[3])
         ch = int(n) * depth + 5 + int(k)
-        key, at, _ = walk_back(net, bottom, int(np.ravel_multi_index((int(item), ch, y, x), v.shape)), through=())
+        key, at = walk_back(net, bottom, int(np.ravel_multi_index((int(item), ch, y, x), v.shape)), through=())
         unit = _unit_at(net, key, at, "")
         unit.what = f"scale {t} anchor {n} cell ({y}, {x}) ({unit.layer}, {_where(unit.index)}): class {k} logit"
         box = (float(row[3]) * w, float(row[4]) * h, float(row[5]) * w, float(row[6]) * h)
@@ -482,7 +517,7 @@ def explain_detection(net, x: np.ndarray | None, det: Detection, modes=("deconvn
     return DetectionTrace(det, unit, projections, heat, cam, key, near, mass_in_box(heat, det.box), ties)
 
 
-__all__ = ["Unit", "Detection", "DetectorHead", "DetectionTrace", "detector_head", "detections", "walk_back",
+__all__ = ["Unit", "Detection", "DetectorHead", "DetectionTrace", "detector_head", "detections", "walk_back", "walk_back_many",
            "rcnn_boxes", "score_keys", "detection_scores", "cam_key", "neighbourhood", "mass_in_box",
            "explain_detection"]
 
