@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import render_in_chromium, run_cli, unavailable
+from conftest import ROOT, render_in_chromium, run_cli, unavailable
 
 QR_TEXT = "https://example.org/zfcaffe"
 
@@ -55,7 +55,7 @@ def test_run_prints_the_qr_code_box_in_input_and_photo_pixels(wechat, qr_image):
     _, _, *inp, px0, py0, px1, py1 = boxes[0]
     # the code's modules span photo pixels 48..312 (border 6 x 8 px): the box hugs them
     assert all(abs(a - b) < 16 for a, b in zip((px0, py0, px1, py1), (48, 48, 312, 312))), boxes[0]
-    np.testing.assert_allclose(inp, np.array([px0, py0, px1, py1]) * 384 / 360, rtol=1e-3)
+    np.testing.assert_allclose(inp, np.array([px0, py0, px1, py1]) * 384 / 360, atol=0.15)   # printed to 0.1 px
     assert "qrcode" in r.stdout and "unit prior " in r.stdout and "logit" in r.stdout
 
 
@@ -83,12 +83,12 @@ def test_visualize_draws_clickable_boxes_and_traces_the_top_detection(wechat, qr
 
 def test_occlusion_follows_one_detections_score(wechat, qr_image, tmp_path):
     out = tmp_path / "occ"
-    run_cli("occlusion", *wechat, "--image", qr_image, "--detection", "0", "--size", "96", "--stride", "96",
+    run_cli("occlusion", *wechat, "--image", qr_image, "--detection", "0", "--size", "192", "--stride", "96",
             "-o", out)
     with np.load(out / "results.npz") as z:
         score, base = z["score"], float(z["unoccluded_score"])
-        assert score.shape == (4, 4) and base > 0.9
-        assert score.min() < base                   # hiding part of the code lowers its detection's score
+        assert score.shape == (3, 3) and base > 0.9
+        assert score.min() < base - 0.01       # hiding a quarter of the code lowers its detection's score
     html = (out / "index.html").read_text()
     assert "detection #0" in html
     r = run_cli("occlusion", *wechat, "--image", qr_image, "--detection", "7", "-o", tmp_path / "x", check=False)
@@ -131,7 +131,8 @@ def test_served_detector_page_boxes_open_their_trace(wechat, qr_image, tmp_path)
                 assert asked and "k=0" in asked[0]
                 assert "det=0" in page.evaluate("location.hash")
                 assert "of its mass in the box" in page.locator("#dense-view").text_content()
-                page.screenshot(path=str(tmp_path.parent / "serve_detector.png"), full_page=True)
+                (ROOT / "artifacts").mkdir(exist_ok=True)
+                page.screenshot(path=str(ROOT / "artifacts/serve_detector.png"), full_page=True)
                 assert not errors, errors
             finally:
                 b.close()

@@ -372,9 +372,16 @@ class ServedModel:
         shape = self.net.graph.inputs[self.net.inputs[0]]
         self.net.set_batch(1)
         self.net.forward(**{self.net.inputs[0]: np.zeros((1,) + tuple(shape[1:]), np.float32)})
-        for layer in (self.layers[0], self.layers[-1]):
-            for mode in MODES:
-                self.net.project(layer["key"], (0, 0) if len(layer["shape"]) == 1 else (0, 0, 0, 0), mode)
+        warmed = 0
+        for layer in (self.layers[0], *reversed(self.layers[1:])):   # the first and the last that projects
+            try:
+                for mode in MODES:
+                    self.net.project(layer["key"], (0, 0) if len(layer["shape"]) == 1 else (0, 0, 0, 0), mode)
+            except ZfcaffeError:        # e.g. a detector's output layer: no backward rule; the page says so
+                continue
+            warmed += 1
+            if warmed == 2:
+                break
         self._current = None
 
     def filters(self, layer_name: str) -> bytes:
