@@ -138,3 +138,61 @@ def test_served_detector_page_boxes_open_their_trace(wechat, qr_image, tmp_path)
                 b.close()
     finally:
         stop_server(proc)
+
+
+# -- a segmenter: FCN-8s (slim, seeded weights) --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fcn(shared) -> list:
+    d = shared / "oracle/fcn8s_slim"
+    return [d / "deploy.prototxt", d / "weights.caffemodel", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    import matplotlib.cbook
+    path = tmp_path_factory.mktemp("photo") / "hopper.jpg"
+    Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).save(path)
+    return path
+
+
+def test_run_and_visualize_a_segmenter_show_its_class_map(fcn, photo, tmp_path):
+    r = run_cli("run", *fcn, "--input", photo)
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("score [1, 21, 64, 96]")
+    assert lines[1].startswith("class map 64x96 (from 'score'; PASCAL VOC names")
+    shares = [float(m.group(1)) for m in (re.search(r": ([\d.]+)% of the pixels", s) for s in lines[2:]) if m]
+    assert shares == sorted(shares[:-1], reverse=True) + shares[-1:] and 99 < sum(shares) < 101, r.stdout
+    out = tmp_path / "seg"
+    run_cli("visualize", *fcn, "--image", photo, "--layers", "conv1_1", "--top", "1", "--mode", "deconvnet",
+            "--detections", "1", "-o", out)
+    with np.load(out / "results.npz") as z:
+        cmap, (label,) = z["detections/hopper/class_map"], z["detections/hopper/classes"]
+        assert cmap.shape == (64, 96) and label != 0
+        assert z[f"detections/hopper/class_{label}/gradcam"].shape == (64, 96)
+    assert (out / "hopper_class_map.png").exists() and (out / f"hopper_class_{label}.png").exists()
+    assert "Segmentation" in (out / "index.html").read_text()
+
+
+def test_served_segmenter_answers_a_pixel_with_its_class(shared, photo):
+    import zfcaffe
+    from zfcaffe.preprocess import for_net
+    from zfcaffe.serve.model import NotFound, ServedModel
+    d = shared / "oracle/fcn8s_slim"
+    net = zfcaffe.Net(str(d / "deploy.prototxt"), str(d / "weights.caffemodel"))
+    model = ServedModel(net, for_net(net), [str(photo)])
+    try:
+        info = model.info()
+        assert info["dense"]["kind"] == "segmentation"
+        dense = model.dense_results("0")
+        assert dense["overlay"].startswith("data:image/png") and (dense["width"], dense["height"]) == (96, 64)
+        from zfcaffe.analyses.segmentation import class_map
+        expect = int(class_map(net)[10, 20])
+        s = model.segment("0", 20, 10, ["deconvnet"])
+        assert s["label"] == expect and s["figure"].startswith("data:image/png") and 0 < s["share"] < 1
+        assert s["name"] in [c["name"] for c in dense["classes"]]
+        with pytest.raises(NotFound):
+            model.segment("0", 96, 0, ["deconvnet"])
+        with pytest.raises(NotFound):
+            model.detection("0", 0, ["deconvnet"])
+    finally:
+        model.close()
