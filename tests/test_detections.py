@@ -219,6 +219,30 @@ def test_yolov3_cell_and_anchor_trace(shared):
     assert np.abs(p).max() > 0
 
 
+def test_yolov2_cell_and_anchor_trace(shared, tmp_path):
+    """YOLOv2 (a softmax over the classes): the class logit's unit; filler weights pass no box at
+    the file's confidence threshold 0.3, so it is lowered."""
+    text = (shared / "census/yolov2_darknet19_eric612/darknet19_deploy.prototxt").read_text()
+    proto = tmp_path / "darknet19.prototxt"
+    proto.write_text(text.replace("confidence_threshold: 0.3", "confidence_threshold: 0.01"))
+    net = zfcaffe.Net(str(proto), input_shapes={"data": (1, 3, 32, 32)})
+    _randomise(net)
+    net.forward(data=np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(F32))
+    head = D.detector_head(net)
+    dets = D.detections(net, 0.0)
+    assert head.kind == "yolo" and dets
+    for d in dets:
+        e, u = d.extra, d.unit
+        v = net.layer_outputs[u.key][0, :, e["y"], e["x"]]
+        depth = v.shape[0] // net.layer(head.layer).num_box
+        logits = v[e["anchor"] * depth + 5:e["anchor"] * depth + 25]
+        assert u.index[1] == e["anchor"] * depth + 5 + e["class"] and u.value == float(logits[e["class"]])
+        assert np.argmax(logits) == e["class"]
+        assert sigmoid(v[e["objectness_channel"]]) * softmax(logits)[e["class"]] == pytest.approx(d.score, rel=1e-5)
+        vals = {k: net.layer_outputs[k] for k in D.score_keys(net, d)}
+        assert D.detection_scores(net, d, vals)[0] == pytest.approx(d.score, rel=1e-5)
+
+
 def test_rfcn_roi_trace(shared, tmp_path):
     # fc-free, but ResNet-50 at 64 x 64 keeps the test short
     path = shared / "census/rfcn_resnet50/test_agnostic.prototxt"

@@ -171,7 +171,12 @@ def _require_head(net) -> DetectorHead:
 def _value(net, key: str) -> np.ndarray:
     if key in net.graph.inputs:
         return np.asarray(net._input_data[key])
-    return np.asarray(net.layer_outputs[key])
+    try:
+        return np.asarray(net.layer_outputs[key])
+    except KeyError:
+        raise ZfcaffeError(f"no recorded value of '{key}': run net.forward(...) first (detections are read from "
+                           "the recorded forward pass; a reshape, e.g. net.evaluate on another batch size, "
+                           "clears it)") from None
 
 
 def _input_hw(net) -> tuple[int, int]:
@@ -402,7 +407,8 @@ def detection_scores(net, det: Detection, values: dict) -> np.ndarray:
     sigmoid as the net applies it) for a batch of N inputs, from values[key] for key in
     score_keys(net, det) (e.g. net.evaluate(score_keys(net, det), data=batch)). R-CNN: the
     ROIs change with the input; each item's score is that of its ROI overlapping the
-    detection's ROI most (the same ROI row where the ROIs are an input of the net)."""
+    detection's ROI most; where the ROIs are an input of the net, row r of each item's copy of the
+    recorded ROIs (rows r, r + R, r + 2R, ...: the caller repeats them per item)."""
     head = _require_head(net)
     keys = score_keys(net, det)
     if head.kind == "ssd":
