@@ -496,6 +496,9 @@ def explain_detection(net, x: np.ndarray | None, det: Detection, modes=("deconvn
     from ..methods.gradients import gradients
     if x is not None:
         net.forward(**{net.inputs[0]: x})
+    if net.graph.inputs[net.inputs[0]][0] != 1:
+        raise ZfcaffeError(f"explain_detection traces one image; the net holds a batch of "
+                           f"{net.graph.inputs[net.inputs[0]][0]}: pass x (1 x C x H x W)")
     unit = det.unit
     projections, ties = {}, {}
     for mode in modes:
