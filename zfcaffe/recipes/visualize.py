@@ -99,11 +99,13 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
     arrays: dict[str, np.ndarray] = {}
     ties: dict[str, set] = {}
     with atomic_dir(out_dir) as tmp:
-        def figure(name: str, png: bytes, caption: str) -> None:
-            """A PNG file in the folder, and the same picture embedded in the page."""
+        def figure(name: str, png: bytes, caption: str, embed: bool = True) -> None:
+            """A PNG file in the folder, and the same picture embedded in the page (unless
+            the page shows it otherwise, e.g. a detector's boxes as links)."""
             with open(os.path.join(tmp, name), "wb") as f:
                 f.write(png)
-            report.image(png, caption, name)
+            if embed:
+                report.image(png, caption, name)
 
         report.heading("Images")
         if not prepared:
