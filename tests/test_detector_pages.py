@@ -196,3 +196,15 @@ def test_served_segmenter_answers_a_pixel_with_its_class(shared, photo):
             model.detection("0", 0, ["deconvnet"])
     finally:
         model.close()
+
+
+def test_threshold_and_detections_options_are_checked_by_the_parser(capsys):
+    from zfcaffe.cli import build_parser
+    parser = build_parser()
+    args = parser.parse_args(["visualize", "a.prototxt", "b.caffemodel", "--threshold", "0.25", "--detections", "2"])
+    assert (args.threshold, args.detections) == (0.25, 2)
+    assert parser.parse_args(["run", "a.prototxt", "b.caffemodel", "--input", "x.png"]).threshold is None
+    for bad in (["--threshold", "1.5"], ["--threshold", "x"], ["--detections", "0"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["serve", "a.prototxt", "b.caffemodel", *bad])
+        assert bad[1] in capsys.readouterr().err

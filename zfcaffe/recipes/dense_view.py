@@ -16,6 +16,8 @@ DETECTION_THRESHOLD = 0.5
 PEAK_THRESHOLD = 0.1
 #: classes of a class map listed one a line (the largest first)
 SHOWN_CLASSES = 12
+#: keypoint peaks listed one a line (the strongest first)
+SHOWN_PEAKS = 40
 
 
 @dataclasses.dataclass
@@ -116,10 +118,12 @@ def lines(net, dense: Dense, threshold: float | None = None, pre=None, photo: tu
         return out
     peaks = d.peaks(net, threshold=t, item=item)
     out = [f"keypoint peaks (from '{_head_output(dense.head)}'; heatmap >= {t:g}): {len(peaks)}"]
-    for p in peaks:
+    for p in sorted(peaks, key=lambda p: -p.value)[:SHOWN_PEAKS]:
         pb = photo_box(pre, photo, (p.x, p.y, p.x, p.y))
         at = f" ({pb[0]:.1f}, {pb[1]:.1f}) in the photo's" if pb else ""
-        out.append(f"  {p.name} ({p.x:.1f}, {p.y:.1f}) in input pixels{at}: {p.value:.3f}")
+        out.append(f"  {p.name} ({p.x:.1f}, {p.y:.1f}) in input pixels{at}: {p.value:.4g}")
+    if len(peaks) > SHOWN_PEAKS:
+        out.append(f"  ... {len(peaks) - SHOWN_PEAKS} weaker peaks (--threshold P to show fewer)")
     return out
 
 
