@@ -18,8 +18,6 @@ from zfcaffe.backward import MODES
 RNG = np.random.default_rng(22)
 F32 = np.float32
 
-# the engine's rounding bounds (zfcaffe/rounding.py) index every blob by the projection's rows: a ROI
-# row past the batch raises IndexError there (not in these rules)
 
 
 def r(*shape, scale=1.0):
@@ -270,8 +268,8 @@ def test_roi_pooling_near_ties_are_flagged(build):
 
 def test_rectifier_above_a_roi_layer_in_backprop(build):
     """A rectifier on ROI rows asks the engine's rounding bounds for its ROI row past the
-    batch: the bounds are the whole batch's, and a blob whose first axis is not the batch
-    (the ROIs) is flagged where the signal passes rather than indexed by the wrong row."""
+    batch: the ROI pooling's bounds (rounding.py) are indexed by the projection's ROI, so a
+    sign well clear of rounding is not flagged (every unit the signal crossed was, before)."""
     x = r(1, 2, 12, 14)
     text = (L("c", "Convolution", "data", "convolution_param { num_output: 2 kernel_size: 1 bias_term: false }")
             + L("roi", "ROIPooling", ["c", "rois"], "roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 0.5 }")
@@ -279,6 +277,7 @@ def test_rectifier_above_a_roi_layer_in_backprop(build):
     net = build(text, {"data": x.shape, "rois": ROIS.shape}, {"c": [np.eye(2, dtype=F32).reshape(2, 2, 1, 1)]})
     net.forward(data=x, rois=ROIS)
     assert net.project_many("relu", [(3, 1, 1, 1)], mode="backprop").any()
+    assert "relu" not in net.last_near_ties
 
 
 def test_project_from_a_roi_row_past_the_batch(build):

@@ -19,6 +19,13 @@ float32's unit roundoff U:
   BatchNorm / Scale / Bias / LRN   per channel factors, to first order, plus each rounding
   pooling            MAX: the window's largest bound; AVE: the window's bounds in quadrature
   Concat, Slice, Split, Reshape, Crop ...   the bounds routed as the values are
+  the forks' BN      PSPNet's and SegNet's INFERENCE per channel; SegNet's LEARN through
+                     its batch statistics too (the variance's cancellation included)
+  Interp             the bounds interpolated as the values (weights >= 0, summing to 1)
+  Upsample           copies (YOLO's nearest); SegNet's unpooling: where the mask's max-pool
+                     window is a near-tie, |x| + bound at every near-winner's position
+  ROIPooling / PSROIPooling   each bin's largest bound / its AVE-pooling bound (the ROIs
+                     exact; ROIs computed by the net, proposals, give infinite bounds)
   a layer without a rule   infinite (every decision after it is flagged)
 
 The bounds are computed lazily, the first time a backward pass crosses a decision after
@@ -146,6 +153,10 @@ def bounds_for(net, key: str, items) -> np.ndarray:
     batch = len(_batch_bounds(net).rows)
     if whole.ndim and whole.shape[0] == batch:
         return whole[items]
+    if whole.ndim and items.size and items.max() < whole.shape[0]:
+        from .backward import roi_layer_of
+        if roi_layer_of(net, key) is not None:
+            return whole[items]      # rows are ROIs (after an ROI pooling), and so are the items
     return whole          # a blob whose first axis is not the batch serves whole
 
 
@@ -488,6 +499,182 @@ def _rule_tile(layer, B):
     return [np.tile(B(layer.bottoms[0]), reps)]
 
 
+# -- the forks' layers ----------------------------------------------------------------------------
+def _sum_g(k: int) -> float:
+    """The relative rounding of a sum of k terms (as the linear layers' local term)."""
+    return gamma(k) if MODEL == "worst-case" else LAMBDA * math.sqrt(k + 2) * U
+
+
+def _rule_bn(layer, B):
+    """The forks' `BN`. PSPNet's (stored statistics): ((x - mean) * inv_std) * gamma + beta,
+    four roundings in Caffe's order, or folded (x * scale + shift, each factor rounded): both
+    within 4 U of each product's size. SegNet's INFERENCE: x * scale + shift. SegNet's LEARN
+    (the batch's own statistics, E[x] and E[x^2] - E[x]^2 over N, H, W): to first order
+    through the statistics too (the variance's cancellation included)."""
+    x, b = B.value(layer.bottoms[0]), B(layer.bottoms[0])
+    rank = x.ndim
+    y = _out(B, layer)
+    if hasattr(layer, "affine"):                     # PSPNet
+        mean, inv_std, g, beta = (_per_channel(v, rank) for v in layer.affine())
+        sg = np.abs(inv_std * g)
+        return [sg * b + 4 * U * (sg * (np.abs(x) + np.abs(mean)) + np.abs(beta)) + 2 * U * y]
+    scale, shift = (_per_channel(np.asarray(v).reshape(-1), rank) for v in layer.blobs[:2])
+    from .layers.segnet import BN_MODE, SEGNET_BN_EPS
+    if layer.mode == BN_MODE.INFERENCE:
+        return [np.abs(scale) * b + 2 * U * (np.abs(x * scale) + y)]
+    x64, b64 = x.astype(np.float64), b.astype(np.float64)
+    axes = (0, 2, 3)
+    g = _sum_g(x.shape[2] * x.shape[3] + x.shape[0])
+    mean = x64.mean(axis=axes, keepdims=True)
+    ex2 = (x64 * x64).mean(axis=axes, keepdims=True)
+    d_mean = b64.mean(axis=axes, keepdims=True) + g * np.abs(x64).mean(axis=axes, keepdims=True)
+    d_ex2 = (2 * np.abs(x64) * b64 + b64 * b64).mean(axis=axes, keepdims=True) + g * ex2
+    var = ex2 - mean * mean
+    d_var = d_ex2 + (2 * np.abs(mean) + d_mean) * d_mean + 2 * U * (ex2 + mean * mean)
+    low = var + float(SEGNET_BN_EPS) - d_var
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        std = np.sqrt(np.maximum(var + float(SEGNET_BN_EPS), 0))
+        d_std = np.where(low > 0, d_var / (np.sqrt(np.maximum(low, 0)) + std) + 2 * U * std, np.inf)
+        centred = np.abs(x64 - mean)
+        d_hat = (b64 + d_mean + 2 * U * centred) / std + centred * d_std / (std * np.maximum(std - d_std, 0))
+        d_hat = np.where(std - d_std > 0, d_hat, np.inf)
+        out = np.abs(scale) * d_hat + 2 * U * (centred / std * np.abs(scale) + y)
+    outs = [out]
+    if len(layer.tops) > 1:                           # the batch mean, the batch variance (without eps)
+        outs.append(d_mean)
+    if len(layer.tops) > 2:
+        outs.append(d_var)
+    return outs
+
+
+def _rule_interp(layer, B):
+    """Bilinear weights are >= 0 and sum to 1 per axis: the bounds interpolate as the
+    values do; two products and a sum round per axis."""
+    x, b = B.value(layer.bottoms[0]), B(layer.bottoms[0])
+    return [layer.forward_numpy(b) * np.float32(1 + 16 * U) + 6 * U * layer.forward_numpy(np.abs(x))
+            + 2 * U * _out(B, layer)]
+
+
+def _rule_upsample(layer, B):
+    """Copies: YOLO's nearest upsampling (exact), SegNet's unpooling through a pooling's
+    mask. The mask is a max-pool decision: where that pooling's window is a near-tie (its
+    runner-up within MARGIN x the bounds of the maximum), the value may land on any
+    near-winner's position (and leave its own), so each of them is bounded by |x| + b."""
+    b = B(layer.bottoms[0])
+    if len(layer.bottoms) == 1:                       # YOLO: nearest, scale x scale copies
+        return [np.repeat(np.repeat(b, layer.scale, axis=2), layer.scale, axis=3)]
+    from .layers.segnet import upsample_reference
+    x, mask = B.value(layer.bottoms[0]), B.value(layer.bottoms[1])
+    oh, ow = layer.out_shapes[0][2:]
+    out = upsample_reference(b, mask, (oh, ow))
+    pool = B.producer.get(layer.bottoms[1])
+    if pool is None or pool.type != "Pooling" or layer.bottoms[1] not in pool.tops[1:]:
+        return [out]                                  # a mask from elsewhere: taken as exact
+    px, pb = B.value(pool.bottoms[0]), B(pool.bottoms[0])
+    n, c, h, w = px.shape
+    if pool.global_pooling:
+        (kh, kw), (sh, sw), (ph, pw) = (h, w), (1, 1), (0, 0)
+    else:
+        (kh, kw), (sh, sw), (ph, pw) = pool.kernel, pool.stride, pool.pad
+    mh, mw = mask.shape[2:]
+    hp, wp = max((mh - 1) * sh + kh, h + ph), max((mw - 1) * sw + kw, w + pw)
+    vx = np.full((n, c, hp, wp), -np.inf, np.float32)
+    vb = np.zeros((n, c, hp, wp), np.float32)
+    vx[:, :, ph:ph + h, pw:pw + w], vb[:, :, ph:ph + h, pw:pw + w] = px, pb
+    idx = mask.astype(np.int64)
+    sy, sx = idx // w + ph, idx % w + pw
+    nn, cc = np.indices((n, c))
+    best, best_b = vx[nn[..., None, None], cc[..., None, None], sy, sx], vb[nn[..., None, None], cc[..., None, None], sy, sx]
+    near, others = [], 0
+    oy, ox = np.indices((mh, mw))
+    for ky in range(kh):
+        for kx in range(kw):
+            part = vx[:, :, ky:ky + (mh - 1) * sh + 1:sh, kx:kx + (mw - 1) * sw + 1:sw]
+            band = MARGIN * (best_b + vb[:, :, ky:ky + (mh - 1) * sh + 1:sh, kx:kx + (mw - 1) * sw + 1:sw])
+            switch = (sy == oy * sh + ky) & (sx == ox * sw + kx)
+            # a tie of exact values (a rectified region's zeros) is decided alike everywhere
+            m = np.isfinite(part) & (best - part <= band) & (band > 0)
+            others = others + (m & ~switch)
+            near.append((ky, kx, m | switch))
+    tied = np.asarray(others) > 0
+    if not tied.any():
+        return [out]
+    spread = np.where(tied, np.abs(x) + b, 0).astype(np.float32)
+    flat = out.reshape(n, c, -1)
+    for ky, kx, m in near:
+        m = m & tied
+        if not m.any():
+            continue
+        i_n, i_c, i_y, i_x = np.nonzero(m)
+        pos = (oy[i_y, i_x] * sh + ky - ph) * w + (ox[i_y, i_x] * sw + kx - pw)
+        ok = pos < oh * ow
+        np.maximum.at(flat, (i_n[ok], i_c[ok], pos[ok]), spread[i_n[ok], i_c[ok], i_y[ok], i_x[ok]])
+    return [out]
+
+
+def _roi_rows(layer, B):
+    """The ROIs of an ROI layer and its input's rows, or None where the ROIs carry a
+    rounding of their own (proposals computed from the net: the bins may move)."""
+    rois_key = layer.bottoms[1]
+    if np.any(B(rois_key)):
+        return None
+    return np.asarray(B.value(rois_key), np.float32).reshape(-1, 5)
+
+
+def _rule_roi_pooling(layer, B):
+    """Each bin's maximum: within the largest bound of its cells (an empty bin is an exact 0)."""
+    from .layers.roi_backward import roi_pool_bins
+    rois = _roi_rows(layer, B)
+    b = B(layer.bottoms[0])
+    shape = B.value(layer.tops[0]).shape
+    if rois is None:
+        return [np.full(shape, np.inf, np.float32)]
+    _, _, h, w = b.shape
+    _, _, (hs, he, ws, we) = roi_pool_bins(rois, layer.spatial_scale, layer.pooled, h, w)
+    out = np.zeros(shape, np.float32)
+    for r, image in enumerate(rois[:, 0].astype(np.int64)):
+        if not 0 <= image < len(b):
+            out[r] = np.inf          # an image the batch does not have: no bound known
+            continue
+        for i in range(layer.pooled[0]):
+            for j in range(layer.pooled[1]):
+                if he[r, i] > hs[r, i] and we[r, j] > ws[r, j]:
+                    out[r, :, i, j] = b[image, :, hs[r, i]:he[r, i], ws[r, j]:we[r, j]].max(axis=(1, 2))
+    return [out]
+
+
+def _rule_psroi_pooling(layer, B):
+    """Each bin's mean of its own channel, as AVE pooling: the sum's rounding and the cells'
+    bounds in quadrature (worst-case: summed), over the bin's area."""
+    from .layers.roi_backward import psroi_bins
+    rois = _roi_rows(layer, B)
+    x, b = B.value(layer.bottoms[0]), B(layer.bottoms[0])
+    shape = B.value(layer.tops[0]).shape
+    if rois is None:
+        return [np.full(shape, np.inf, np.float32)]
+    g, dim = layer.group_size, layer.output_dim
+    _, _, h, w = x.shape
+    hs, he, ws, we = psroi_bins(rois, layer.spatial_scale, g, h, w)
+    out = np.zeros(shape, np.float32)
+    d = np.arange(dim)
+    for r, image in enumerate(rois[:, 0].astype(np.int64)):
+        if not 0 <= image < len(b):
+            out[r] = np.inf
+            continue
+        for i in range(g):
+            for j in range(g):
+                area = (he[r, i] - hs[r, i]) * (we[r, j] - ws[r, j])
+                if he[r, i] <= hs[r, i] or we[r, j] <= ws[r, j]:
+                    continue
+                ch = (d * g + i) * g + j
+                cells = (image, ch, slice(hs[r, i], he[r, i]), slice(ws[r, j], we[r, j]))
+                local = _sum_g(area) * np.abs(x[cells]).sum(axis=(1, 2))
+                inherited = b[cells].sum(axis=(1, 2)) if MODEL == "worst-case" else \
+                    np.sqrt((b[cells].astype(np.float64) ** 2).sum(axis=(1, 2)))
+                out[r, :, i, j] = (local + inherited) / area
+    return [out + 2 * U * _out(B, layer)]
+
+
 RULES = {
     "Convolution": _rule_conv, "Deconvolution": _rule_conv, "InnerProduct": _rule_ip,
     "ReLU": _rule_relu, "PReLU": _rule_prelu, "Clip": _rule_clip, "Threshold": _rule_threshold,
@@ -498,6 +685,8 @@ RULES = {
     "Pooling": _rule_pooling, "LRN": _rule_lrn, "Softmax": _rule_softmax,
     "Concat": _rule_concat, "Slice": _rule_slice, "Split": _rule_split, "Flatten": _rule_reshape,
     "Reshape": _rule_reshape, "Dropout": _rule_dropout, "Crop": _rule_crop, "Tile": _rule_tile,
+    "BN": _rule_bn, "Interp": _rule_interp, "Upsample": _rule_upsample, "ROIPooling": _rule_roi_pooling,
+    "PSROIPooling": _rule_psroi_pooling,
 }
 
 
