@@ -91,8 +91,12 @@ def test_occlusion_follows_one_detections_score(wechat, qr_image, tmp_path):
         assert score.min() < base - 0.01       # hiding a quarter of the code lowers its detection's score
     html = (out / "index.html").read_text()
     assert "detection #0" in html
-    r = run_cli("occlusion", *wechat, "--image", qr_image, "--detection", "7", "-o", tmp_path / "x", check=False)
-    assert r.returncode == 2 and "--detection 7" in r.stderr and r.stderr.count("\n") == 1
+    import zfcaffe
+    from zfcaffe.analyses.occlusion import run_detection
+    from zfcaffe.preprocess import for_net
+    net = zfcaffe.Net(str(wechat[0]), str(wechat[1]))
+    with pytest.raises(zfcaffe.ZfcaffeError, match=r"--detection 7, but the net finds 1 detection\(s\) in it"):
+        run_detection(net, str(qr_image), for_net(net, raw_scale=1, no_mean=True), 7, show_progress=False)
 
 
 def test_served_detector_page_boxes_open_their_trace(wechat, qr_image, tmp_path):
@@ -119,7 +123,7 @@ def test_served_detector_page_boxes_open_their_trace(wechat, qr_image, tmp_path)
                 errors, asked = [], []
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 page.on("request", lambda r: asked.append(r.url) if "/api/detection?" in r.url else None)
-                page.goto(url + "#image=0&layer=stage1")
+                page.goto(url + "#image=0&layer=stage2")
                 page.wait_for_selector("#overlay rect.box", timeout=30000)
                 assert page.locator("#overlay rect.box").count() == len(d["detections"])
                 page.wait_for_selector("#detection-figure", timeout=60000)    # the top one opens by itself
