@@ -18,6 +18,8 @@ PEAK_THRESHOLD = 0.1
 SHOWN_CLASSES = 12
 #: keypoint peaks listed one a line (the strongest first)
 SHOWN_PEAKS = 40
+#: boxes listed, drawn and tabled at most (the best first): a YOLO output at a low threshold has thousands
+SHOWN_BOXES = 100
 
 
 @dataclasses.dataclass
@@ -99,12 +101,14 @@ def lines(net, dense: Dense, threshold: float | None = None, pre=None, photo: tu
         dets = [x for x in d.detections(net, threshold=t, labels=dense.names) if x.item == item]
         out = [f"detections ({dense.head.kind}, from '{dets[0].output if dets else _head_output(dense.head)}'; "
                f"score >= {t:g}; {dense.names.source}): {len(dets)}"]
-        for x in dets:
+        for x in dets[:SHOWN_BOXES]:
             where = f"box {_fmt_box(x.box)} in input pixels"
             pb = photo_box(pre, photo, x.box)
             if pb is not None:
                 where += f", {_fmt_box(pb)} in the photo's"
             out.append(f"  #{x.index} {x.name} {x.score:.4f} {where}; unit {x.unit.what}")
+        if len(dets) > SHOWN_BOXES:
+            out.append(f"  ... {len(dets) - SHOWN_BOXES} weaker detections (--threshold P to show fewer)")
         return out
     if dense.kind == "segmentation":
         cmap = d.class_map(net, item)
@@ -180,18 +184,21 @@ def report_section(report, figure, net, x: np.ndarray, shown: np.ndarray, stem: 
         report.pre("\n".join(said))
     h, w = shown.shape[:2]
     if dense.kind == "detector":
-        dets = d.detections(net, threshold=t, labels=dense.names)
-        dets = [x_ for x_ in dets if x_.item == 0]
+        found = [x_ for x_ in d.detections(net, threshold=t, labels=dense.names) if x_.item == 0]
+        dets = found[:SHOWN_BOXES]
         png = png_bytes_of_array(shown if shown.shape[2] == 3 else shown[:, :, 0], min_side=0)
         picture = None
         if dets:                 # the same boxes as a PNG file (not embedded: the page has them as links)
             from ..viz.detection_figures import boxes_figure
             picture = f"{stem}_detections.png"
-            figure(picture, boxes_figure(shown, dets, f"{stem}: {len(dets)} detections"), "", embed=False)
+            figure(picture, boxes_figure(shown, [drawable(b, w, h) for b in dets], f"{stem}: {len(dets)} detections"),
+                   "", embed=False)
         report.boxes(png, (w, h), [dict(x0=b.box[0], y0=b.box[1], x1=b.box[2], y1=b.box[3], colour=colour(b.label),
                                         label=f"#{b.index} {b.name} {b.score:.2f}", href=f"#{stem}-det-{b.index}")
                                    for b in dets],
-                     f"{len(dets)} detections with score >= {t:g} over the input (click a box for its trace)", picture)
+                     f"{len(found)} detections with score >= {t:g} over the input"
+                     + (f" (the best {len(dets)} shown)" if len(found) > len(dets) else "")
+                     + " (click a box for its trace)", picture)
         arrays[f"{prefix}/boxes"] = np.array([b.box for b in dets], np.float32).reshape(-1, 4)
         arrays[f"{prefix}/scores"] = np.array([b.score for b in dets], np.float32)
         arrays[f"{prefix}/labels"] = np.array([b.label for b in dets], np.int64)
@@ -208,7 +215,8 @@ def report_section(report, figure, net, x: np.ndarray, shown: np.ndarray, stem: 
             report.text(f"unit: {b.unit.what} ({b.unit.key}, index {tuple(b.unit.index)}, value {b.unit.value:.4g}); "
                         f"Grad-CAM at '{trace.cam_layer}' holds {trace.mass_in_box * 100:.0f}% of its mass in the "
                         f"box; neighbourhood {trace.neighbourhood} of the input")
-            figure(f"{stem}_detection_{b.index}.png", trace_figure(shown, trace),
+            figure(f"{stem}_detection_{b.index}.png",
+                   trace_figure(shown, drawable_trace(trace, w, h)),
                    f"detection #{b.index} ({b.name} {b.score:.3f}): its box, its unit's projections "
                    f"({', '.join(modes)}) and the Grad-CAM of its score, cut to the box's neighbourhood")
             arrays.update({f"{prefix}/{b.index}/{k}": np.asarray(v) for k, v in trace.arrays().items()})
@@ -246,6 +254,28 @@ def report_section(report, figure, net, x: np.ndarray, shown: np.ndarray, stem: 
             arrays.update({f"{prefix}/part_{p.part}/{k}": np.asarray(v) for k, v in trace.arrays().items()})
     net.set_batch(1)
     net.forward(**{net.inputs[0]: x[None]})       # the traces ran their own passes
+
+
+def drawable(det, width: int, height: int):
+    """The detection with its box clipped to the image (a NaN edge at the image's edge)
+    for the figures: nets with filler weights decode boxes millions of pixels wide,
+    which matplotlib cannot place text by. The numbers keep the box as found."""
+    b = np.nan_to_num(np.asarray(det.box, np.float64), nan=0.0)
+    b = np.clip(b, [-1, -1, -1, -1], [width + 1, height + 1, width + 1, height + 1])
+    return dataclasses.replace(det, box=tuple(float(v) for v in b))
+
+
+def drawable_trace(trace, width: int, height: int):
+    """The trace for trace_figure: its box clipped (drawable), and a neighbourhood of at
+    least 16 x 16 pixels (a box of zero width, as YOLO decodes with filler weights,
+    has an empty one)."""
+    x0, y0, x1, y1 = trace.neighbourhood
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+        x0, x1 = max(0, min(cx - 8, width - 16)), min(width, max(cx + 8, 16))
+        y0, y1 = max(0, min(cy - 8, height - 16)), min(height, max(cy + 8, 16))
+    return dataclasses.replace(trace, detection=drawable(trace.detection, width, height),
+                               neighbourhood=(x0, y0, x1, y1))
 
 
 def occlusion_figure(r, stem: str):

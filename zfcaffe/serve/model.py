@@ -284,9 +284,12 @@ class ServedModel:
             h, w = self._rgb.shape[:2]
             out = {"kind": dense.kind, "width": w, "height": h, "threshold": self.threshold}
             if dense.kind == "detector":
-                dets = [x for x in d.detections(self.net, threshold=self.threshold, labels=dense.names) if x.item == 0]
+                found = [x for x in d.detections(self.net, threshold=self.threshold, labels=dense.names) if x.item == 0]
+                dets = found[:dense_view.SHOWN_BOXES]
+                out["found"] = len(found)
                 out["detections"] = [{"index": x.index, "label": x.label, "name": x.name, "score": float(x.score),
-                                      "box": [float(v) for v in x.box], "unit": x.unit.what,
+                                      "box": [float(v) for v in dense_view.drawable(x, w, h).box],
+                                      "unit": x.unit.what,
                                       "colour": dense_view.colour(x.label)} for x in dets]
             elif dense.kind == "segmentation":
                 from ..viz.palettes import palette_for
@@ -311,6 +314,7 @@ class ServedModel:
         """Detection k's trace: its unit, projections and Grad-CAM cut to the box's
         neighbourhood (the report's figure, and its numbers)."""
         from ..analyses import detections as d
+        from ..recipes.dense_view import drawable_trace
         from ..viz.detection_figures import trace_figure
         dense = self._require_dense("detector")
 
@@ -325,16 +329,17 @@ class ServedModel:
             x, _ = self.pre.prepare(self.image_path(image_id))
             trace = d.explain_detection(self.net, x[None], det, modes=tuple(modes))
             self._current = None          # the trace ran passes of its own: forward again when next asked
+            rgb = self._rgb_of(image_id)
             return {"index": det.index, "name": det.name, "score": float(det.score),
-                    "box": [float(v) for v in det.box], "unit": {"what": det.unit.what, "key": det.unit.key,
+                    "box": [_finite(v) for v in det.box], "unit": {"what": det.unit.what, "key": det.unit.key,
                                                                  "layer": det.unit.layer,
                                                                  "index": [int(v) for v in det.unit.index],
-                                                                 "value": float(det.unit.value)},
+                                                                 "value": _finite(det.unit.value)},
                     "extra": {k_: int(v) for k_, v in det.extra.items()},
                     "cam_layer": trace.cam_layer, "mass_in_box": float(trace.mass_in_box),
                     "neighbourhood": [int(v) for v in trace.neighbourhood],
-                    "figure": "data:image/png;base64," + base64.b64encode(trace_figure(self._rgb_of(image_id),
-                                                                                       trace)).decode()}
+                    "figure": "data:image/png;base64," + base64.b64encode(trace_figure(
+                        rgb, drawable_trace(trace, rgb.shape[1], rgb.shape[0]))).decode()}
         return self.cache.get_or(("detection", image_id, k, tuple(modes)), make)
 
     def segment(self, image_id: str, x: int, y: int, modes: list[str]) -> dict:
@@ -457,6 +462,12 @@ class ServedModel:
         state["done"] = steps
         return {"image": data_url(self.pre.to_image(r.image)), "target": r.target,
                 "start": r.start_score, "score": r.score}
+
+
+def _finite(v) -> float | None:
+    """A number for JSON (which has no NaN or infinity): None where it is not finite."""
+    v = float(v)
+    return v if np.isfinite(v) else None
 
 
 def _top9_payload(tiles, i: int) -> dict:

@@ -104,7 +104,8 @@ async function showDense(shown) {
   if (d.overlay) $("dense-overlay").src = d.overlay;
   const items = [];
   if (d.kind === "detector") {
-    $("dense-title").textContent = `Detections (score ≥ ${d.threshold})`;
+    $("dense-title").textContent = `Detections (score ≥ ${d.threshold})` +
+      (d.found > d.detections.length ? `: the best ${d.detections.length} of ${d.found}` : "");
     svg.classList.remove("clickable");
     svg.replaceChildren(...d.detections.map((b) => {
       const g = svgEl("g", { class: "det", "data-k": b.index });
@@ -177,8 +178,9 @@ async function selectDetection(k) {
   const img = new Image(); img.src = t.figure; img.alt = `detection ${k}: box, unit's projections, Grad-CAM`;
   img.id = "detection-figure";
   const p = document.createElement("p"); p.className = "small";
-  p.textContent = `#${t.index} ${t.name} ${t.score.toFixed(4)} · box (${t.box.map((v) => v.toFixed(1)).join(", ")}) · ` +
-    `unit ${t.unit.what} = ${t.unit.value.toPrecision(4)} · Grad-CAM at ${t.cam_layer}: ` +
+  const num = (v, f) => (v === null ? "?" : f(v));      // null: not a finite number (nets with filler weights)
+  p.textContent = `#${t.index} ${t.name} ${t.score.toFixed(4)} · box (${t.box.map((v) => num(v, (a) => a.toFixed(1))).join(", ")}) · ` +
+    `unit ${t.unit.what} = ${num(t.unit.value, (a) => a.toPrecision(4))} · Grad-CAM at ${t.cam_layer}: ` +
     `${Math.round(100 * t.mass_in_box)}% of its mass in the box`;
   $("dense-view").replaceChildren(p, img);
 }
