@@ -132,6 +132,9 @@ def create_app(model: ServedModel, queue: int = 16, jobs: int = 8) -> Starlette:
     async def detection(request):
         return await worker.run(model.detection, _str(request, "image"), _int(request, "k"), _modes(request))
 
+    async def keypoint(request):
+        return await worker.run(model.keypoint, _str(request, "image"), _int(request, "k"), _modes(request))
+
     async def segment(request):
         return await worker.run(model.segment, _str(request, "image"), _int(request, "x"), _int(request, "y"),
                                 _modes(request))
@@ -176,7 +179,8 @@ def create_app(model: ServedModel, queue: int = 16, jobs: int = 8) -> Starlette:
         Route("/api/maps.png", api(maps_png)), Route("/api/maps", api(maps)), Route("/api/unit", api(unit)),
         Route("/api/filters.png", api(filters)), Route("/api/top9", api(job("top9"))),
         Route("/api/classviz", api(job("classviz"))), Route("/api/detections", api(dense)),
-        Route("/api/detection", api(detection)), Route("/api/segment", api(segment)), Route("/api/upload", api(upload), methods=["POST"])]
+        Route("/api/detection", api(detection)), Route("/api/segment", api(segment)),
+        Route("/api/keypoint", api(keypoint)), Route("/api/upload", api(upload), methods=["POST"])]
     return Starlette(routes=routes)
 
 

@@ -369,6 +369,28 @@ class ServedModel:
                         self._rgb_of(image_id), trace)).decode()}
         return {**self.cache.get_or(("segment", image_id, label, tuple(modes)), make), "x": x, "y": y}
 
+    def keypoint(self, image_id: str, k: int, modes: list[str]) -> dict:
+        """Peak k's trace (its index in /api/detections' peaks): Grad-CAM of its heatmap
+        value and the projections of its unit."""
+        from ..analyses import detections as d
+        from ..viz.dense_figures import keypoint_trace_figure
+        self._require_dense("keypoints")
+
+        def make():
+            self._forward(image_id)
+            peaks = d.peaks(self.net, threshold=self.threshold, item=0)
+            if not 0 <= k < len(peaks):
+                raise NotFound(f"no peak {k}; the image has peaks 0 to {len(peaks) - 1} at heatmap >= {self.threshold:g}")
+            p = peaks[k]
+            xin, _ = self.pre.prepare(self.image_path(image_id))
+            trace = d.explain_keypoint(self.net, xin[None], p, modes=tuple(modes))
+            self._current = None
+            return {"index": k, "name": p.name, "x": float(p.x), "y": float(p.y), "value": _finite(p.value),
+                    "what": trace.describe(),
+                    "figure": "data:image/png;base64," + base64.b64encode(keypoint_trace_figure(
+                        self._rgb_of(image_id), trace)).decode()}
+        return self.cache.get_or(("keypoint", image_id, k, tuple(modes)), make)
+
     def _rgb_of(self, image_id: str) -> np.ndarray:
         return self.pre.prepare(self.image_path(image_id))[1]
 

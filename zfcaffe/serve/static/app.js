@@ -146,13 +146,18 @@ async function showDense(shown) {
   } else {
     $("dense-title").textContent = "Keypoints";
     svg.classList.remove("clickable");
-    svg.replaceChildren(...d.peaks.map((p) => {
-      const c = svgEl("circle", { cx: p.x, cy: p.y, r: Math.max(2, d.width / 100), fill: "#ff3b30", stroke: "#fff" });
+    const shownPeaks = d.peaks.slice(0, 200);
+    svg.replaceChildren(...shownPeaks.map((p, i) => {
+      const c = svgEl("circle", { cx: p.x, cy: p.y, r: Math.max(2, d.width / 100), fill: "#ff3b30", stroke: "#fff",
+                                  class: "peak", "data-k": i });
       const title = svgEl("title", {}); title.textContent = `${p.name} ${p.value.toFixed(3)}`; c.append(title);
+      c.addEventListener("click", (ev) => { ev.stopPropagation(); selectPeak(i).catch((e) => status(e.message, true)); });
       return c;
     }));
-    $("dense-list").textContent = d.peaks.map((p) => `${p.name} (${Math.round(p.x)}, ${Math.round(p.y)}) ${p.value.toFixed(2)}`).join(" · ");
-    $("dense-info").textContent = `heatmap peaks ≥ ${d.threshold}`;
+    $("dense-list").textContent = shownPeaks.map((p) => `${p.name} (${Math.round(p.x)}, ${Math.round(p.y)}) ${p.value.toFixed(2)}`).join(" · ");
+    $("dense-info").textContent = `heatmap peaks ≥ ${d.threshold}` +
+      (d.peaks.length > shownPeaks.length ? ` (the first ${shownPeaks.length} of ${d.peaks.length})` : "") +
+      "; click a peak for its Grad-CAM and projections";
   }
 }
 
@@ -182,6 +187,17 @@ async function selectDetection(k) {
   p.textContent = `#${t.index} ${t.name} ${t.score.toFixed(4)} · box (${t.box.map((v) => num(v, (a) => a.toFixed(1))).join(", ")}) · ` +
     `unit ${t.unit.what} = ${num(t.unit.value, (a) => a.toPrecision(4))} · Grad-CAM at ${t.cam_layer}: ` +
     `${Math.round(100 * t.mass_in_box)}% of its mass in the box`;
+  $("dense-view").replaceChildren(p, img);
+}
+
+async function selectPeak(k) {
+  const shown = state.image;
+  $("dense-view").textContent = `tracing peak ${k}…`;
+  const [, t] = await getJSON("/api/keypoint?" + new URLSearchParams({ image: shown, k }));
+  if (shown !== state.image) return;
+  const img = new Image(); img.src = t.figure; img.alt = `keypoint ${t.name}: Grad-CAM and projections`;
+  img.id = "keypoint-figure";
+  const p = document.createElement("p"); p.className = "small"; p.textContent = t.what;
   $("dense-view").replaceChildren(p, img);
 }
 
