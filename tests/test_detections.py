@@ -274,3 +274,21 @@ def test_no_detector(build):
     net.forward(data=np.ones((1, 4), F32))
     with pytest.raises(zfcaffe.ZfcaffeError, match="no detection output"):
         D.detections(net)
+
+
+def test_figures_draw_boxes_far_outside_the_image():
+    """Filler weights decode boxes millions of pixels wide, or of zero width: the figures
+    clip them and the neighbourhood keeps at least 16 pixels each way."""
+    unit = D.Unit("conv", "conv", (0, 1, 2, 3), 0.5, "unit")
+    huge = D.Detection(0, 0, 1, "object", 0.9, (-3e6, 5.0, 4e6, float("nan")), "out", unit, {})
+    flat = D.Detection(1, 0, 1, "object", 0.8, (40.0, 30.0, 40.0, 30.0), "out", unit, {})
+    image = np.zeros((64, 48, 3), np.float32)
+    assert boxes_figure(image, [huge, flat], "t")[:4] == b"\x89PNG"
+    near = D.neighbourhood(flat.box, 0.5, 64, 48)
+    assert near[2] - near[0] >= 16 and near[3] - near[1] >= 16 and near[2] <= 48 and near[3] <= 64
+    x0, y0, x1, y1 = D.neighbourhood(huge.box, 0.5, 64, 48)
+    assert (x0, x1) == (0, 48) and 0 <= y0 and y1 <= 64 and y1 - y0 >= 16
+    heat = np.zeros((64, 48))
+    trace = D.DetectionTrace(flat, unit, {"deconvnet": np.zeros((3, 64, 48), np.float32)}, heat, heat, "conv",
+                             near, 0.0, {})
+    assert trace_figure(image, trace)[:4] == b"\x89PNG"

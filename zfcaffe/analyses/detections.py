@@ -184,7 +184,7 @@ def _input_hw(net) -> tuple[int, int]:
     return int(s[2]), int(s[3])
 
 
-def _names(net, head: DetectorHead, labels):
+def detection_labels(net, head: DetectorHead, labels):
     """A function class index -> name (class indices as the scores number them)."""
     from ..labels import BUILT_IN, Labels, resolve_labels
     if isinstance(labels, Labels):
@@ -277,7 +277,7 @@ def detections(net, threshold: float = 0.5, top: int | None = None, labels=None)
     (at most `top`), each with the unit its score came from. labels: None (automatic), a
     --labels spec, a list of names or a zfcaffe.labels.Labels."""
     head = _require_head(net)
-    names = _names(net, head, labels)
+    names = detection_labels(net, head, labels)
     found = {"ssd": _ssd, "yolo": _yolo, "rcnn": _rcnn, "rfcn": _rcnn}[head.kind](net, head, names, threshold)
     order = sorted(range(len(found)), key=lambda i: -found[i].score)     # stable: the output's order on ties
     out = [found[i] for i in order][:top]
@@ -467,13 +467,30 @@ def cam_key(net, det: Detection, layer: str | None = None) -> str:
     return g.producer(det.unit.key).bottoms[0]
 
 
-def neighbourhood(box, margin: float, height: int, width: int) -> tuple[int, int, int, int]:
+def clip_box(box, width: int, height: int) -> tuple[float, float, float, float]:
+    """The box clipped to the image (one pixel of slack; NaN read as 0), for drawing: a
+    net with filler weights decodes boxes millions of pixels wide. The detection keeps
+    the box as found."""
+    b = np.nan_to_num(np.asarray(box, np.float64), nan=0.0)
+    return tuple(float(v) for v in np.clip(b, -1, [width + 1, height + 1, width + 1, height + 1]))
+
+
+def neighbourhood(box, margin: float, height: int, width: int, least: int = 16) -> tuple[int, int, int, int]:
     """The box grown by `margin` times its width (height) on each side, in whole pixels,
-    clipped to the image: (x0, y0, x1, y1)."""
-    x0, y0, x1, y1 = box
+    clipped to the image, and at least `least` pixels each way (a box of zero width, as
+    YOLO decodes with filler weights, would have none): (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = clip_box(box, width, height)
     mw, mh = margin * (x1 - x0), margin * (y1 - y0)
-    return (int(max(np.floor(x0 - mw), 0)), int(max(np.floor(y0 - mh), 0)),
-            int(min(np.ceil(x1 + mw), width)), int(min(np.ceil(y1 + mh), height)))
+
+    def span(lo: float, hi: float, size: int) -> tuple[int, int]:
+        a, b = int(max(np.floor(lo), 0)), int(min(np.ceil(hi), size))
+        if b - a < least:
+            centre = (a + b) // 2
+            a = max(0, min(centre - least // 2, size - least))
+            b = min(size, a + least)
+        return a, b
+    (nx0, nx1), (ny0, ny1) = span(x0 - mw, x1 + mw, width), span(y0 - mh, y1 + mh, height)
+    return nx0, ny0, nx1, ny1
 
 
 def mass_in_box(heat: np.ndarray, box) -> float:
@@ -527,7 +544,7 @@ def explain_detection(net, x: np.ndarray | None, det: Detection, modes=("deconvn
 
 
 __all__ = ["Unit", "Detection", "DetectorHead", "DetectionTrace", "detector_head", "detections", "walk_back", "walk_back_many",
-           "rcnn_boxes", "score_keys", "detection_scores", "cam_key", "neighbourhood", "mass_in_box",
+           "rcnn_boxes", "score_keys", "detection_scores", "cam_key", "clip_box", "neighbourhood", "detection_labels", "mass_in_box",
            "explain_detection"]
 
 # the dense heads' traces live beside this one (zfcaffe.analyses.segmentation / keypoints)

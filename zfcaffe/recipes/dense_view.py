@@ -36,7 +36,7 @@ def find(net, labels: str | None = None, channels: int = 3) -> Dense | None:
     from ..labels import resolve_labels
     head = d.detector_head(net)
     if head is not None:
-        return Dense("detector", head, d._names(net, head, labels))
+        return Dense("detector", head, d.detection_labels(net, head, labels))
     head = d.segmentation_head(net)
     if head is not None:
         return Dense("segmentation", head, resolve_labels(labels, _classes(head), channels))
@@ -191,9 +191,9 @@ def report_section(report, figure, net, x: np.ndarray, shown: np.ndarray, stem: 
         if dets:                 # the same boxes as a PNG file (not embedded: the page has them as links)
             from ..viz.detection_figures import boxes_figure
             picture = f"{stem}_detections.png"
-            figure(picture, boxes_figure(shown, [drawable(b, w, h) for b in dets], f"{stem}: {len(dets)} detections"),
+            figure(picture, boxes_figure(shown, dets, f"{stem}: {len(dets)} detections"),
                    "", embed=False)
-        report.boxes(png, (w, h), [dict(x0=b.box[0], y0=b.box[1], x1=b.box[2], y1=b.box[3], colour=colour(b.label),
+        report.boxes(png, (w, h), [dict(zip(("x0", "y0", "x1", "y1"), d.clip_box(b.box, w, h)), colour=colour(b.label),
                                         label=f"#{b.index} {b.name} {b.score:.2f}", href=f"#{stem}-det-{b.index}")
                                    for b in dets],
                      f"{len(found)} detections with score >= {t:g} over the input"
@@ -216,7 +216,7 @@ def report_section(report, figure, net, x: np.ndarray, shown: np.ndarray, stem: 
                         f"Grad-CAM at '{trace.cam_layer}' holds {trace.mass_in_box * 100:.0f}% of its mass in the "
                         f"box; neighbourhood {trace.neighbourhood} of the input")
             figure(f"{stem}_detection_{b.index}.png",
-                   trace_figure(shown, drawable_trace(trace, w, h)),
+                   trace_figure(shown, trace),
                    f"detection #{b.index} ({b.name} {b.score:.3f}): its box, its unit's projections "
                    f"({', '.join(modes)}) and the Grad-CAM of its score, cut to the box's neighbourhood")
             arrays.update({f"{prefix}/{b.index}/{k}": np.asarray(v) for k, v in trace.arrays().items()})
@@ -254,28 +254,6 @@ def report_section(report, figure, net, x: np.ndarray, shown: np.ndarray, stem: 
             arrays.update({f"{prefix}/part_{p.part}/{k}": np.asarray(v) for k, v in trace.arrays().items()})
     net.set_batch(1)
     net.forward(**{net.inputs[0]: x[None]})       # the traces ran their own passes
-
-
-def drawable(det, width: int, height: int):
-    """The detection with its box clipped to the image (a NaN edge at the image's edge)
-    for the figures: nets with filler weights decode boxes millions of pixels wide,
-    which matplotlib cannot place text by. The numbers keep the box as found."""
-    b = np.nan_to_num(np.asarray(det.box, np.float64), nan=0.0)
-    b = np.clip(b, [-1, -1, -1, -1], [width + 1, height + 1, width + 1, height + 1])
-    return dataclasses.replace(det, box=tuple(float(v) for v in b))
-
-
-def drawable_trace(trace, width: int, height: int):
-    """The trace for trace_figure: its box clipped (drawable), and a neighbourhood of at
-    least 16 x 16 pixels (a box of zero width, as YOLO decodes with filler weights,
-    has an empty one)."""
-    x0, y0, x1, y1 = trace.neighbourhood
-    if x1 - x0 < 16 or y1 - y0 < 16:
-        cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
-        x0, x1 = max(0, min(cx - 8, width - 16)), min(width, max(cx + 8, 16))
-        y0, y1 = max(0, min(cy - 8, height - 16)), min(height, max(cy + 8, 16))
-    return dataclasses.replace(trace, detection=drawable(trace.detection, width, height),
-                               neighbourhood=(x0, y0, x1, y1))
 
 
 def occlusion_figure(r, stem: str):

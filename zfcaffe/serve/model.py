@@ -288,7 +288,7 @@ class ServedModel:
                 dets = found[:dense_view.SHOWN_BOXES]
                 out["found"] = len(found)
                 out["detections"] = [{"index": x.index, "label": x.label, "name": x.name, "score": float(x.score),
-                                      "box": [float(v) for v in dense_view.drawable(x, w, h).box],
+                                      "box": list(d.clip_box(x.box, w, h)),
                                       "unit": x.unit.what,
                                       "colour": dense_view.colour(x.label)} for x in dets]
             elif dense.kind == "segmentation":
@@ -314,7 +314,6 @@ class ServedModel:
         """Detection k's trace: its unit, projections and Grad-CAM cut to the box's
         neighbourhood (the report's figure, and its numbers)."""
         from ..analyses import detections as d
-        from ..recipes.dense_view import drawable_trace
         from ..viz.detection_figures import trace_figure
         dense = self._require_dense("detector")
 
@@ -338,8 +337,7 @@ class ServedModel:
                     "extra": {k_: int(v) for k_, v in det.extra.items()},
                     "cam_layer": trace.cam_layer, "mass_in_box": float(trace.mass_in_box),
                     "neighbourhood": [int(v) for v in trace.neighbourhood],
-                    "figure": "data:image/png;base64," + base64.b64encode(trace_figure(
-                        rgb, drawable_trace(trace, rgb.shape[1], rgb.shape[0]))).decode()}
+                    "figure": "data:image/png;base64," + base64.b64encode(trace_figure(rgb, trace)).decode()}
         return self.cache.get_or(("detection", image_id, k, tuple(modes)), make)
 
     def segment(self, image_id: str, x: int, y: int, modes: list[str]) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..analyses.detections import clip_box
 from ..imaging import signed_to_rgb
 from .figures import figure_png, plt
 
@@ -45,7 +46,7 @@ def boxes_figure(image: np.ndarray, detections, title: str = "") -> bytes:
     ax = fig.add_axes((0, 0, 1, h * scale / (h * scale + (35 if title else 0))))
     ax.imshow(img, interpolation="nearest", extent=(0, w, h, 0))
     for d in reversed(list(detections)):
-        _draw_box(ax, d.box, _colour(d.label), f"#{d.index} {d.name} {d.score:.2f}")
+        _draw_box(ax, clip_box(d.box, w, h), _colour(d.label), f"#{d.index} {d.name} {d.score:.2f}")
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.axis("off")
@@ -65,8 +66,10 @@ def trace_figure(image: np.ndarray, trace) -> bytes:
     the unit's line and the Grad-CAM mass inside the box as caption; PNG bytes."""
     d, near = trace.detection, trace.neighbourhood
     x0, y0, x1, y1 = near
-    box = (d.box[0] - x0, d.box[1] - y0, d.box[2] - x0, d.box[3] - y0)
-    img = _crop(_rgb(image), near)
+    img = _rgb(image)
+    bx0, by0, bx1, by1 = clip_box(d.box, img.shape[1], img.shape[0])
+    box = (bx0 - x0, by0 - y0, bx1 - x0, by1 - y0)
+    img = _crop(img, near)
     panels = [("image", img, None)]
     for mode, p in trace.projections.items():
         panels.append((mode, signed_to_rgb(np.asarray(p)[:, y0:y1, x0:x1]), None))
