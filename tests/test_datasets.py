@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import render_in_chromium, run_cli
+from cli_here import cli_here as run_cli
+from conftest import render_in_chromium
 from shapes import CLASSES, make_shapes
 
 pytest.importorskip("pyarrow")

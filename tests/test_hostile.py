@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import zfcaffe
-from conftest import layer_text as L, run_cli
+from cli_here import cli_here as run_cli
+from conftest import layer_text as L
 from zfcaffe.errors import ZfcaffeError
 from zfcaffe.io.mean import read_mean
 from zfcaffe.preprocess import load_image, mean_from_arg

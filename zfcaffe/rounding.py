@@ -133,16 +133,51 @@ class Bounds:
         return self.bounds[key]
 
 
+#: bytes of bounds (and the values they were computed from) kept for forward passes met again
+MEMO_BYTES = 256 * 2 ** 20
+
+
 def _batch_bounds(net) -> Bounds:
     """The Bounds of every row of the last recorded forward pass, computed together (the
     bound convolutions run once per batch, not once per image) and cached until the next
-    forward pass."""
+    forward pass. A forward pass met again (the same inputs, recorded values and weights:
+    top9 runs each image once per layer) takes the bounds computed the first time, up to
+    MEMO_BYTES of them."""
     cache = net.__dict__.get("_rounding_bounds")
     if cache is None or cache[0] is not net.layer_outputs or cache[1] is not net._input_data:
-        batch = next(iter(net._input_data.values())).shape[0]
-        cache = (net.layer_outputs, net._input_data, Bounds(net, np.arange(batch), _every_blob_values(net)))
+        memo = net.__dict__.setdefault("_rounding_memo", {})
+        key = _state_key(net)
+        bounds = memo.pop(key, None)
+        if bounds is None:
+            batch = next(iter(net._input_data.values())).shape[0]
+            bounds = Bounds(net, np.arange(batch), _every_blob_values(net))
+        memo[key] = bounds                      # the most recent last
+        total = 0
+        for k in reversed(list(memo)):          # keep the most recent that fit
+            total += _nbytes(memo[k])
+            if total > MEMO_BYTES and k != key:
+                del memo[k]
+        cache = (net.layer_outputs, net._input_data, bounds)
         net.__dict__["_rounding_bounds"] = cache
     return cache[2]
+
+
+def _state_key(net) -> tuple:
+    """What the bounds depend on: the inputs, the recorded values, the weights, the rounding."""
+    import hashlib
+    h = hashlib.blake2b(digest_size=16)
+    for name, arrays in (("in", net._input_data), ("rec", dict.items(net.layer_outputs))):
+        for k, v in sorted(arrays.items() if isinstance(arrays, dict) else arrays):
+            v = np.ascontiguousarray(v)
+            h.update(f"{name}:{k}:{v.dtype}:{v.shape}".encode())
+            h.update(memoryview(v).cast("B"))
+    weights = tuple(id(b) for l in net.graph.layers for b in l.blobs)
+    return h.hexdigest(), weights, net.rounding
+
+
+def _nbytes(bounds: Bounds) -> int:
+    arrays = list(bounds.bounds.values()) + list(bounds._values.values()) + list((bounds._source or {}).values())
+    return sum(np.asarray(a).nbytes for a in arrays)
 
 
 def bounds_for(net, key: str, items) -> np.ndarray:
@@ -152,12 +187,24 @@ def bounds_for(net, key: str, items) -> np.ndarray:
     whole = _batch_bounds(net)(key)
     batch = len(_batch_bounds(net).rows)
     if whole.ndim and whole.shape[0] == batch:
-        return whole[items]
+        return _rows(whole, items)
     if whole.ndim and items.size and items.max() < whole.shape[0]:
         from .backward import roi_layer_of
         if roi_layer_of(net, key) is not None:
-            return whole[items]      # rows are ROIs (after an ROI pooling), and so are the items
+            return _rows(whole, items)   # rows are ROIs (after an ROI pooling), and so are the items
     return whole          # a blob whose first axis is not the batch serves whole
+
+
+def _rows(whole: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """whole[items], read-only: without a copy where every item is one row (a projection's
+    units of one image) or the rows are the whole batch in order."""
+    if items.size and (items == items[0]).all():
+        return np.broadcast_to(whole[items[0]:items[0] + 1], (items.size,) + whole.shape[1:])
+    if items.size == len(whole) and (items == np.arange(len(whole))).all():
+        view = whole.view()
+        view.flags.writeable = False
+        return view
+    return whole[items]
 
 
 # -- the rules ----------------------------------------------------------------------------------
