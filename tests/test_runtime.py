@@ -49,14 +49,15 @@ def test_dynamic_probe_feeds_valid_rois(build, tmp_path):
     inside them; random ones named images that are not there, and no axis was found free."""
     from conftest import layer_text as L
 
-    from zfcaffe.runtime.dynamic import _probe_inputs, _probe_shapes
+    from zfcaffe.runtime.dynamic import _probe_inputs, _probe_shapes, roi_inputs
     text = (L("c", "Convolution", "data", "convolution_param { num_output: 2 kernel_size: 1 }")
             + L("roi", "ROIPooling", ["c", "rois"], "roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 0.5 }")
             + L("fc", "InnerProduct", "roi", "inner_product_param { num_output: 3 }"))
     net = build(text, {"data": (1, 2, 12, 14), "rois": (4, 5)})
-    probe = _probe_shapes(dict(net.graph.inputs), ("batch", "spatial"))
+    assert roi_inputs(net.graph) == {"rois"}
+    probe = _probe_shapes(dict(net.graph.inputs), ("batch", "spatial"), {"rois"})
     assert probe == {"data": (2, 2, 19, 27), "rois": (5, 5)}
-    rois = _probe_inputs(probe, np.random.default_rng(0))["rois"]
+    rois = _probe_inputs(probe, np.random.default_rng(0), {"rois"})["rois"]
     assert set(rois[:, 0]) <= {0, 1} and (rois[:, 1] <= rois[:, 3]).all() and (rois[:, 2] <= rois[:, 4]).all()
     assert rois[:, 1:].min() >= 0 and rois[:, [1, 3]].max() < 27 and rois[:, [2, 4]].max() < 19
     assert net.to_onnx(str(tmp_path / "roi.onnx"), dynamic=True) == ("batch", "spatial")

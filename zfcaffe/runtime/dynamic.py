@@ -16,38 +16,41 @@ from .onnx_export import build_onnx
 PROBE_BATCH, PROBE_GROW = 1, (7, 13)
 
 
-def _probe_shapes(shapes: dict[str, tuple], axes: tuple[str, ...]) -> dict[str, tuple]:
+def _probe_shapes(shapes: dict[str, tuple], axes: tuple[str, ...], rois=frozenset()) -> dict[str, tuple]:
+    """The probe's input shapes: the batch (and an ROI input's row count) one larger, the
+    images grown by odd amounts; `rois`: the inputs that are ROIs (R x 5)."""
     out = {}
     for k, s in shapes.items():
         s = list(s)
         if "batch" in axes:
             s[0] += PROBE_BATCH
-        if "spatial" in axes and len(s) == 4 and not _is_rois(s):
+        if "spatial" in axes and len(s) == 4 and k not in rois:
             s[2] += PROBE_GROW[0]
             s[3] += PROBE_GROW[1]
         out[k] = tuple(s)
     return out
 
 
-def _is_rois(shape) -> bool:
-    """An R x 5 input (R x 5 x 1 x 1 too): ROIs [batch index, x1, y1, x2, y2]."""
-    return len(shape) >= 2 and shape[1] == 5 and all(d == 1 for d in shape[2:])
+def roi_inputs(graph) -> set[str]:
+    """The inputs an ROIPooling / PSROIPooling reads as its ROIs."""
+    return {l.bottoms[1] for l in graph.layers if l.type in ("ROIPooling", "PSROIPooling")
+            and len(l.bottoms) > 1 and l.bottoms[1] in graph.inputs}
 
 
-def _probe_inputs(probe: dict[str, tuple], rng) -> dict[str, np.ndarray]:
-    """Random values for every input; ROIs valid for the images (a batch index of an
-    image, corners inside it, x1 <= x2 and y1 <= y2): random ones would name images that
-    are not there, which the ROI layers refuse."""
-    images = [s for s in probe.values() if len(s) == 4 and not _is_rois(s)]
+def _probe_inputs(probe: dict[str, tuple], rng, rois=frozenset()) -> dict[str, np.ndarray]:
+    """Random values for every input; the ROI inputs (`rois`) valid for the images: a batch
+    index of an image, corners inside it, x1 <= x2 and y1 <= y2 (random ones name images
+    that are not there and boxes of nothing, and compare nothing)."""
+    images = [s for k, s in probe.items() if len(s) == 4 and k not in rois]
     n, h, w = (images[0][0], images[0][2], images[0][3]) if images else (1, 16, 16)
     feeds = {}
     for k, s in probe.items():
-        if _is_rois(s) and s[0]:
+        if k in rois and len(s) >= 2 and s[0] and int(np.prod(s[1:])) == 5:
             r = s[0]
             x = np.sort(rng.uniform(0, w - 1, (r, 2)), axis=1)
             y = np.sort(rng.uniform(0, h - 1, (r, 2)), axis=1)
-            rois = np.stack([rng.integers(0, max(n, 1), r), x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1)
-            feeds[k] = rois.astype(np.float32).reshape(s)
+            boxes = np.stack([rng.integers(0, max(n, 1), r), x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1)
+            feeds[k] = boxes.astype(np.float32).reshape(s)
         else:
             feeds[k] = rng.standard_normal(s).astype(np.float32)
     return feeds
@@ -83,7 +86,8 @@ def _agrees(net, axes: tuple[str, ...], all_blobs: bool) -> bool:
         session = Session(onnx_net)
     except Exception:  # noqa: BLE001
         return False
-    probe = _probe_shapes(original, axes)
+    rois = roi_inputs(g)
+    probe = _probe_shapes(original, axes, rois)
     try:
         try:
             net.reshape(**probe)
@@ -91,7 +95,7 @@ def _agrees(net, axes: tuple[str, ...], all_blobs: bool) -> bool:
             return False                   # zfcaffe itself refuses that size (an InnerProduct, say)
         decided = _data_dependent(g)
         cut = {name for name, _ in onnx_net.cut}
-        feeds = _probe_inputs(probe, np.random.default_rng(0))
+        feeds = _probe_inputs(probe, np.random.default_rng(0), rois)
         net.forward(**feeds)
         got = session.run({k: v for k, v in feeds.items() if k in session.input_names})
         for key in dict.fromkeys(g.outputs() + host_inputs):
