@@ -212,3 +212,37 @@ def test_threshold_and_detections_options_are_checked_by_the_parser(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args(["serve", "a.prototxt", "b.caffemodel", *bad])
         assert bad[1] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["enet", "openpose"])
+def test_visualize_a_census_segmenter_and_openpose_with_fillers(shared, photo, tmp_path, case):
+    """The census ENet (filler weights) shows its class map and a class's Grad-CAM;
+    OpenPose's COCO net (filler weights) shows its heatmaps with peaks and a keypoint's
+    trace, in visualize's report."""
+    import zfcaffe
+    from zfcaffe.preprocess import for_net
+    from zfcaffe.recipes.visualize import visualize
+    if case == "enet":
+        net = zfcaffe.Net(str(shared / "census/enet/enet_deploy_final.prototxt"),
+                          input_shapes={"data": (1, 3, 64, 128)}, allow_missing_weights=True)
+        w = net.params["deconv6_0_0"][0]      # no filler in the file (Caffe's zeros would make every score 0)
+        w.data = np.random.default_rng(1).normal(0, 0.1, w.shape).astype(np.float32)
+        layer, threshold, section = "conv1_0_0", None, "Segmentation"
+    else:
+        net = zfcaffe.Net(str(shared / "census/openpose_coco/pose_deploy_linevec.prototxt"),
+                          input_shapes={"image": (1, 3, 96, 96)}, allow_missing_weights=True)
+        layer, threshold, section = "conv1_1", 0.0, "Keypoints"   # filler heatmaps are tiny: every peak shown
+    out = tmp_path / case
+    visualize(net, [str(photo)], str(out), layers=[layer], top=1, mode="deconvnet", preprocess=for_net(net),
+              progress=False, threshold=threshold, detections=1)
+    page = (out / "index.html").read_text()
+    assert section in page
+    with np.load(out / "results.npz") as z:
+        keys = [k for k in z.files if k.startswith("detections/hopper/")]
+        if case == "enet":
+            assert z["detections/hopper/class_map"].shape == (64, 128)
+            assert any(k.endswith("/gradcam") for k in keys)
+        else:
+            assert any(k.endswith("/gradcam") for k in keys), keys
+    pictures = {p.name for p in out.glob("hopper_*.png")}
+    assert ("hopper_class_map.png" if case == "enet" else "hopper_keypoints.png") in pictures, pictures
