@@ -61,6 +61,19 @@ def test_outputs_without_rows_are_summarised_empty(build):
     assert got["cls_prob"].kind == "class scores" and got["bbox_pred"].stats["max"] >= got["bbox_pred"].stats["min"]
 
 
+def test_fast_rcnn_without_rois_runs_and_visualizes(shared, tmp_path):
+    """The real Fast R-CNN fed rois 0 x 5 from the command line: `run` prints its empty
+    outputs and no detection, `visualize` writes its report (errors before)."""
+    case = shared / "oracle_forks/fast_rcnn_zf"
+    x = tmp_path / "x.npy"
+    np.save(x, np.load(case / "input.npy"))
+    net = [case / "deploy.prototxt", case / "weights.caffemodel", "--input-shape", "rois=0,5"]
+    out = cli("run", *net, "--input", x).stdout
+    assert "cls_prob [0, 21]: no values" in out and "detections (rcnn" in out and out.rstrip().endswith(": 0")
+    cli("visualize", *net, "--image", x, "--layers", "conv1", "--top", "1", "-o", tmp_path / "v")
+    assert (tmp_path / "v/index.html").exists()
+
+
 # -- top-9 --------------------------------------------------------------------------------------------
 def test_top9_equals_brute_force_sort(build, tmp_path):
     net = build('layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '

@@ -321,8 +321,9 @@ def cmd_run(ctx, args) -> int:
     net.forward(**{net.inputs[0]: x})
     head = class_head(net, args.class_output)
     for o in summarize_outputs(net, net.layer_outputs, head):
-        line = f"{o.blob} {list(o.shape)}: " + ", ".join(f"{k} {v:.4g}" for k, v in o.stats.items())
-        if o.kind == "class scores":
+        line = f"{o.blob} {list(o.shape)}: " + (", ".join(f"{k} {v:.4g}" for k, v in o.stats.items())
+                                                 or "no values (no rows this pass)")
+        if o.kind == "class scores" and o.stats:
             names = resolve_labels(args.labels, head.classes, net.graph.inputs[net.inputs[0]][1])
             top = top_classes(head, net.layer_outputs[o.key], names)
             line = (f"{o.blob} {list(o.shape)}: top-{len(top)} of item 0"

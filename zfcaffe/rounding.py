@@ -170,7 +170,8 @@ def _state_key(net) -> tuple:
         for k, v in sorted(arrays.items() if isinstance(arrays, dict) else arrays):
             v = np.ascontiguousarray(v)
             h.update(f"{name}:{k}:{v.dtype}:{v.shape}".encode())
-            h.update(memoryview(v).cast("B"))
+            if v.size:                  # a view with a zero in its shape cannot be cast
+                h.update(memoryview(v).cast("B"))
     weights = tuple(id(b) for l in net.graph.layers for b in l.blobs)
     return h.hexdigest(), weights, net.rounding
 

@@ -101,6 +101,18 @@ def shown_key(net, layer_name: str) -> str:
     return net.graph.resolve(layer_name, "a layer or blob", shown=True)
 
 
+def recorded_value(net, key: str) -> np.ndarray:
+    """A blob of the last recorded forward pass, the net's inputs included (layer_outputs
+    holds layer outputs only); one line when nothing is recorded."""
+    if key in net.graph.inputs:
+        return np.asarray(net._input_data[key])
+    try:
+        return np.asarray(net.layer_outputs[key])
+    except KeyError:
+        raise ZfcaffeError(f"no recorded value of '{key}': run net.forward(...) first (a reshape, e.g. "
+                           "net.evaluate on another batch size, clears it)") from None
+
+
 def strongest_units(act: np.ndarray, n: int) -> list[tuple[int, int, int, float]]:
     """(channel, y, x, value) of the n feature maps with the largest activation."""
     c, h, w = act.shape

@@ -27,6 +27,7 @@ import weakref
 import numpy as np
 
 from ..errors import ZfcaffeError
+from .common import recorded_value
 
 #: layers that only move values: the position of one value is followed through them
 _MOVING = {"Flatten", "Reshape", "Concat", "Permute", "Split"}
@@ -168,17 +169,6 @@ def _require_head(net) -> DetectorHead:
 
 # -- recorded values -----------------------------------------------------------------
 
-def _value(net, key: str) -> np.ndarray:
-    if key in net.graph.inputs:
-        return np.asarray(net._input_data[key])
-    try:
-        return np.asarray(net.layer_outputs[key])
-    except KeyError:
-        raise ZfcaffeError(f"no recorded value of '{key}': run net.forward(...) first (detections are read from "
-                           "the recorded forward pass; a reshape, e.g. net.evaluate on another batch size, "
-                           "clears it)") from None
-
-
 def _input_hw(net) -> tuple[int, int]:
     s = net.graph.inputs[net.inputs[0]]
     return int(s[2]), int(s[3])
@@ -259,7 +249,7 @@ def walk_back(net, key: str, flat: int, through=("Softmax",)) -> tuple[str, int]
 
 
 def _unit_at(net, key: str, flat: int, what: str) -> Unit:
-    v = _value(net, key)
+    v = recorded_value(net, key)
     index = tuple(int(i) for i in np.unravel_index(flat, v.shape))
     return Unit(key, net.graph.producer(key).name, index, float(v[index]), what)
 
@@ -289,18 +279,18 @@ def detections(net, threshold: float = 0.5, top: int | None = None, labels=None)
 def _row_sources(net, layer, bottoms):
     """The output layer's row_sources on the recorded values, kept while the recorded rows
     are the same array (the detections of one forward pass are read many times)."""
-    rows = _value(net, layer.tops[0])
+    rows = recorded_value(net, layer.tops[0])
     memo = _SOURCES.get(net)
     if memo is not None and memo[0] is rows and memo[1] == layer.name:
         return memo[2]
-    sources = layer.row_sources([_value(net, b) for b in bottoms])
+    sources = layer.row_sources([recorded_value(net, b) for b in bottoms])
     _SOURCES[net] = (rows, layer.name, sources)
     return sources
 
 
 def _ssd(net, head, names, threshold):
     layer = net.layer(head.layer)
-    rows = _value(net, layer.tops[0]).reshape(-1, 7)
+    rows = recorded_value(net, layer.tops[0]).reshape(-1, 7)
     sources = _row_sources(net, layer, layer.bottoms)
     P, C = layer.num_priors, layer.num_classes
     h, w = _input_hw(net)
@@ -309,7 +299,7 @@ def _ssd(net, head, names, threshold):
     flats = item * P * C + prior * C + label
     units = [None] * len(keep)
     for key, which, at in walk_back_many(net, layer.bottoms[1], flats):
-        v = _value(net, key)
+        v = recorded_value(net, key)
         idx = np.unravel_index(at, v.shape)
         vals = v[idx]
         name = net.graph.producer(key).name
@@ -328,7 +318,7 @@ def _ssd(net, head, names, threshold):
 
 def _yolo(net, head, names, threshold):
     layer = net.layer(head.layer)
-    rows = _value(net, layer.tops[0]).reshape(-1, 7)
+    rows = recorded_value(net, layer.tops[0]).reshape(-1, 7)
     sources = _row_sources(net, layer, head.score_inputs)
     h, w = _input_hw(net)
     K = layer.num_classes
@@ -338,7 +328,7 @@ def _yolo(net, head, names, threshold):
         if score < threshold:
             continue
         bottom = head.score_inputs[int(t)]
-        v = _value(net, bottom)
+        v = recorded_value(net, bottom)
         depth = 5 + K if layer.type == "Yolov3DetectionOutput" else v.shape[1] // layer.num_box
         y, x = divmod(int(cell), v.shape[3])
         ch = int(n) * depth + 5 + int(k)
@@ -357,9 +347,11 @@ def rcnn_boxes(net, head) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     py-R-FCN's class-agnostic variant takes columns 4:8 for every class): (scores [R, K],
     boxes [R, 4K] in input pixels, clipped to the image, rois [R, 5])."""
     from ..layers.rcnn import bbox_transform_inv, clip_boxes
-    rois = _value(net, head.rois).reshape(-1, 5)
-    scores = _value(net, head.score_inputs[0]).reshape(len(rois), -1)
-    deltas = _value(net, head.bbox).reshape(len(rois), -1).astype(np.float32)
+    rois = recorded_value(net, head.rois).reshape(-1, 5)
+    # rows by their own first axis, R (NumPy cannot infer a -1 axis when R is 0)
+    scores, deltas = (v.reshape(v.shape[0], int(np.prod(v.shape[1:])))
+                      for v in (recorded_value(net, k) for k in (head.score_inputs[0], head.bbox)))
+    deltas = deltas.astype(np.float32)
     boxes = bbox_transform_inv(rois[:, 1:5].astype(np.float32), deltas)   # im_scale 1: input pixels
     boxes = clip_boxes(boxes, _input_hw(net))
     if head.agnostic:
@@ -372,7 +364,7 @@ def _rcnn(net, head, names, threshold):
     every ROI's box (lib/nms/cpu_nms.pyx, zfcaffe.layers.rcnn.nms), then the threshold."""
     from ..layers.rcnn import nms
     scores, boxes, rois = rcnn_boxes(net, head)
-    logits = _value(net, head.logits)
+    logits = recorded_value(net, head.logits)
     out = []
     for c in range(scores.shape[1]):
         if c == head.background:
@@ -430,10 +422,10 @@ def detection_scores(net, det: Detection, values: dict) -> np.ndarray:
     prob = prob.reshape(prob.shape[0], -1)
     c, r = det.extra["class"], det.extra["roi"]
     if len(keys) == 1:                            # the ROIs are an input: the same row
-        return prob[r::len(_value(net, head.rois))][:, c].astype(np.float64) if prob.shape[0] > r else \
+        return prob[r::len(recorded_value(net, head.rois))][:, c].astype(np.float64) if prob.shape[0] > r else \
             np.zeros(0)
     rois = np.asarray(values[keys[1]]).reshape(-1, 5)
-    ref = _value(net, head.rois).reshape(-1, 5)[r, 1:5]
+    ref = recorded_value(net, head.rois).reshape(-1, 5)[r, 1:5]
     items = int(rois[:, 0].max()) + 1 if len(rois) else 0
     out = np.zeros(items)
     for i in range(items):
@@ -530,10 +522,10 @@ def explain_detection(net, x: np.ndarray | None, det: Detection, modes=("deconvn
         d = np.zeros(n.layer_outputs[unit.key].shape, np.float32)
         d[unit.index] = 1
         return {unit.key: d}
-    x_now = _value(net, net.inputs[0])
+    x_now = recorded_value(net, net.inputs[0])
     grad = gradients(net, x_now, seeds, "backprop", keys=[key], recorded=True)[key]
     item = det.item if grad.shape[0] > det.item else 0
-    act = _value(net, key)[det.item].astype(np.float64)
+    act = recorded_value(net, key)[det.item].astype(np.float64)
     weights = grad[item].astype(np.float64).mean(axis=(1, 2))
     cam = np.maximum(np.tensordot(weights, act, axes=1), 0)
     h, w = _input_hw(net)

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import ZfcaffeError
 from ..methods.gradcam import upsample
 from ..methods.gradients import gradients
+from .common import recorded_value
 
 #: what explain_class/explain_keypoint project by default
 MODES = ("deconvnet", "guided")
@@ -155,7 +156,8 @@ def default_cam_key(net, score_key: str, channels: int) -> str:
     """Grad-CAM's default layer under a dense score: the last spatial blob the score
     reads whose channel count is not the score's (the features the class head reads:
     FCN's rectified fc7, ENet's last bottleneck, PSPNet's conv5_4, OpenPose's stage's
-    last 128-channel map), after its in-place layers."""
+    last 128-channel map), after its in-place layers; in a net too shallow for one, the
+    last spatial blob, else the input."""
     g = net.graph
     needed, todo = set(), [score_key]
     while todo:
@@ -166,12 +168,10 @@ def default_cam_key(net, score_key: str, channels: int) -> str:
         todo.extend(g.producer(k).bottoms)
     order = [k for l in g.compute_layers for k in l.tops]
     below = order[:order.index(score_key)]
-    keys = [k for k in below if k in needed and len(g.shapes[k]) == 4 and g.shapes[k][1] != channels
-            and min(g.shapes[k][2:]) > 1]
-    if not keys:
-        raise ZfcaffeError(f"{g.path}: no spatial layer with other than {channels} channels below '{score_key}'; "
-                           "name one with layer=")
-    return keys[-1]
+    spatial = [k for k in below if k in needed and len(g.shapes[k]) == 4 and min(g.shapes[k][2:]) > 1]
+    keys = [k for k in spatial if g.shapes[k][1] != channels]
+    # a net too shallow to have such a map (one convolution): its last map, else its input
+    return (keys or spatial or [net.inputs[0]])[-1]
 
 
 def cam_key(net, layer: str | None, score_key: str, channels: int) -> str:
@@ -237,7 +237,7 @@ def dense_trace(net, x: np.ndarray, key: str, channel: int, seed: np.ndarray, ca
     full[0, channel] = seed
     seeds = lambda n: {key: full}  # noqa: E731
     grad = gradients(net, x, seeds, "backprop", keys=[cam_at], recorded=True)[cam_at][0].astype(np.float64)
-    act = net.layer_outputs[cam_at][0].astype(np.float64)
+    act = recorded_value(net, cam_at)[0].astype(np.float64)
     weights = grad.mean(axis=(1, 2))
     cam = np.maximum(np.tensordot(weights, act, axes=1), 0)
     h, w = x.shape[2:]

@@ -196,7 +196,7 @@ def _outputs_section(report, figure, net, head, names, stem: str) -> None:
                                                                   ("min", "max", "mean", "std")]
                   for o in summaries])
     for o in summaries:
-        if o.kind == "class scores":
+        if o.kind in ("class scores", "empty"):
             continue
         seg_names = names if names and o.shape[1] == len(names.names) else None
         png = output_figure(o.blob, o.kind, net.layer_outputs[o.key][0], seg_names)
