@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from cli_here import cli_here as run_cli   # in-process: the local reference runs need no fresh interpreter
 from shapes import make_shapes
 
 pytest.importorskip("ray")
