@@ -172,6 +172,29 @@ def test_fast_rcnn_roi_trace(shared):
     assert np.abs(tr.projections["deconvnet"]).max() > 0 and tr.gradcam.shape == (h, w)
 
 
+
+def test_faster_rcnn_end2end_with_its_proposal_layer(shared):
+    """py-faster-rcnn's ZF end2end test net (its Python proposal layer run as the built-in):
+    detections come from the proposals' ROI rows, each traced to cls_score[r, c], and the
+    trace's Grad-CAM is taken at the map under the ROI pooling (conv5)."""
+    net = zfcaffe.Net(str(shared / "models/zf_faster_rcnn/faster_rcnn_end2end_test.prototxt"),
+                      allow_missing_weights=True)
+    _randomise(net)
+    x = np.random.default_rng(0).normal(0, 50, (1, 3, 224, 224)).astype(F32)
+    net.forward(data=x, im_info=np.array([[224, 224, 1]], F32))
+    head = D.detector_head(net)
+    assert (head.kind, net.graph.name_of(head.rois)) == ("rcnn", "rois") and net.layer_outputs[head.rois].shape[0] > 1
+    dets = D.detections(net, 0.0)
+    assert dets and [d.score for d in dets] == sorted((d.score for d in dets), reverse=True)
+    d = dets[0]
+    r, c = d.extra["roi"], d.extra["class"]
+    assert d.unit.index == (r, c) and d.name == D.detection_labels(net, head, None)(c)
+    assert softmax(net.layer_outputs["cls_score"][r])[c] == pytest.approx(d.score, rel=1e-5)
+    tr = D.explain_detection(net, None, d, modes=("guided",))
+    assert tr.cam_layer == net.layer("roi_pool_conv5").bottoms[0] and tr.gradcam.shape == (224, 224)
+    assert np.abs(tr.projections["guided"]).max() > 0
+
+
 # -- YOLOv3 and R-FCN with filler weights -----------------------------------------------------
 
 def _randomise(net, seed=5):

@@ -283,11 +283,12 @@ def _conv_bound(layer, B, x, b, k, linear):
         return out if bias is None else out + np.where(out > 0, g * _bias_shape(bias, out), np.float32(0))
     # probabilistic: the local error ~ LAMBDA sqrt(K) U sum|w||x|, the inherited ones add in quadrature
     g = LAMBDA * math.sqrt(k + 2) * U
-    ya, yb = linear(np.abs(x), b * b if np.any(b) else None)
+    with np.errstate(over="ignore"):     # HUGE (unknown) bounds square to inf: flagged all the same
+        ya, yb = linear(np.abs(x), b * b if np.any(b) else None)
     local = g * ya
     if bias is not None:      # a sum of zeros plus the bias is exact in any order
         local += np.where(ya > 0, g * _bias_shape(bias, local), np.float32(0))
-    return np.sqrt(local * local + (0.0 if yb is None else np.maximum(yb, 0)))
+    return local if yb is None else np.hypot(local, np.sqrt(np.maximum(yb, 0)))   # no overflow in the squares
 
 
 def _bias_shape(bias, out):
