@@ -4,7 +4,8 @@ those groups once and builds what they describe (the net, the preprocessing, the
 output folder) into a Context for the verb's function.
 
 Shared groups: "net" (prototxt, weights and the net options), "preprocess",
-"keep_size", "head" (--labels, --class-output), "engine" (where a scan runs: local
+"keep_size", "head" (--labels, --class-output), "detect" (--threshold,
+--detections: detectors, segmenters, pose nets), "engine" (where a scan runs: local
 or Ray), "mode:DEFAULT" (projection or gradient modes), "output:DEFAULT" (-o). Every
 verb has --quiet.
 """

@@ -88,8 +88,8 @@ def visualize(net, images: list[str], out_dir: str, layers: list[str] | None = N
     report.text(head.describe() if head else
                 f"no class output (outputs: {', '.join(net.outputs)}): no class ranking is shown")
     if dense is not None:
-        report.text(f"a {dense.kind} net: its {'boxes' if dense.kind == 'detector' else 'class map' if dense.kind == 'segmentation' else 'keypoints'} "
-                    f"are shown over each image, the top {detections} traced"
+        what = {"detector": "boxes", "segmentation": "class map", "keypoints": "keypoints"}[dense.kind]
+        report.text(f"a {dense.kind} net: its {what} over each image, the top {detections} traced"
                     + (f"; class names: {dense.names.source}" if dense.names else ""))
     if names:
         report.text(f"class names: {names.source}")
