@@ -132,3 +132,18 @@ def test_names_kept_light_agree_with_their_modules():
     import zfcaffe
     from zfcaffe.net import Net
     assert zfcaffe.Net is Net
+
+
+def test_a_net_posted_without_weights_runs_with_fillers_when_asked(shared, tmp_path):
+    """Census nets come as prototxts alone: --allow-missing-weights runs them with Caffe's
+    fillers and no weights file; without the flag, one line says what is missing."""
+    from cli_here import cli_here
+    proto = shared / "models/zf_faster_rcnn/rpn_test.prototxt"
+    r = cli_here("run", proto, "--input", matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False),
+                 "--quiet", check=False)
+    assert r.returncode == 2 and "no weights given" in r.stderr and "--allow-missing-weights" in r.stderr
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(0).normal(0, 1, (1, 3, 224, 224)).astype(np.float32))
+    r = cli_here("run", shared / "census/shufflenet/shufflenet_1x_g3_deploy.prototxt", "--allow-missing-weights", "--input",
+                 x, "--quiet", check=False)
+    assert r.returncode == 0, r.stderr

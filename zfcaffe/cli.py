@@ -109,6 +109,9 @@ class Context:
         from .net import Net
         a = self.args
         a.prototxt, a.weights = net_of_solver(resolve_path(a.prototxt)), resolve_path(a.weights)
+        if a.weights is None and not getattr(a, "allow_missing_weights", False):
+            raise ZfcaffeError(f"{a.prototxt}: no weights given; expected a .caffemodel or .caffemodel.h5 after the "
+                               "prototxt, or --allow-missing-weights to run the net with Caffe's fillers")
         return Net(a.prototxt, a.weights, allow_missing_weights=a.allow_missing_weights, **net_options(a))
 
     @functools.cached_property
@@ -152,8 +155,11 @@ def _net_group(p, weights: str) -> None:
     """weights: "required", "optional", "none" (a net without weights), or "files"
     (the two file names alone: the verb builds no net)."""
     p.add_argument("prototxt", help="net definition (deploy.prototxt; V0/V1/V2)")
-    if weights in ("required", "files"):
+    if weights == "files":
         p.add_argument("weights", help=".caffemodel or .caffemodel.h5")
+    elif weights == "required":      # left out only with --allow-missing-weights (a net posted without weights)
+        p.add_argument("weights", nargs="?", help=".caffemodel or .caffemodel.h5 (without one: "
+                                                  "--allow-missing-weights, Caffe's fillers)")
     elif weights == "optional":
         p.add_argument("weights", nargs="?", help=".caffemodel or .caffemodel.h5 (optional)")
     if weights == "files":
@@ -170,7 +176,8 @@ def _net_group(p, weights: str) -> None:
                    help="a Caffe fork's caffe.proto, for fields no fork zfcaffe ships has (read without a compiler)")
     if weights != "none":
         g.add_argument("--allow-missing-weights", action="store_true",
-                       help="fill layers missing from the weights as Caffe's fillers would")
+                       help="fill layers missing from the weights (every layer, with no weights file) as "
+                            "Caffe's fillers would")
 
 
 def _preprocess_group(p, keep_size: bool) -> None:
