@@ -388,3 +388,23 @@ def test_data_a_layer_cannot_take_is_one_line_naming_it(build):
     with pytest.raises(ZfcaffeError, match=r"^layer 'up': ONNX Runtime refused the forward pass") as e:
         net.forward(data=x)
     assert "\n" not in str(e.value)
+
+
+def test_fork_net_findings_of_the_detection_fuzz(shared, tmp_path):
+    """tools/fuzz.py --kinds fork (visualize with --detections): a DetectionOutput with
+    num_classes 2e9 is one line (it built a 2e9-entry label list in setup: MemoryError); an
+    output of ~50 MB is summarised without float64 copies; an output holding inf/NaN gets
+    its histogram of the finite values (numpy's histogram raised)."""
+    from zfcaffe.analyses.heads import _stats
+    from zfcaffe.viz.figures import output_figure
+    case = shared / "oracle_ssd/ssd_layers_c"
+    text = (case / "deploy.prototxt").read_text().replace("num_classes: 4", "num_classes: 2000000000", 1)
+    (tmp_path / "big.prototxt").write_text(text)
+    with pytest.raises(ZfcaffeError, match=r"DetectionOutput.*expected \d+ \(priors x 2000000000"):
+        zfcaffe.Net(str(tmp_path / "big.prototxt"), str(case / "weights.caffemodel"))
+    big = np.full((1, 13_000_000), 3.0, np.float32)
+    big[0, ::2] = 1.0
+    assert _stats(big[0]) == {"min": 1.0, "max": 3.0, "mean": 2.0, "std": 1.0}
+    odd = np.array([[1.0, np.inf, np.nan, 2.0] * 40], np.float32)
+    assert output_figure("odd", "values", odd[0])[:4] == b"\x89PNG"
+    assert np.isnan(_stats(odd)["max"])                     # said as it is: the output holds NaN

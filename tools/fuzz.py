@@ -155,6 +155,9 @@ class Corpus:
                                 "--quiet"],
                                ["run", str(path), str(weights), "--allow-missing-weights", "--input", str(x),
                                 "--keep-size", "--quiet"],
+                               ["visualize", str(path), str(weights), "--allow-missing-weights", "--image", str(x),
+                                "--top", "1", "--mode", "deconvnet", "--detections", "1", "--threshold", "0",
+                                "--quiet", "-o", out],       # detections, class maps and their traces
                                ["inspect", str(path)],
                                ["convert", str(path), str(weights), "--allow-missing-weights", "-o",
                                 out + ".onnx"]])

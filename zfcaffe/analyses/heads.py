@@ -119,11 +119,26 @@ def summarize_outputs(net, values: dict[str, np.ndarray], head: ClassHead | None
         if full.ndim and not len(full):
             out.append(OutputSummary(net.graph.name_of(key), key, shape, {}, "empty"))
             continue
-        v = np.asarray(full[0] if full.ndim else full, np.float64)
-        stats = {"min": float(v.min()), "max": float(v.max()), "mean": float(v.mean()), "std": float(v.std())} \
-            if v.size else {}
+        stats = _stats(full[0] if full.ndim else full)
         out.append(OutputSummary(net.graph.name_of(key), key, shape, stats, _kind(net, key, shape, head)))
     return out
+
+
+def _stats(value, chunk: int = 1 << 20) -> dict:
+    """min, max, mean and std of an array in float64, a chunk at a time: an output of
+    hundreds of MB is summarised without float64 copies of it."""
+    flat = np.asarray(value).reshape(-1)
+    if not flat.size:
+        return {}
+    starts = range(0, flat.size, chunk)
+    with np.errstate(invalid="ignore", over="ignore"):      # inf and NaN outputs give inf / NaN statistics
+        return _moments(flat, starts, chunk)
+
+
+def _moments(flat, starts, chunk) -> dict:
+    mean = sum(float(flat[i:i + chunk].sum(dtype=np.float64)) for i in starts) / flat.size
+    var = sum(float(np.square(flat[i:i + chunk].astype(np.float64) - mean).sum()) for i in starts) / flat.size
+    return {"min": float(flat.min()), "max": float(flat.max()), "mean": mean, "std": var ** 0.5}
 
 
 def _kind(net, key: str, shape: tuple, head: ClassHead | None) -> str:

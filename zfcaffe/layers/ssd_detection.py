@@ -183,8 +183,13 @@ class DetectionOutput(Layer):
             raise self.error(f"nms_threshold {nms.nms_threshold:g}: expected a non-negative value")
         if not 0 < self.eta <= 1:
             raise self.error(f"nms_param.eta {nms.eta:g}: expected 0 < eta <= 1")
-        #: the labels that get rows: every class but the background, ascending
-        self.labels = np.array([c for c in range(self.num_classes) if c != self.background], dtype=np.int64)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The labels that get rows: every class but the background, ascending (made when
+        used: num_classes is checked against the confidence input only by output_shapes)."""
+        every = np.arange(self.num_classes, dtype=np.int64)
+        return every[every != self.background]
 
     def n_bottoms(self):
         return (3, 4)   # a 4th bottom (the image) serves only the fork's `visualize`

@@ -153,7 +153,10 @@ def output_figure(name: str, kind: str, value: np.ndarray, labels=None) -> bytes
         ax.set_xlabel("index", fontsize=8)
         ax.set_title(f"{name}: its {flat.size} values", fontsize=8)
     else:
-        ax.hist(v.ravel(), bins=50, color="#4c72b0")
-        ax.set_title(f"{name}: histogram of its {v.size} values", fontsize=8)
+        finite = v[np.isfinite(v)]        # a net with filler weights may overflow to inf or NaN
+        ax.hist(finite, bins=50, color="#4c72b0")
+        odd = v.size - finite.size
+        ax.set_title(f"{name}: histogram of its {v.size} values" + (f" ({odd} not finite, left out)" if odd else ""),
+                     fontsize=8)
     ax.tick_params(labelsize=7)
     return figure_png(fig)
