@@ -92,5 +92,5 @@ def trace_figure(image: np.ndarray, trace) -> bytes:
     fig.suptitle(f"#{d.index} {d.name} {d.score:.3f}: {u.what} = {u.value:.4g}\n"
                  f"unit {u.key}{list(u.index)}; Grad-CAM mass in the box {trace.mass_in_box:.0%}",
                  fontsize=9, y=0.02, va="bottom")
-    fig.subplots_adjust(bottom=0.65 / height, top=1 - 0.3 / height, wspace=0.05)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.65 / height, top=1 - 0.3 / height, wspace=0.05)
     return figure_png(fig)
