@@ -101,6 +101,12 @@ def shown_key(net, layer_name: str) -> str:
     return net.graph.resolve(layer_name, "a layer or blob", shown=True)
 
 
+def input_hw(net) -> tuple[int, int]:
+    """(height, width) of the net's (first) input."""
+    h, w = net.graph.inputs[net.inputs[0]][2:]
+    return int(h), int(w)
+
+
 def recorded_value(net, key: str) -> np.ndarray:
     """A blob of the last recorded forward pass, the net's inputs included (layer_outputs
     holds layer outputs only); one line when nothing is recorded."""

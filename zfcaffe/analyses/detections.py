@@ -27,7 +27,7 @@ import weakref
 import numpy as np
 
 from ..errors import ZfcaffeError
-from .common import recorded_value
+from .common import input_hw, recorded_value
 
 #: layers that only move values: the position of one value is followed through them
 _MOVING = {"Flatten", "Reshape", "Concat", "Permute", "Split"}
@@ -169,11 +169,6 @@ def _require_head(net) -> DetectorHead:
 
 # -- recorded values -----------------------------------------------------------------
 
-def _input_hw(net) -> tuple[int, int]:
-    s = net.graph.inputs[net.inputs[0]]
-    return int(s[2]), int(s[3])
-
-
 def detection_labels(net, head: DetectorHead, labels):
     """A function class index -> name (class indices as the scores number them)."""
     from ..labels import BUILT_IN, Labels, resolve_labels
@@ -293,7 +288,7 @@ def _ssd(net, head, names, threshold):
     rows = recorded_value(net, layer.tops[0]).reshape(-1, 7)
     sources = _row_sources(net, layer, layer.bottoms)
     P, C = layer.num_priors, layer.num_classes
-    h, w = _input_hw(net)
+    h, w = input_hw(net)
     keep = np.nonzero(rows[:len(sources), 2] >= threshold)[0] if len(sources) else np.zeros(0, np.int64)
     item, label, prior = (sources[keep, i] for i in range(3))
     flats = item * P * C + prior * C + label
@@ -320,7 +315,7 @@ def _yolo(net, head, names, threshold):
     layer = net.layer(head.layer)
     rows = recorded_value(net, layer.tops[0]).reshape(-1, 7)
     sources = _row_sources(net, layer, head.score_inputs)
-    h, w = _input_hw(net)
+    h, w = input_hw(net)
     K = layer.num_classes
     out = []
     for row, (item, t, n, cell, k) in zip(rows, sources):
@@ -353,7 +348,7 @@ def rcnn_boxes(net, head) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                       for v in (recorded_value(net, k) for k in (head.score_inputs[0], head.bbox)))
     deltas = deltas.astype(np.float32)
     boxes = bbox_transform_inv(rois[:, 1:5].astype(np.float32), deltas)   # im_scale 1: input pixels
-    boxes = clip_boxes(boxes, _input_hw(net))
+    boxes = clip_boxes(boxes, input_hw(net))
     if head.agnostic:
         boxes = np.tile(boxes[:, 4:8], (1, scores.shape[1]))
     return scores, boxes, rois
@@ -501,7 +496,7 @@ def explain_detection(net, x: np.ndarray | None, det: Detection, modes=("deconvn
     """The detection's unit projected to the input in each mode, and Grad-CAM of the
     unit's value at `layer` (see cam_key). x: the input the detections came from
     (1, C, H, W), run forward again; None: the net's recorded forward pass as it is."""
-    from ..methods.gradcam import upsample
+    from ..methods.gradcam import cam_and_heatmap
     from ..methods.gradients import gradients
     if x is not None:
         net.forward(**{net.inputs[0]: x})
@@ -527,10 +522,9 @@ def explain_detection(net, x: np.ndarray | None, det: Detection, modes=("deconvn
     item = det.item if grad.shape[0] > det.item else 0
     act = recorded_value(net, key)[det.item].astype(np.float64)
     weights = grad[item].astype(np.float64).mean(axis=(1, 2))
-    cam = np.maximum(np.tensordot(weights, act, axes=1), 0)
-    h, w = _input_hw(net)
-    heat = upsample(cam, h, w).astype(np.float64)
-    heat = heat / heat.max() if heat.max() > 0 else heat
+    h, w = input_hw(net)
+    cam, heat = cam_and_heatmap(weights, act, h, w)
+    heat = heat.astype(np.float64)
     near = neighbourhood(det.box, margin, h, w)
     return DetectionTrace(det, unit, projections, heat, cam, key, near, mass_in_box(heat, det.box), ties)
 

@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 
 from ..errors import ZfcaffeError
+from .common import input_hw
 from .segmentation import MODES, DenseTrace, cam_key, dense_trace, record, resize_maps, seed_from_input
 
 # CMU-Perceptual-Computing-Lab/openpose, src/openpose/pose/poseParameters.cpp: POSE_COCO_BODY_PARTS,
@@ -86,7 +87,7 @@ def keypoint_head(net) -> KeypointHead | None:
             c, p = g.shapes[heat][1], g.shapes[paf][1]
             if c in MODELS and MODELS[c][2] == p:
                 h, w = g.shapes[heat][2:]
-                ih, iw = g.inputs[net.inputs[0]][2:]
+                ih, iw = input_hw(net)
                 model, parts, _ = MODELS[c]
                 return KeypointHead(model, heat, g.producer(heat).name, paf, g.producer(paf).name,
                                     g.name_of(out), parts, (ih / h, iw / w))
@@ -108,7 +109,7 @@ def heatmaps(net, item: int = 0) -> np.ndarray:
     values = net.layer_outputs[head.key]
     if not 0 <= item < values.shape[0]:
         raise ZfcaffeError(f"item {item}: the recorded batch has items 0 to {values.shape[0] - 1}")
-    return resize_maps(values[item], *net.graph.inputs[net.inputs[0]][2:])
+    return resize_maps(values[item], *input_hw(net))
 
 
 @dataclasses.dataclass
@@ -221,7 +222,7 @@ def explain_keypoint(net, x, peak: Peak, layer=None, modes=MODES) -> KeypointTra
     head = require_keypoint_head(net)
     if not 0 <= peak.part < head.channels:
         raise ZfcaffeError(f"peak.part {peak.part}: the heatmaps have channels 0 to {head.channels - 1}")
-    ih, iw = net.graph.inputs[net.inputs[0]][2:]
+    ih, iw = input_hw(net)
     if not (0 <= peak.px < iw and 0 <= peak.py < ih):
         raise ZfcaffeError(f"peak pixel ({peak.px}, {peak.py}) is outside the {iw} x {ih} input")
     one = np.zeros((ih, iw))

@@ -40,15 +40,30 @@ class Occlusion:
 
 def occluder_grid(net, layer_key: str, size: int, stride: int) -> tuple[int, np.ndarray, np.ndarray]:
     """(size, top-left ys, top-left xs) of the occluder positions, checked against the net."""
+    grid = input_grid(net, size, stride)
+    if len(net.graph.shapes[layer_key]) != 4:
+        raise ZfcaffeError(f"layer '{layer_key}' has shape {list(net.graph.shapes[layer_key])}; occlusion follows a "
+                           "feature map, expected a spatial layer (N x C x H x W)")
+    return grid
+
+
+def input_grid(net, size: int, stride: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(size, top-left ys, top-left xs) of occluder positions over the whole input."""
     h, w = net.graph.inputs[net.inputs[0]][2:]
     size = size or max(4, h // 5)
     stride = stride or max(1, size // 2)
     if not 1 <= size <= min(h, w):
         raise ZfcaffeError(f"--size {size}: the occluder must fit the {h}x{w} input")
-    if len(net.graph.shapes[layer_key]) != 4:
-        raise ZfcaffeError(f"layer '{layer_key}' has shape {list(net.graph.shapes[layer_key])}; occlusion follows a "
-                           "feature map, expected a spatial layer (N x C x H x W)")
     return size, np.arange(0, h - size + 1, stride), np.arange(0, w - size + 1, stride)
+
+
+def occluded_batch(x0: np.ndarray, chunk, size: int, rows: int) -> np.ndarray:
+    """`rows` copies of x0 (C, H, W), copy i with the occluder (zeros: the mean, after its
+    subtraction) at chunk[i] = (y, x); copies past the chunk left whole."""
+    xb = np.repeat(x0[None], rows, axis=0)
+    for i, (y, x) in enumerate(chunk):
+        xb[i, :, y:y + size, x:x + size] = 0
+    return xb
 
 
 def sweep(evaluate, x0: np.ndarray, head, layer_key: str, fmap: int, label: int, size: int, ys, xs,
@@ -59,10 +74,7 @@ def sweep(evaluate, x0: np.ndarray, head, layer_key: str, fmap: int, label: int,
     acts, probs, best = [], [], []
     for start in range(0, len(grid), batch):
         chunk = grid[start:start + batch]
-        xb = np.repeat(x0[None], batch, axis=0)
-        for i, (y, x) in enumerate(chunk):
-            xb[i, :, y:y + size, x:x + size] = 0
-        out = evaluate([layer_key, head.key], xb)
+        out = evaluate([layer_key, head.key], occluded_batch(x0, chunk, size, batch))
         p = head.probabilities(out[head.key][:len(chunk)])
         acts.append(out[layer_key][:len(chunk), fmap].reshape(len(chunk), -1).sum(axis=1))
         probs.append(p[:, label])
@@ -208,16 +220,6 @@ class DetectionOcclusion:
                 **{f"detection/extra/{k}": np.array(v, np.int64) for k, v in d.extra.items()}}
 
 
-def input_grid(net, size: int, stride: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """(size, top-left ys, top-left xs) of occluder positions over the whole input."""
-    h, w = net.graph.inputs[net.inputs[0]][2:]
-    size = size or max(4, h // 5)
-    stride = stride or max(1, size // 2)
-    if not 1 <= size <= min(h, w):
-        raise ZfcaffeError(f"--size {size}: the occluder must fit the {h}x{w} input")
-    return size, np.arange(0, h - size + 1, stride), np.arange(0, w - size + 1, stride)
-
-
 def run_detection(net, image: str, pre, k: int, size: int = 0, stride: int = 0, batch: int = 16, labels=None,
                   show_progress: bool = True) -> DetectionOcclusion:
     """Occlusion of detection k (its index in detections(net, threshold=0): best first)
@@ -247,11 +249,8 @@ def run_detection(net, image: str, pre, k: int, size: int = 0, stride: int = 0, 
     scores = []
     for start in range(0, len(grid), batch):
         chunk = grid[start:start + batch]
-        xb = np.repeat(x0[None], len(chunk), axis=0)
-        for i, (y, x) in enumerate(chunk):
-            xb[i, :, y:y + size, x:x + size] = 0
         net.set_batch(len(chunk))
-        values = net.evaluate(keys, **{input_name: xb})
+        values = net.evaluate(keys, **{input_name: occluded_batch(x0, chunk, size, len(chunk))})
         scores.append(dets.detection_scores(net, det, values)[:len(chunk)])
         bar.update(len(chunk))
     bar.close()

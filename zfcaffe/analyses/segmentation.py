@@ -16,9 +16,9 @@ import dataclasses
 import numpy as np
 
 from ..errors import ZfcaffeError
-from ..methods.gradcam import upsample
+from ..methods.gradcam import cam_and_heatmap, upsample
 from ..methods.gradients import gradients
-from .common import recorded_value
+from .common import input_hw, recorded_value
 
 #: what explain_class/explain_keypoint project by default
 MODES = ("deconvnet", "guided")
@@ -53,10 +53,6 @@ def _spatial_maps(shape) -> bool:
     return len(shape) == 4 and shape[1] >= 2 and shape[2] > 1 and shape[3] > 1
 
 
-def _input_hw(net) -> tuple[int, int]:
-    return tuple(net.graph.inputs[net.inputs[0]][2:])
-
-
 def segmentation_head(net) -> SegmentationHead | None:
     """The net's class-score map, or None when the net is no segmenter.
 
@@ -84,7 +80,7 @@ def segmentation_head(net) -> SegmentationHead | None:
         return None
     out, key, via = found[0]
     h, w = g.shapes[key][2:]
-    ih, iw = _input_hw(net)
+    ih, iw = input_hw(net)
     stride = (ih / h, iw / w)
     if max(stride) > 8:
         return None
@@ -136,7 +132,7 @@ def class_scores(net, item: int = 0, head: SegmentationHead | None = None) -> np
     values = net.layer_outputs[head.key]
     if not 0 <= item < values.shape[0]:
         raise ZfcaffeError(f"item {item}: the recorded batch has items 0 to {values.shape[0] - 1}")
-    return resize_maps(values[item], *_input_hw(net))
+    return resize_maps(values[item], *input_hw(net))
 
 
 def class_map(net, item: int = 0) -> np.ndarray:
@@ -145,7 +141,7 @@ def class_map(net, item: int = 0) -> np.ndarray:
     ArgMax. Scores smaller than the input are resized to it first."""
     head = require_segmentation_head(net)
     values = net.layer_outputs[head.key]
-    if tuple(values.shape[2:]) == _input_hw(net):
+    if tuple(values.shape[2:]) == input_hw(net):
         if not 0 <= item < values.shape[0]:
             raise ZfcaffeError(f"item {item}: the recorded batch has items 0 to {values.shape[0] - 1}")
         return values[item].argmax(axis=0)
@@ -239,10 +235,8 @@ def dense_trace(net, x: np.ndarray, key: str, channel: int, seed: np.ndarray, ca
     grad = gradients(net, x, seeds, "backprop", keys=[cam_at], recorded=True)[cam_at][0].astype(np.float64)
     act = recorded_value(net, cam_at)[0].astype(np.float64)
     weights = grad.mean(axis=(1, 2))
-    cam = np.maximum(np.tensordot(weights, act, axes=1), 0)
-    h, w = x.shape[2:]
-    heat = upsample(cam, h, w).astype(np.float64)
-    heat = heat / heat.max() if heat.max() > 0 else heat
+    cam, heat = cam_and_heatmap(weights, act, *x.shape[2:])
+    heat = heat.astype(np.float64)
     projections = {m: gradients(net, x, seeds, m, recorded=True)[net.inputs[0]][0] for m in modes}
     inside = np.where(seed != 0, values, -np.inf)
     y, xx = np.unravel_index(int(inside.argmax()), inside.shape)

@@ -66,6 +66,14 @@ def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(cam.astype(np.float32), "F").resize((width, height), Image.BILINEAR))
 
 
+def cam_and_heatmap(weights: np.ndarray, act: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM's map from the maps' weights (C,) and the maps (C, h, w): their rectified
+    weighted sum, and that sum upsampled to (height, width) and scaled to [0, 1]."""
+    cam = np.maximum(np.tensordot(weights, act, axes=1), 0)
+    heat = upsample(cam, height, width)
+    return cam, heat / heat.max() if heat.max() > 0 else heat
+
+
 def gradcam(net, x: np.ndarray, head, label: int | None = None, layer: str | None = None,
             method: str = "auto", guided: bool = True, smooth: int = 0, seed: int = 0) -> GradCam:
     """Grad-CAM (or CAM, method "cam"; "auto": CAM where the net allows, at the last
@@ -89,10 +97,7 @@ def gradcam(net, x: np.ndarray, head, label: int | None = None, layer: str | Non
     else:
         grad = gradients(net, x, seeds, "backprop", keys=[key], smooth=smooth, seed=seed, recorded=True)[key][0]
         weights, name = grad.astype(np.float64).mean(axis=(1, 2)), "Grad-CAM"
-    cam = np.maximum(np.tensordot(weights, act, axes=1), 0)
-    h, w = x.shape[2:]
-    heat = upsample(cam, h, w)
-    heat = heat / heat.max() if heat.max() > 0 else heat
+    cam, heat = cam_and_heatmap(weights, act, *x.shape[2:])
     guided_map = None
     if guided:
         gb = gradients(net, x, seeds, "guided", smooth=smooth, seed=seed, recorded=True)[net.inputs[0]][0]
