@@ -118,7 +118,8 @@ def lines(net, dense: Dense, threshold: float | None = None, pre=None, photo: tu
         out += [f"  {c} {dense.names(c)}: {s * 100:.1f}% of the pixels" for c, s in share[:SHOWN_CLASSES]]
         if len(share) > SHOWN_CLASSES:
             rest = share[SHOWN_CLASSES:]
-            out.append(f"  ... {len(rest)} more classes: {sum(s for _, s in rest) * 100:.1f}% of the pixels")
+            out.append(f"  ... {len(rest)} more class{'es' if len(rest) > 1 else ''}: "
+                       f"{sum(s for _, s in rest) * 100:.1f}% of the pixels")
         return out
     peaks = d.peaks(net, threshold=t, item=item)
     out = [f"keypoint peaks (from '{_head_output(dense.head)}'; heatmap >= {t:g}): {len(peaks)}"]

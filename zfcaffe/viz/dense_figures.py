@@ -72,7 +72,8 @@ def class_map_figure(image: np.ndarray, cmap: np.ndarray, names=None, palette=No
     labels = [f"{name(int(present[i]))} ({int(present[i])}): {100 * counts[i] / cmap.size:.1f}%" for i in shown]
     if len(order) > LEGEND_MAX:
         handles.append(plt.Rectangle((0, 0), 1, 1, color="white"))
-        labels.append(f"... {len(order) - LEGEND_MAX} more classes")
+        more = len(order) - LEGEND_MAX
+        labels.append(f"... {more} more class{'es' if more > 1 else ''}")
     axes[1].legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.suptitle(title or f"segmentation: {len(present)} classes present", fontsize=10)
     return figure_png(fig)
